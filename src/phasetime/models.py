@@ -1,0 +1,115 @@
+"""Loading models: the built-in random-weight ones, a hub id, or a local directory.
+
+``load(name_or_path)`` returns ``(model, processor)``. Built-in names (see
+:data:`BUILTIN`) need no download; anything else goes through ``AutoProcessor`` and
+``AutoModelForImageTextToText`` (falling back to ``AutoModelForCausalLM``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._tiny import BUILDERS
+
+BUILTIN: dict[str, str] = {name: doc for name, (_, doc) in BUILDERS.items()}
+DEFAULT_MODEL = "tiny-llava"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelLoadError(ValueError):
+    """The model name or path could not be resolved or loaded."""
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` (or None) is CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for but no CUDA device is available")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``"auto"`` (or None) is bfloat16 on CUDA and float32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r} (choose from auto, {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def is_vision_language(processor: Any) -> bool:
+    """Whether ``processor`` takes images (a VLM) or only text."""
+    return getattr(processor, "image_processor", None) is not None
+
+
+def tokenizer_of(processor: Any) -> Any:
+    return getattr(processor, "tokenizer", processor)
+
+
+def load(
+    name_or_path: str,
+    device: str | torch.device | None = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    *,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    seed: int = 0,
+) -> tuple[torch.nn.Module, Any]:
+    """Load ``(model, processor)`` in eval mode on ``device`` with ``dtype``.
+
+    Built-in models are built with ``torch.manual_seed(seed)``, so the same name and
+    seed give the same weights on every machine.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if name_or_path in BUILDERS:
+        builder, _ = BUILDERS[name_or_path]
+        torch.manual_seed(seed)
+        model, processor = builder()
+        if attn_implementation is not None:
+            model.set_attn_implementation(attn_implementation)
+        return model.to(device=dev, dtype=dt), processor
+    return _load_pretrained(name_or_path, dev, dt, trust_remote_code, attn_implementation)
+
+
+def _load_pretrained(
+    name_or_path: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool, attn_implementation: str | None
+) -> tuple[torch.nn.Module, Any]:
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+    local = Path(name_or_path).expanduser()
+    if not local.is_dir() and ("/" not in name_or_path or name_or_path.startswith((".", "/", "~"))):
+        raise ModelLoadError(
+            f"unknown model {name_or_path!r}: not a built-in ({', '.join(BUILTIN)}), "
+            "a local directory or a hub id (org/name)"
+        )
+    source = str(local) if local.is_dir() else name_or_path
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # transformers raises OSError, ValueError or KeyError here
+        raise ModelLoadError(f"cannot load a processor for {name_or_path!r}: {_first_line(exc)}") from exc
+    errors = []
+    for auto in (AutoModelForImageTextToText, AutoModelForCausalLM):
+        try:
+            model = auto.from_pretrained(source, **kwargs)
+            return model.to(device).eval(), processor
+        except (ValueError, KeyError) as exc:  # architecture not mapped to this auto class
+            errors.append(_first_line(exc))
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from exc
+    raise ModelLoadError(f"cannot load model {name_or_path!r}: {errors[-1]}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
