@@ -186,7 +186,8 @@ class Probe:
             return
         try:
             self._patch(self.model, "generate", self._wrap_generate)
-            self._handles.append(self.model.register_forward_pre_hook(self._forward_pre, with_kwargs=True))
+            # Our pre-hooks go first and post-hooks last, so the timed span covers any other hooks.
+            self._handles.append(self.model.register_forward_pre_hook(self._forward_pre, with_kwargs=True, prepend=True))
             self._handles.append(self.model.register_forward_hook(self._forward_post))
             self._attach_vision()
         except Exception:
@@ -233,7 +234,7 @@ class Probe:
             return
         for target in targets:
             if isinstance(target, torch.nn.Module):
-                self._handles.append(target.register_forward_pre_hook(self._vision_pre))
+                self._handles.append(target.register_forward_pre_hook(self._vision_pre, prepend=True))
                 self._handles.append(target.register_forward_hook(self._vision_post))
             elif callable(target):
                 raise ValueError("vision paths must name modules, not methods")

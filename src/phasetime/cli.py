@@ -46,14 +46,14 @@ def parse_int_list(text: str, name: str) -> tuple[int, ...]:
     return tuple(values)
 
 
-def _fmt(value: Any) -> str:
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _count(value: float | None) -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) and value.is_integer() and abs(value) >= 1:
-        return str(int(value))
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
 def print_summary(summary: list[dict[str, Any]], title: str) -> None:
@@ -66,10 +66,10 @@ def print_summary(summary: list[dict[str, Any]], title: str) -> None:
     for cell in summary:
         table.add_row(
             str(cell.get("method")),
-            _fmt(cell.get("output_tokens")),
-            _fmt(cell.get("batch_size")),
-            _fmt(cell["n"]),
-            *(_fmt(cell[f"{p}_median"]) for p in SUMMARY_PHASES),
+            _count(cell.get("output_tokens")),
+            _count(cell.get("batch_size")),
+            _count(cell["n"]),
+            *(_ms(cell[f"{p}_median"]) for p in SUMMARY_PHASES),
         )
     table.caption = "median ms per cell; tpot = decode / (N - 1), '-' where N < 2 or not measured"
     out_console.print(table)

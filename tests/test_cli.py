@@ -1,0 +1,109 @@
+"""The command line: a real run on a tiny model, bad input, and the summary table's text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from phasetime._store import read_table
+from phasetime.cli import app, parse_int_list
+from phasetime._runner import RunError
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_run_writes_parquet_and_run_json(tmp_path: Path) -> None:
+    out = tmp_path / "res"
+    result = invoke(
+        "run", "--model", "tiny-llava", "--max-new-tokens", "1,3", "--repeats", "2", "--warmup", "1",
+        "--batch-size", "2", "--method", "both", "--image-size", "64", "--out", str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "wrote 16 rows" in result.output
+    table = read_table(out)
+    rows = table.to_pylist()
+    assert len(rows) == 2 * 2 * 2 * 2  # lengths x methods x repeats x batch
+    direct = [r for r in rows if r["method"] == "direct"]
+    assert {r["output_tokens"] for r in direct} == {1, 3}
+    assert all(len(r["itl_ms"]) == r["output_tokens"] - 1 for r in direct)
+    assert all((r["tpot_ms"] is None) == (r["output_tokens"] < 2) for r in direct)
+    assert {r["min_new_tokens"] for r in rows} == {1, 3}  # min = max unless told
+    assert {r["image_width"] for r in rows} == {64}
+    run = json.loads((out / "run.json").read_text())
+    assert run["arguments"]["methods"] == ["direct", "subtract"]
+    assert run["environment"]["torch"] and run["environment"]["transformers"]
+    assert sorted(p.name for p in out.iterdir()) == ["measurements.parquet", "run.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["res"]  # no staging directory left
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-new-tokens", "0"], "must be >= 1"),
+        (["--max-new-tokens", "abc"], "integers separated by commas"),
+        (["--model", "no-such-model"], "unknown model"),
+        (["--image", "missing.png"], "image not found"),
+        (["--method", "guess"], "unknown method"),
+        (["--repeats", "0"], "repeats must be >= 1"),
+        (["--dtype", "int3"], "unknown dtype"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "res"
+    result = invoke("run", *args, "--out", str(out), "--quiet")
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_image_and_existing_out(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    result = invoke("run", "--image", str(bad), "--out", str(tmp_path / "o"), "--quiet")
+    assert result.exit_code == 2 and "cannot read image" in result.output
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    result = invoke("run", "--out", str(full), "--quiet")
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+
+
+def test_parse_int_list() -> None:
+    assert parse_int_list("1, 2,4", "--x") == (1, 2, 4)
+    with pytest.raises(RunError):
+        parse_int_list("1,,2", "--x")
+
+
+def test_summary_table_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    import phasetime.cli as cli
+
+    console = Console(width=100, record=True, color_system=None)
+    monkeypatch.setattr(cli, "out_console", console)
+    summary = [
+        {"method": "direct", "output_tokens": 1.0, "batch_size": 1, "n": 5,
+         **{f"{p}_median": v for p, v in zip(cli.SUMMARY_PHASES, (1.5, 2.25, 4.0, None, 0.0, 4.0))}},
+        {"method": "direct", "output_tokens": 8.0, "batch_size": 1, "n": 5,
+         **{f"{p}_median": v for p, v in zip(cli.SUMMARY_PHASES, (1.5, 2.25, 4.0, 1.25, 8.75, 12.75))}},
+    ]
+    cli.print_summary(summary, "tiny-llava: 10 calls")
+    golden = Path(__file__).parent / "golden" / "summary.txt"
+    assert console.export_text() == golden.read_text()
+
+
+def test_models_command_lists_builtins() -> None:
+    result = invoke("models")
+    assert result.exit_code == 0
+    for name in ("tiny-llama", "tiny-llava", "tiny-qwen2-vl"):
+        assert name in result.output

@@ -1,0 +1,92 @@
+"""Probe mechanics: attaching, detaching, vision lookup, refused generation modes."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import phasetime
+from conftest import inject_delays, load_tiny, tiny_inputs
+from phasetime import UnsupportedGeneration
+from phasetime._probe import count_output_tokens, find_vision_encoder
+
+
+def _hook_counts(model) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_probe_leaves_no_trace(tiny_name: str) -> None:
+    model, _ = load_tiny(tiny_name)
+    before = _hook_counts(model)
+    signature = inspect.signature(model.base_model.get_image_features) if tiny_name != "tiny-llama" else None
+    with phasetime.Probe(model) as probe:
+        assert "generate" in vars(model)
+        if signature is not None:
+            # generate() picks the encoder's arguments from this signature.
+            assert inspect.signature(model.base_model.get_image_features) == signature
+        model.generate(**tiny_inputs(tiny_name), max_new_tokens=3, min_new_tokens=3)
+        model.generate(**tiny_inputs(tiny_name), max_new_tokens=2, min_new_tokens=2)
+    assert [m.output_tokens for m in probe.measurements] == [3, 2]
+    assert "generate" not in vars(model)
+    assert "get_image_features" not in vars(model.base_model)
+    assert _hook_counts(model) == before
+    # Calls after detaching are not recorded.
+    model.generate(**tiny_inputs(tiny_name), max_new_tokens=2)
+    assert len(probe.measurements) == 2
+
+
+def test_vision_lookup() -> None:
+    llava, _ = load_tiny("tiny-llava")
+    owner, names = find_vision_encoder(llava)
+    assert owner is llava.base_model and "get_image_features" in names
+    llama, _ = load_tiny("tiny-llama")
+    assert find_vision_encoder(llama) == []
+
+
+def test_vision_override_with_module_paths() -> None:
+    model, _ = load_tiny("tiny-llava")
+    with inject_delays(model, 15.0, 1.0, 1.0):
+        with phasetime.Probe(model, vision=["model.vision_tower", "model.multi_modal_projector"]) as probe:
+            model.generate(**tiny_inputs("tiny-llava"), max_new_tokens=2, min_new_tokens=2)
+    m = probe.measurements[-1]
+    assert m.vision_calls == 2  # tower and projector run one after the other
+    assert 15.0 <= m.vision_ms <= 20.0
+    with pytest.raises(ValueError, match="no attribute 'nope'"):
+        phasetime.Probe(model, vision=["model.nope"]).attach()
+    assert "generate" not in vars(model)  # a failed attach rolls back
+
+
+@pytest.mark.parametrize(
+    "kwargs, mode",
+    [
+        (dict(num_beams=2), "beam_search"),
+        (dict(num_beams=2, do_sample=True), "beam_sample"),
+        (dict(prompt_lookup_num_tokens=3), "assisted"),
+    ],
+)
+def test_untimeable_modes_are_refused_by_name(kwargs: dict, mode: str) -> None:
+    model, _ = load_tiny("tiny-llama")
+    with pytest.raises(UnsupportedGeneration, match=mode):
+        phasetime.measure(model, tiny_inputs("tiny-llama"), max_new_tokens=3, **kwargs)
+    assert "generate" not in vars(model)
+
+
+def test_assistant_model_is_refused() -> None:
+    model, _ = load_tiny("tiny-llama")
+    with pytest.raises(UnsupportedGeneration, match="assisted"):
+        phasetime.measure(model, tiny_inputs("tiny-llama"), max_new_tokens=3, assistant_model=model)
+
+
+def test_output_tokens_stop_at_the_first_eos() -> None:
+    import torch
+
+    generated = torch.tensor([[5, 6, 2, 3, 3], [5, 6, 7, 8, 9], [2, 3, 3, 3, 3], [3, 3, 2, 3, 3]])
+    assert count_output_tokens(generated, {2}) == [3, 5, 1, 3]
+    assert count_output_tokens(generated, set()) == [5, 5, 5, 5]
+
+
+def test_unknown_method_is_refused() -> None:
+    model, _ = load_tiny("tiny-llama")
+    with pytest.raises(ValueError, match="method"):
+        phasetime.measure(model, tiny_inputs("tiny-llama"), method="guess", max_new_tokens=2)
