@@ -90,3 +90,19 @@ def test_unknown_method_is_refused() -> None:
     model, _ = load_tiny("tiny-llama")
     with pytest.raises(ValueError, match="method"):
         phasetime.measure(model, tiny_inputs("tiny-llama"), method="guess", max_new_tokens=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"do_sample": True}, {"num_beams": 3}, {"num_beams": 2, "do_sample": True}, {"penalty_alpha": 0.6, "top_k": 4},
+     {"num_beams": 4, "num_beam_groups": 2}, {"force_words_ids": [[5]], "num_beams": 2}],
+)
+def test_generation_mode_agrees_with_transformers(kwargs: dict) -> None:
+    import copy
+
+    from phasetime._probe import generation_mode
+
+    model, _ = load_tiny("tiny-llama")
+    config = copy.deepcopy(model.generation_config)
+    config.update(**kwargs)
+    assert generation_mode(model, kwargs) == config.get_generation_mode().value
