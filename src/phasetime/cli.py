@@ -59,7 +59,7 @@ def _count(value: float | None) -> str:
 def print_summary(summary: list[dict[str, Any]], title: str) -> None:
     table = Table(title=title, title_justify="left", caption_justify="left")
     table.add_column("method")
-    for name in ("N", "batch", "calls"):
+    for name in ("N", "B", "n"):
         table.add_column(name, justify="right")
     for phase in SUMMARY_PHASES:
         table.add_column(phase.removesuffix("_ms"), justify="right")
@@ -71,7 +71,7 @@ def print_summary(summary: list[dict[str, Any]], title: str) -> None:
             _count(cell["n"]),
             *(_ms(cell[f"{p}_median"]) for p in SUMMARY_PHASES),
         )
-    table.caption = "median ms per cell; tpot = decode / (N - 1), '-' where N < 2 or not measured"
+    table.caption = "median ms per cell of n rows (N output tokens, batch B); tpot = decode / (N - 1), '-' where N < 2 or not measured"
     out_console.print(table)
 
 
