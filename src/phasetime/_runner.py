@@ -1,94 +1,75 @@
-"""Running a latency sweep: one model, a list of output lengths, repeats and warm-up.
+"""The runner: every experiment (a quick ``phasetime run --model`` included) goes through here.
 
-:class:`RunSpec` holds every option with its default (the CLI takes its defaults from
-here). :func:`run` validates the spec and the output directory before loading anything,
-measures every (method, output length) cell, and writes the results directory in one
-piece: it is assembled in a hidden sibling directory and renamed into place at the end,
-so an error or Ctrl-C leaves no half-written results behind.
+For each cell of the grid (``_experiment.expand``) it loads the model (once per model,
+dtype and attention implementation), makes warm-up calls that are never stored, then
+measures every sample x repeat with :func:`phasetime.measure`, decodes and scores the
+answers, and stores the cell's rows atomically (``_store.write_cell``). A cell that fails
+(out of memory, a model error) is recorded as failed and the run goes on; Ctrl-C stops
+after the current call; ``resume=True`` skips finished cells. When every cell has been
+tried the parts are merged into ``measurements.parquet``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
+from PIL import Image
 
 from . import models
+from ._datasets import BadSample, DatasetError, Sample, format_question, load_hf, load_llava, load_manifest, synthetic_vqa, take
 from ._env import environment
-from ._inputs import DEFAULT_PROMPT, build_inputs, load_image, synthetic_image
+from ._experiment import Cell, DatasetInputs, Experiment, expand
+from ._inputs import chat_prompt, synthetic_image
 from ._measure import measure
-from ._record import METHODS, Measurement
-from ._store import _umask, MEASUREMENTS_FILE, RUN_FILE, SCHEMA_VERSION, measurement_rows, rows_to_table, write_json, write_table
+from ._scoring import score
+from ._store import (
+    RUN_FILE, SCHEMA_VERSION, consolidate, measurement_rows, read_cell_records, read_run, write_cell, write_json,
+)
 
 
 class RunError(ValueError):
     """Bad input to a run: reported as one line, before anything is written."""
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a latency sweep needs; the defaults are phasetime's defaults."""
-
-    model: str = models.DEFAULT_MODEL
-    max_new_tokens: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-    min_new_tokens: int | None = None  # None: equal to max_new_tokens, so lengths are what was asked
-    repeats: int = 5
-    warmup: int = 2
-    prompt: str = DEFAULT_PROMPT
-    image: str | None = None
-    image_size: int = 336
-    batch_size: int = 1
-    methods: tuple[str, ...] = ("direct",)
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 0
-    generate_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.max_new_tokens:
-            raise RunError("max_new_tokens needs at least one value")
-        for n in self.max_new_tokens:
-            if not isinstance(n, int) or n < 1:
-                raise RunError(f"max_new_tokens values must be integers >= 1, got {n!r}")
-        if self.min_new_tokens is not None and self.min_new_tokens < 0:
-            raise RunError(f"min_new_tokens must be >= 0, got {self.min_new_tokens}")
-        if self.repeats < 1:
-            raise RunError(f"repeats must be >= 1, got {self.repeats}")
-        if self.warmup < 0:
-            raise RunError(f"warmup must be >= 0, got {self.warmup}")
-        if self.batch_size < 1:
-            raise RunError(f"batch size must be >= 1, got {self.batch_size}")
-        if self.image_size < 1:
-            raise RunError(f"image size must be >= 1, got {self.image_size}")
-        for method in self.methods:
-            if method not in METHODS:
-                raise RunError(f"unknown method {method!r} (choose from direct, subtract, both)")
-
-    @property
-    def total_calls(self) -> int:
-        """Measured plus warm-up calls, for progress reporting."""
-        return len(self.max_new_tokens) * len(self.methods) * (self.repeats + self.warmup)
-
-
-@dataclass(frozen=True)
+@dataclass
 class RunResult:
+    """What a run did; ``interrupted`` when Ctrl-C stopped it (resume with ``resume=True``)."""
+
     out_dir: Path
-    rows: int
-    calls: int
+    cells: int
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    rows: int = 0
+    calls: int = 0
+    failed_samples: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    errors: dict[int, str] = field(default_factory=dict)
 
 
-def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
-    """Check ``out`` is usable: absent, empty, or (with ``overwrite``) replaceable."""
+ProgressFn = Callable[[str, dict[str, Any]], None]
+
+
+# --- output directory ------------------------------------------------------------------------
+def prepare_out_dir(out: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Check ``out`` is usable: absent, empty, resumable (``resume``) or replaceable (``overwrite``)."""
     path = Path(out)
+    if overwrite and resume:
+        raise RunError("--overwrite and --resume exclude each other")
     if path.exists() and not path.is_dir():
         raise RunError(f"--out {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise RunError(f"--out {path} exists and is not empty (pass --overwrite to replace it)")
+    if path.is_dir() and any(path.iterdir()) and not (overwrite or resume):
+        raise RunError(f"--out {path} exists and is not empty (pass --resume to continue it or --overwrite to replace it)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -96,96 +77,400 @@ def prepare_out_dir(out: str | Path, overwrite: bool) -> Path:
     return path
 
 
-def _generate_kwargs(spec: RunSpec, n: int) -> dict[str, Any]:
-    kwargs = {"max_new_tokens": n, "min_new_tokens": n if spec.min_new_tokens is None else min(spec.min_new_tokens, n)}
-    kwargs.update(spec.generate_kwargs)
-    return kwargs
-
-
-def run(
-    spec: RunSpec,
-    out: str | Path,
-    *,
-    overwrite: bool = False,
-    on_call: Callable[[str], None] | None = None,
-) -> RunResult:
-    """Measure every cell of ``spec`` and write ``out/measurements.parquet`` and ``out/run.json``.
-
-    ``on_call(description)`` is called after every call (warm-up included), for progress.
-    """
-    # 1. Validate everything that can be checked before loading the model.
-    out_dir = prepare_out_dir(out, overwrite)
-    image = None
+def _git_revision(directory: Path | None) -> dict[str, Any] | None:
+    if directory is None:
+        return None
     try:
-        device = models.resolve_device(spec.device)
-        models.resolve_dtype(spec.dtype, device)
-    except models.ModelLoadError as exc:
+        rev = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(directory), "status", "--porcelain"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"revision": rev, "dirty": bool(dirty)}
+
+
+# --- samples ----------------------------------------------------------------------------------
+def load_samples(experiment: Experiment) -> list[Sample]:
+    """The experiment's samples (for synthetic inputs: the one prompt)."""
+    inputs = experiment.inputs
+    if not isinstance(inputs, DatasetInputs):
+        if inputs.image is not None:
+            images: tuple[Any, ...] = (inputs.image,) * inputs.images
+        else:
+            images = (synthetic_image(inputs.image_size, experiment.seed),) * inputs.images
+        return [Sample(id="synthetic", question=inputs.prompt, images=images)]
+    try:
+        if inputs.kind == "manifest":
+            samples = load_manifest(inputs.path)
+        elif inputs.kind == "llava":
+            samples = load_llava(inputs.path, inputs.answers, inputs.image_folder)
+        elif inputs.kind == "hf":
+            samples = load_hf(inputs.path, inputs.columns, inputs.split)
+        else:
+            samples = synthetic_vqa(
+                inputs.samples, seed=experiment.seed, image_size=inputs.image_size, multiple_choice=inputs.multiple_choice
+            )
+    except DatasetError as exc:
         raise RunError(str(exc)) from None
-    if spec.image is not None:
+    samples = take(samples, inputs.limit)
+    if not samples:
+        raise RunError("the data set has no samples")
+    if experiment.metric is not None:
+        missing = [s.id for s in samples if not s.answers]
+        if missing:
+            raise RunError(f"metric {experiment.metric!r} needs answers; sample {missing[0]!r} has none")
+        if experiment.metric == "multiple_choice":
+            no_choices = [s.id for s in samples if not s.choices]
+            if no_choices:
+                raise RunError(f"multiple_choice needs choices; sample {no_choices[0]!r} has none")
+    return samples
+
+
+def check_images(samples: Sequence[Sample]) -> list[tuple[Sample, str]]:
+    """(sample, reason) for every sample with a missing or unreadable image file."""
+    bad = []
+    for sample in samples:
+        for image in sample.images:
+            if isinstance(image, Image.Image):
+                continue
+            try:
+                with Image.open(image) as img:
+                    img.verify()
+            except FileNotFoundError:
+                bad.append((sample, f"image not found: {image}"))
+                break
+            except Exception as exc:  # PIL raises many types for corrupt files
+                bad.append((sample, f"cannot read image {image}: {exc}"))
+                break
+    return bad
+
+
+# --- one batch -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def resolution(processor: Any, cell: Cell) -> Iterator[None]:
+    """Temporarily cap the pixels of a dynamic-resolution image processor (Qwen2-VL style)."""
+    max_pixels = cell.params["max_pixels"]
+    tokens = cell.params["max_visual_tokens"]
+    if max_pixels is None and tokens is None:
+        yield
+        return
+    ip = getattr(processor, "image_processor", None)
+    patch, merge = getattr(ip, "patch_size", None), getattr(ip, "merge_size", None)
+    if ip is None or patch is None or merge is None or not isinstance(getattr(ip, "size", None), dict):
+        raise RunError("max_pixels / max_visual_tokens need a dynamic-resolution image processor (e.g. Qwen2-VL)")
+    if tokens is not None:
+        max_pixels = tokens * (patch * merge) ** 2
+    saved = {k: getattr(ip, k) for k in ("size", "max_pixels", "min_pixels") if hasattr(ip, k)}
+    size = dict(ip.size)
+    size["longest_edge"] = max_pixels
+    size["shortest_edge"] = min(size.get("shortest_edge", max_pixels), max_pixels)
+    ip.size = size
+    if "max_pixels" in saved:
+        ip.max_pixels = max_pixels
+    if "min_pixels" in saved and saved["min_pixels"] is not None:
+        ip.min_pixels = min(saved["min_pixels"], max_pixels)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(ip, key, value)
+
+
+def _resize(image: Image.Image, longer_side: int | None) -> Image.Image:
+    if longer_side is None:
+        return image
+    w, h = image.size
+    scale = longer_side / max(w, h)
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)
+
+
+@dataclass
+class Batch:
+    samples: list[Sample]
+    inputs: dict[str, Any]
+    preprocess_ms: float
+    extras: list[dict[str, Any]]
+
+
+def _image_token_ids(processor: Any, model: torch.nn.Module) -> set[int]:
+    ids = set()
+    for owner in (processor, getattr(model, "config", None)):
+        for name in ("image_token_id", "video_token_id", "image_token_index"):
+            value = getattr(owner, name, None)
+            if isinstance(value, int):
+                ids.add(value)
+    return ids
+
+
+def prepare_batch(
+    samples: list[Sample], images: list[list[Image.Image]], processor: Any, model: torch.nn.Module,
+    experiment: Experiment, cell: Cell, device: torch.device,
+) -> Batch:
+    """Run the processor on a batch (timed: ``preprocess_ms``) and collect per-sample fields."""
+    texts = [chat_prompt(processor, format_question(s, experiment.prompt.pre, experiment.prompt.post), len(imgs))
+             for s, imgs in zip(samples, images)]
+    start = time.perf_counter_ns()
+    with resolution(processor, cell):
+        if any(images):
+            encoded = processor(images=images, text=texts, return_tensors="pt", padding=True)
+        else:
+            encoded = models.tokenizer_of(processor)(texts, return_tensors="pt", padding=True)
+    inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in encoded.items()}
+    preprocess_ms = (time.perf_counter_ns() - start) / 1e6
+    token_ids = _image_token_ids(processor, model)
+    ids = inputs["input_ids"]
+    visual = torch.isin(ids, torch.tensor(sorted(token_ids), device=ids.device)).sum(1).tolist() if token_ids else [0] * len(samples)
+    extras = []
+    for sample, imgs, n_visual in zip(samples, images, visual):
+        extras.append({
+            "sample_id": sample.id,
+            "category": sample.category,
+            "n_images": len(imgs),
+            "image_width": imgs[0].size[0] if imgs else None,
+            "image_height": imgs[0].size[1] if imgs else None,
+            "visual_tokens": int(n_visual),
+            "preprocess_ms": preprocess_ms,
+        })
+    return Batch(samples, inputs, preprocess_ms, extras)
+
+
+# --- the run ---------------------------------------------------------------------------------
+class _StopFlag:
+    """Set by Ctrl-C (SIGINT): the run stops after the current call."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.set:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.set = True
+
+        previous = signal.signal(signal.SIGINT, handler)
         try:
-            image = load_image(spec.image)
-        except ValueError as exc:
-            raise RunError(str(exc)) from None
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
-    # 2. Model and inputs.
-    try:
-        model, processor = models.load(spec.model, device=device, dtype=spec.dtype, seed=spec.seed)
-    except models.ModelLoadError as exc:
-        raise RunError(str(exc)) from None
-    vlm = models.is_vision_language(processor)
-    if vlm and image is None:
-        image = synthetic_image(spec.image_size, spec.seed)
-    if not vlm and spec.image is not None:
-        raise RunError(f"model {spec.model!r} takes no images; drop --image")
-    inputs = build_inputs(processor, spec.prompt, [image] if vlm else [], batch_size=spec.batch_size, device=device)
 
-    # 3. Measure: per cell, warm-up calls (never stored), then the repeats.
-    params = {
-        "model": spec.model,
-        "device": str(device),
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "image_width": image.size[0] if vlm else None,
-        "image_height": image.size[1] if vlm else None,
-    }
-    rows: list[dict[str, Any]] = []
-    call_id = 0
-    torch.manual_seed(spec.seed)
-    for n in spec.max_new_tokens:
-        kwargs = _generate_kwargs(spec, n)
-        cell = {**params, "max_new_tokens": n, "min_new_tokens": kwargs["min_new_tokens"]}
-        for method in spec.methods:
-            for _ in range(spec.warmup):
-                measure(model, inputs, method=method, **kwargs)
-                if on_call:
-                    on_call(f"{method} N={n} warm-up")
-            for repeat in range(spec.repeats):
-                m: Measurement = measure(model, inputs, method=method, **kwargs)
-                rows.extend(measurement_rows(m, call_id=call_id, repeat=repeat, params=cell))
-                call_id += 1
-                if on_call:
-                    on_call(f"{method} N={n}")
+class _Interrupted(Exception):
+    pass
 
-    # 4. Write the directory in one piece.
-    run_info = {
+
+def _run_info(experiment: Experiment, source: Path | None, device: torch.device, n_cells: int) -> dict[str, Any]:
+    return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "arguments": {**asdict(spec), "max_new_tokens": list(spec.max_new_tokens), "methods": list(spec.methods)},
+        "experiment": experiment.model_dump(mode="json"),
+        "experiment_file": str(source) if source is not None else None,
+        "git": _git_revision(source.parent if source is not None else None),
         "environment": environment(device),
-        "inputs": {"prompt_tokens": int(inputs["input_ids"].shape[1]), "vision_language": vlm},
+        "cells": n_cells,
     }
-    _publish(out_dir, rows, run_info)
-    return RunResult(out_dir=out_dir, rows=len(rows), calls=call_id)
 
 
-def _publish(out_dir: Path, rows: list[dict[str, Any]], run_info: dict[str, Any]) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        staging.chmod(0o777 & ~_umask())  # mkdtemp creates 0700
-        write_table(staging / MEASUREMENTS_FILE, rows_to_table(rows))
-        write_json(staging / RUN_FILE, run_info)
+def run_experiment(
+    experiment: Experiment,
+    out: str | Path,
+    *,
+    source: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    skip_bad_samples: bool = False,
+    progress: ProgressFn | None = None,
+) -> RunResult:
+    """Run every cell of ``experiment`` into the results directory ``out``; see the module docstring."""
+    notify = progress or (lambda event, info: None)
+    # 1. Everything that can be checked before a model loads.
+    out_dir = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    cells = expand(experiment)
+    for spec in experiment.models:
+        try:
+            models.check_name(spec.name)
+            models.resolve_dtype(spec.dtype, models.resolve_device(spec.device))
+        except models.ModelLoadError as exc:
+            raise RunError(str(exc)) from None
+    samples = load_samples(experiment)
+    bad = check_images(samples)
+    if bad and not skip_bad_samples:
+        sample, reason = bad[0]
+        raise RunError(f"sample {sample.id!r}: {reason} (pass --skip-bad-samples to record it as failed and go on)")
+    bad_ids = {s.id for s, _ in bad}
+    samples = [s for s in samples if s.id not in bad_ids]
+    if not samples:
+        raise RunError("every sample is bad")
+    device = models.resolve_device(experiment.models[0].device)
+
+    # 2. The directory: run.json first, so a killed run can always be resumed.
+    records: dict[int, dict[str, Any]] = {}
+    if resume and (out_dir / RUN_FILE).exists():
+        saved = read_run(out_dir)
+        if saved.get("experiment") != experiment.model_dump(mode="json"):
+            raise RunError(f"the experiment differs from the one in {out_dir / RUN_FILE}; use a new --out or --overwrite")
+        records = read_cell_records(out_dir)
+    else:
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        out_dir.mkdir(parents=True)
+        info = _run_info(experiment, source, device, len(cells))
+        info["failed_samples"] = [{"sample_id": s.id, "error": reason} for s, reason in bad]
+        write_json(out_dir / RUN_FILE, info)
+
+    result = RunResult(out_dir=out_dir, cells=len(cells), failed_samples=sorted(bad_ids))
+    todo = [c for c in cells if records.get(c.index, {}).get("status") != "done"]
+    result.skipped = len(cells) - len(todo)
+    batches = _batches(samples, experiment)
+    notify("plan", {"cells": len(todo), "calls_per_cell": _calls_per_cell(experiment, batches), "skipped": result.skipped})
+
+    # 3. The cells, grouped by the model they load.
+    stop = _StopFlag()
+    with stop.installed():
+        try:
+            for load_key in dict.fromkeys(c.load_key for c in todo):
+                group = [c for c in todo if c.load_key == load_key]
+                _run_group(group, experiment, batches, out_dir, result, stop, notify, skip_bad_samples)
+        except _Interrupted:
+            result.interrupted = True
+    if not result.interrupted:
+        consolidate(out_dir)
+    return result
+
+
+def _batches(samples: list[Sample], experiment: Experiment) -> dict[int, list[list[Sample]]]:
+    """Samples grouped into batches, per batch size. Synthetic input repeats its one prompt."""
+    out = {}
+    for size in experiment.sweep.batch_size:
+        if isinstance(experiment.inputs, DatasetInputs):
+            out[size] = [samples[i:i + size] for i in range(0, len(samples), size)]
+        else:
+            out[size] = [samples * size]
+    return out
+
+
+def _calls_per_cell(experiment: Experiment, batches: dict[int, list[list[Sample]]]) -> dict[int, int]:
+    return {size: experiment.warmup + experiment.repeats * len(b) for size, b in batches.items()}
+
+
+def _run_group(
+    group: list[Cell], experiment: Experiment, batches: dict[int, list[list[Sample]]], out_dir: Path,
+    result: RunResult, stop: _StopFlag, notify: ProgressFn, skip_bad_samples: bool,
+) -> None:
+    first = group[0]
+    notify("load", {"model": first.model.name, "dtype": first.params["dtype"]})
+    try:
+        model, processor = models.load(
+            first.model.name, device=first.model.device, dtype=first.params["dtype"],
+            trust_remote_code=first.model.trust_remote_code, attn_implementation=first.params["attn_implementation"],
+            seed=experiment.seed,
+        )
+    except Exception as exc:  # every cell of this model fails with the same error
+        for cell in group:
+            _fail_cell(out_dir, cell, f"loading the model failed: {_describe(exc)}", result, notify)
+        return
+    device = next(model.parameters()).device
+    vlm = models.is_vision_language(processor)
+    for cell in group:
+        try:
+            rows, failed = _run_cell(cell, model, processor, vlm, device, experiment, batches, result, stop, notify,
+                                     skip_bad_samples)
+        except _Interrupted:
+            raise
+        except BadSample as exc:
+            raise RunError(f"{exc} (pass --skip-bad-samples to record it as failed and go on)") from None
+        except Exception as exc:  # out of memory, a model error, an unsupported mode: the run goes on
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            _fail_cell(out_dir, cell, _describe(exc), result, notify)
+            continue
+        write_cell(out_dir, cell.index, rows, {"status": "done", "key": cell.key, "params": cell.params,
+                                               "failed_samples": failed})
+        result.done += 1
+        result.rows += len(rows)
+        notify("cell", {"cell": cell.index, "status": "done"})
+    del model
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _fail_cell(out_dir: Path, cell: Cell, error: str, result: RunResult, notify: ProgressFn) -> None:
+    write_cell(out_dir, cell.index, [], {"status": "failed", "key": cell.key, "params": cell.params, "error": error})
+    result.failed += 1
+    result.errors[cell.index] = error
+    notify("cell", {"cell": cell.index, "status": "failed", "error": error})
+
+
+def _cell_images(batch: list[Sample], cell: Cell, vlm: bool, failed: list[dict[str, str]], skip: bool) -> tuple[list[Sample], list[list[Image.Image]]]:
+    kept, images = [], []
+    for sample in batch:
+        try:
+            loaded = [_resize(img, cell.params["image_size"]) for img in sample.load_images()] if vlm else []
+        except BadSample as exc:
+            if not skip:
+                raise
+            failed.append({"sample_id": sample.id, "error": str(exc)})
+            continue
+        kept.append(sample)
+        images.append(loaded)
+    return kept, images
+
+
+def _run_cell(
+    cell: Cell, model: torch.nn.Module, processor: Any, vlm: bool, device: torch.device, experiment: Experiment,
+    batches: dict[int, list[list[Sample]]], result: RunResult, stop: _StopFlag, notify: ProgressFn, skip: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Measure one cell: warm-up (not stored), then every batch x repeat. Returns (rows, failed samples)."""
+    failed: list[dict[str, str]] = []
+    kwargs = cell.generate_kwargs
+    method = cell.params["method"]
+    vision = cell.model.vision if method == "direct" else None
+    prepared = []
+    for batch in batches[cell.params["batch_size"]]:
+        kept, images = _cell_images(batch, cell, vlm, failed, skip)
+        if kept:
+            prepared.append((kept, images))
+    if not prepared:
+        raise RuntimeError("no usable sample in this cell")
+    tokenizer = models.tokenizer_of(processor)
+    params = {**cell.params, "cell": cell.index, "metric": experiment.metric}
+    torch.manual_seed(experiment.seed)
+    for _ in range(experiment.warmup):
+        kept, images = prepared[0]
+        measure(model, prepare_batch(kept, images, processor, model, experiment, cell, device).inputs,
+                method=method, vision=vision, **kwargs)
+        notify("call", {"cell": cell.index, "warmup": True})
+        if stop.set:
+            raise _Interrupted
+    rows: list[dict[str, Any]] = []
+    for repeat in range(experiment.repeats):
+        for kept, images in prepared:
+            batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
+            m = measure(model, batch.inputs, method=method, vision=vision, **kwargs)
+            _add_predictions(batch, m.output_ids, tokenizer, experiment.metric)
+            rows.extend(measurement_rows(m, call_id=result.calls, repeat=repeat, params=params, extras=batch.extras))
+            result.calls += 1
+            notify("call", {"cell": cell.index, "warmup": False})
+            if stop.set:
+                raise _Interrupted
+    return rows, failed
+
+
+def _add_predictions(batch: Batch, output: Any, tokenizer: Any, metric: str | None) -> None:
+    sequences = output.sequences if hasattr(output, "sequences") else output
+    prompt = batch.inputs["input_ids"].shape[1]
+    texts = tokenizer.batch_decode(sequences[:, prompt:], skip_special_tokens=True)
+    for extra, sample, text in zip(batch.extras, batch.samples, texts):
+        prediction = text.strip()
+        extra["prediction"] = prediction
+        extra["score"] = score(metric, prediction, sample.answers, sample.choices) if metric else None

@@ -1,8 +1,14 @@
-"""Results on disk: ``measurements.parquet`` (one row per sequence per call) and ``run.json``.
+"""Results on disk.
 
-Rows keep raw values (every ITL gap, every ready time, every decode forward) and the
-run's parameters; aggregates are derived when reading. Every file is written to a
-temporary name and renamed into place, so a reader never sees a half-written file.
+A results directory holds ``run.json`` (the resolved experiment and the environment),
+``cells/cell-NNNNN.json`` (one marker per finished or failed cell) and the measurements:
+``cells/cell-NNNNN.parquet`` while a run is going, merged into ``measurements.parquet``
+when it ends. Rows keep raw values (every ITL gap, every ready time, every decode
+forward) and the cell's parameters; aggregates are derived when reading.
+
+Every file is written to a temporary name and renamed into place, and a cell's marker is
+written only after its rows, so a run killed at any moment leaves complete cells or
+nothing of a cell. :func:`read_results` is the one way to read a directory back.
 
 Schema history (``phasetime.schema`` in the Parquet metadata and in run.json):
 
@@ -35,7 +41,7 @@ MEASUREMENT_SCHEMA = pa.schema(
         ("method", pa.string()),
         ("timer", pa.string()),
         ("sequence", pa.int32()),
-        ("batch_size", pa.int32()),
+        ("call_sequences", pa.int32()),
         ("prompt_tokens", pa.int32()),
         ("output_tokens", pa.int32()),
         ("total_ms", pa.float64()),
@@ -60,8 +66,19 @@ class StoreError(RuntimeError):
     """A results directory could not be written or read."""
 
 
-def measurement_rows(m: Measurement, *, call_id: int, repeat: int, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per sequence of ``m``; ``decode_ms``/``tpot_ms``/``itl_ms`` are the sequence's own."""
+def measurement_rows(
+    m: Measurement,
+    *,
+    call_id: int,
+    repeat: int,
+    params: dict[str, Any],
+    extras: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per sequence of ``m``; ``decode_ms``/``tpot_ms``/``itl_ms`` are the sequence's own.
+
+    ``params`` (the run's or cell's parameters) go on every row, ``extras[i]`` (per-sample
+    fields) on row i. Neither may overwrite a measurement column with a different value.
+    """
     rows = []
     for seq in m.sequences:
         row = {
@@ -70,7 +87,7 @@ def measurement_rows(m: Measurement, *, call_id: int, repeat: int, params: dict[
             "method": m.method,
             "timer": m.timer,
             "sequence": seq.index,
-            "batch_size": m.batch_size,
+            "call_sequences": m.batch_size,
             "prompt_tokens": m.prompt_tokens,
             "output_tokens": seq.output_tokens,
             "total_ms": m.total_ms,
@@ -88,10 +105,11 @@ def measurement_rows(m: Measurement, *, call_id: int, repeat: int, params: dict[
             "prefill_forwards": m.prefill_forwards,
             "vision_calls": m.vision_calls,
         }
-        clash = set(params) & set(row)
-        if clash:
-            raise ValueError(f"run parameters may not reuse measurement column names: {sorted(clash)}")
-        row.update(params)
+        for added in (params, extras[seq.index] if extras else {}):
+            clash = sorted(k for k in set(added) & set(row) if added[k] != row[k])
+            if clash:
+                raise ValueError(f"parameters may not change measurement columns: {clash}")
+            row.update(added)
         rows.append(row)
     return rows
 
@@ -149,23 +167,6 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         raise StoreError(f"cannot write {path}: {exc}") from exc
 
 
-def read_table(path: str | os.PathLike[str]) -> pa.Table:
-    """Read a results directory (or a measurements file) and check its schema version."""
-    p = Path(path)
-    file = p / MEASUREMENTS_FILE if p.is_dir() else p
-    if not file.exists():
-        raise StoreError(f"no {MEASUREMENTS_FILE} in {p}")
-    try:
-        table = pq.read_table(file)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise StoreError(f"cannot read {file}: {exc}") from exc
-    meta = table.schema.metadata or {}
-    version = int(meta.get(_META_KEY, b"0"))
-    if version != SCHEMA_VERSION:
-        raise StoreError(f"{file} has schema version {version}; this phasetime reads version {SCHEMA_VERSION}")
-    return table
-
-
 def read_run(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The run.json of a results directory."""
     file = Path(path) / RUN_FILE
@@ -173,3 +174,105 @@ def read_run(path: str | os.PathLike[str]) -> dict[str, Any]:
         return json.loads(file.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise StoreError(f"cannot read {file}: {exc}") from exc
+
+
+# --- results directories ----------------------------------------------------------------------
+CELLS_DIR = "cells"
+
+
+def cell_files(out: Path, index: int) -> tuple[Path, Path]:
+    """(rows, marker) paths of cell ``index``."""
+    base = Path(out) / CELLS_DIR / f"cell-{index:05d}"
+    return base.with_suffix(".parquet"), base.with_suffix(".json")
+
+
+def write_cell(out: Path, index: int, rows: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """Store one finished cell: its rows first, then its marker (the proof it is complete)."""
+    part, marker = cell_files(out, index)
+    part.parent.mkdir(parents=True, exist_ok=True)
+    if rows:
+        write_table(part, rows_to_table(rows))
+    else:
+        part.unlink(missing_ok=True)
+    write_json(marker, {**record, "cell": index, "rows": len(rows)})
+
+
+def read_cell_records(out: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    """The markers of every finished or failed cell, by cell index."""
+    records = {}
+    for marker in sorted((Path(out) / CELLS_DIR).glob("cell-*.json")):
+        try:
+            record = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(f"cannot read {marker}: {exc}") from exc
+        records[int(record["cell"])] = record
+    return records
+
+
+def _check_version(table: pa.Table, file: Path) -> pa.Table:
+    meta = table.schema.metadata or {}
+    version = int(meta.get(_META_KEY, b"0"))
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{file} has schema version {version}; this phasetime reads version {SCHEMA_VERSION}")
+    return table
+
+
+def _read_parquet(file: Path) -> pa.Table:
+    try:
+        return _check_version(pq.read_table(file), file)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise StoreError(f"cannot read {file}: {exc}") from exc
+
+
+def _pending_parts(out: Path, merged: pa.Table | None) -> list[tuple[int, Path]]:
+    """Parts of finished cells whose rows are not in measurements.parquet yet."""
+    merged_cells: set[int] = set()
+    if merged is not None and "cell" in merged.column_names:
+        merged_cells = set(merged.column("cell").unique().to_pylist())
+    pending = []
+    for index, record in read_cell_records(out).items():
+        part, _ = cell_files(out, index)
+        if record.get("status") == "done" and index not in merged_cells and part.exists():
+            pending.append((index, part))
+    return pending
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return table.replace_schema_metadata({_META_KEY: str(SCHEMA_VERSION).encode()})
+
+
+def read_results(path: str | os.PathLike[str]) -> pa.Table:
+    """One table of every stored row of a results directory (or of one Parquet file).
+
+    Cell parameters are columns. Rows of unfinished cells are never included.
+    """
+    p = Path(path)
+    if p.is_file():
+        return _read_parquet(p)
+    if not p.is_dir():
+        raise StoreError(f"no results directory at {p}")
+    main = p / MEASUREMENTS_FILE
+    merged = _read_parquet(main) if main.exists() else None
+    tables = ([merged] if merged is not None else []) + [_read_parquet(part) for _, part in _pending_parts(p, merged)]
+    if not tables:
+        raise StoreError(f"no measurements in {p}")
+    return _concat(tables)
+
+
+def consolidate(out: str | os.PathLike[str]) -> None:
+    """Merge finished cells' parts into measurements.parquet, then remove the parts.
+
+    Safe to interrupt: until the parts are removed, readers skip parts whose cell is
+    already in measurements.parquet.
+    """
+    p = Path(out)
+    main = p / MEASUREMENTS_FILE
+    merged = _read_parquet(main) if main.exists() else None
+    pending = _pending_parts(p, merged)
+    if not pending:
+        return
+    tables = ([merged] if merged is not None else []) + [_read_parquet(part) for _, part in pending]
+    write_table(main, _concat(tables))
+    for _, part in pending:
+        part.unlink(missing_ok=True)

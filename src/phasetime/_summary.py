@@ -1,29 +1,64 @@
-"""Per-cell summaries of a results table (medians and p90 of every phase)."""
+"""Per-cell summaries of a results table: median and p90 of every phase, mean score."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
-from ._stats import group_by, median, percentile
-
 SUMMARY_PHASES = ("vision_ms", "prefill_ms", "ttft_ms", "tpot_ms", "decode_ms", "total_ms")
-CELL_KEYS = ("method", "max_new_tokens", "batch_size")
+# Columns describing a cell; the ones that vary between cells are shown.
+PARAM_COLUMNS = (
+    "model", "method", "dtype", "attn_implementation", "image_size", "max_pixels", "max_visual_tokens",
+    "batch_size", "generation", "max_new_tokens",
+)
 
 
-def summarize(table: pa.Table, keys: tuple[str, ...] = CELL_KEYS) -> list[dict[str, Any]]:
-    """One dict per cell: the cell keys, ``n`` (rows), ``output_tokens`` (median), and median/p90 per phase."""
-    present = [k for k in keys if k in table.column_names]
-    rows = table.select(present + ["output_tokens", *SUMMARY_PHASES]).to_pylist()
+def _groups(table: pa.Table, keys: list[str]) -> dict[tuple, np.ndarray]:
+    """Row indices per distinct key, in first-seen order."""
+    columns = [table.column(k).to_pylist() for k in keys]
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(*columns)):
+        groups.setdefault(key, []).append(i)
+    return {k: np.asarray(v) for k, v in groups.items()}
+
+
+def _floats(table: pa.Table, name: str) -> np.ndarray:
+    if name not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=float)
+
+
+def summarize(table: pa.Table) -> list[dict[str, Any]]:
+    """One dict per cell: its parameters, ``n`` (rows), ``output_tokens`` (median),
+    ``<phase>_median`` / ``<phase>_p90`` and ``accuracy`` (mean score, None if unscored).
+    """
+    keys = ["cell"] if "cell" in table.column_names else [k for k in ("method", "max_new_tokens", "batch_size") if k in table.column_names]
+    params = [c for c in PARAM_COLUMNS if c in table.column_names and c not in keys]
+    values = {name: _floats(table, name) for name in (*SUMMARY_PHASES, "output_tokens", "score")}
+    param_values = {c: table.column(c).to_pylist() for c in params}
     out = []
-    for cell, members in group_by(rows, present).items():
-        entry: dict[str, Any] = dict(zip(present, cell))
-        entry["n"] = len(members)
-        entry["output_tokens"] = median(r["output_tokens"] for r in members)
+    for key, idx in _groups(table, keys).items():
+        entry: dict[str, Any] = dict(zip(keys, key))
+        for c in params:
+            entry.setdefault(c, param_values[c][idx[0]])
+        entry["n"] = int(len(idx))
+        entry["output_tokens"] = _nan_stat(values["output_tokens"][idx], 50)
         for phase in SUMMARY_PHASES:
-            values = [r[phase] for r in members]
-            entry[f"{phase}_median"] = median(values)
-            entry[f"{phase}_p90"] = percentile(values, 90)
+            entry[f"{phase}_median"] = _nan_stat(values[phase][idx], 50)
+            entry[f"{phase}_p90"] = _nan_stat(values[phase][idx], 90)
+        scores = values["score"][idx]
+        entry["accuracy"] = float(np.nanmean(scores)) if np.isfinite(scores).any() else None
         out.append(entry)
     return out
+
+
+def _nan_stat(x: np.ndarray, q: float) -> float | None:
+    x = x[np.isfinite(x)]
+    return float(np.percentile(x, q)) if x.size else None
+
+
+def varying(summary: list[dict[str, Any]]) -> list[str]:
+    """The parameter columns whose value differs between cells (what the table should show)."""
+    return [c for c in PARAM_COLUMNS if len({repr(s.get(c)) for s in summary}) > 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,9 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import models
-from ._runner import RunError, RunSpec, prepare_out_dir, run
-from ._store import StoreError, read_table
-from ._summary import SUMMARY_PHASES, summarize
+from ._experiment import ExperimentError, load_experiment, quick_experiment
+from ._export import FORMATS, export
+from ._runner import RunError, RunResult, prepare_out_dir, run_experiment
+from ._store import StoreError, read_results
+from ._summary import SUMMARY_PHASES, summarize, varying
 
 app = typer.Typer(
     help="Direct, phase-by-phase latency of Hugging Face generate() calls.",
@@ -23,11 +26,12 @@ app = typer.Typer(
 )
 out_console = Console()
 err_console = Console(stderr=True)
-_DEFAULTS = RunSpec()
+# The quick path's defaults live in quick_experiment's signature, nowhere else.
+QUICK_DEFAULTS = {k: p.default for k, p in inspect.signature(quick_experiment).parameters.items()}
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
 
 
@@ -57,91 +61,144 @@ def _count(value: float | None) -> str:
 
 
 def print_summary(summary: list[dict[str, Any]], title: str) -> None:
+    """Per cell: the parameters that vary, rows, median output length, median (and p90 below) per phase."""
+    shown = [c for c in varying(summary) if c != "max_new_tokens"]
+    scored = any(cell.get("accuracy") is not None for cell in summary)
     table = Table(title=title, title_justify="left", caption_justify="left")
-    table.add_column("method")
+    for name in shown:
+        table.add_column(name.replace("_", " "))
     for name in ("N", "B", "n"):
         table.add_column(name, justify="right")
     for phase in SUMMARY_PHASES:
         table.add_column(phase.removesuffix("_ms"), justify="right")
+    if scored:
+        table.add_column("acc", justify="right")
     for cell in summary:
+        phases = [f"{_ms(cell[f'{p}_median'])}\n[dim]{_ms(cell[f'{p}_p90'])}[/]" for p in SUMMARY_PHASES]
         table.add_row(
-            str(cell.get("method")),
+            *(str(cell.get(c)) for c in shown),
             _count(cell.get("output_tokens")),
             _count(cell.get("batch_size")),
             _count(cell["n"]),
-            *(_ms(cell[f"{p}_median"]) for p in SUMMARY_PHASES),
+            *phases,
+            *([_ms(cell["accuracy"])] if scored else []),
         )
-    table.caption = "median ms per cell of n rows (N output tokens, batch B); tpot = decode / (N - 1), '-' where N < 2 or not measured"
+    table.caption = (
+        "ms per cell of n rows (N output tokens, batch B): median, p90 below; "
+        "tpot = decode / (N - 1), '-' where N < 2 or not measured"
+    )
     out_console.print(table)
 
 
 @app.command("run")
 def cmd_run(
-    model: Annotated[str, typer.Option(help="Built-in name, hub id or local directory.")] = _DEFAULTS.model,
-    max_new_tokens: Annotated[str, typer.Option(help="Output lengths, comma-separated.")] = ",".join(
-        map(str, _DEFAULTS.max_new_tokens)
-    ),
-    min_new_tokens: Annotated[Optional[int], typer.Option(help="Default: equal to max new tokens.")] = None,
-    repeats: Annotated[int, typer.Option(help="Measured calls per cell.")] = _DEFAULTS.repeats,
-    warmup: Annotated[int, typer.Option(help="Unstored warm-up calls per cell.")] = _DEFAULTS.warmup,
-    out: Annotated[Path, typer.Option(help="Results directory.")] = Path("results/run"),
-    prompt: Annotated[str, typer.Option(help="User prompt (the chat template is applied).")] = _DEFAULTS.prompt,
-    image: Annotated[Optional[Path], typer.Option(help="Image file; default: a generated one.")] = None,
-    image_size: Annotated[int, typer.Option(help="Side of the generated image, pixels.")] = _DEFAULTS.image_size,
-    batch_size: Annotated[int, typer.Option(help="Copies of the prompt per call.")] = _DEFAULTS.batch_size,
-    method: Annotated[str, typer.Option(help="direct, subtract (legacy) or both.")] = "direct",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = _DEFAULTS.device,
-    dtype: Annotated[str, typer.Option(help="auto, float32, float16 or bfloat16.")] = _DEFAULTS.dtype,
-    seed: Annotated[int, typer.Option(help="Seed for weights and sampling.")] = _DEFAULTS.seed,
+    experiment: Annotated[Optional[Path], typer.Argument(help="An experiment YAML file; without it, the options below.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Results directory (default: results/<experiment name>).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out, skipping finished cells.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    skip_bad_samples: Annotated[bool, typer.Option(help="Record samples with bad images as failed and go on.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar and no table.")] = False,
+    model: Annotated[Optional[str], typer.Option(help=f"Built-in name, hub id or local directory [default: {QUICK_DEFAULTS['model']}].")] = None,
+    max_new_tokens: Annotated[Optional[str], typer.Option(help="Output lengths, comma-separated [default: 1,2,4,8,16,32].")] = None,
+    min_new_tokens: Annotated[Optional[int], typer.Option(help="[default: equal to max new tokens].")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help=f"Measured calls per cell [default: {QUICK_DEFAULTS['repeats']}].")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help=f"Unstored warm-up calls per cell [default: {QUICK_DEFAULTS['warmup']}].")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="User prompt (the chat template is applied).")] = None,
+    image: Annotated[Optional[Path], typer.Option(help="Image file [default: a generated one].")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help=f"Side of the generated image [default: {QUICK_DEFAULTS['image_size']}].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Copies of the prompt per call [default: 1].")] = None,
+    method: Annotated[Optional[str], typer.Option(help="direct, subtract (legacy) or both [default: direct].")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="auto, float32, float16 or bfloat16 [default: auto].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for weights and sampling [default: 0].")] = None,
 ) -> None:
-    """Measure every phase of generate() over output lengths; write Parquet + run.json."""
+    """Measure every phase of generate(): an experiment file, or one model over output lengths."""
+    quick = {
+        "model": model, "max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens, "repeats": repeats,
+        "warmup": warmup, "prompt": prompt, "image": image, "image_size": image_size, "batch_size": batch_size,
+        "method": method, "device": device, "dtype": dtype, "seed": seed,
+    }
+    given = {k: v for k, v in quick.items() if v is not None}
     try:
-        spec = RunSpec(
-            model=model,
-            max_new_tokens=parse_int_list(max_new_tokens, "--max-new-tokens"),
-            min_new_tokens=min_new_tokens,
-            repeats=repeats,
-            warmup=warmup,
-            prompt=prompt,
-            image=str(image) if image is not None else None,
-            image_size=image_size,
-            batch_size=batch_size,
-            methods=("direct", "subtract") if method == "both" else (method,),
-            device=device,
-            dtype=dtype,
-            seed=seed,
-        )
-        prepare_out_dir(out, overwrite)  # fail before the progress bar starts
-        if quiet:
-            result = run(spec, out, overwrite=overwrite)
+        if experiment is not None:
+            if given:
+                raise RunError(f"--{next(iter(given)).replace('_', '-')} applies only without an experiment file")
+            exp = load_experiment(experiment)
         else:
-            result = _run_with_progress(spec, out, overwrite)
-    except (RunError, StoreError) as exc:
+            if "max_new_tokens" in given:
+                given["max_new_tokens"] = parse_int_list(given["max_new_tokens"], "--max-new-tokens")
+            if "image" in given:
+                given["image"] = str(given["image"])
+            exp = quick_experiment(**given)
+        out_dir = out if out is not None else Path("results") / exp.name
+        prepare_out_dir(out_dir, overwrite=overwrite, resume=resume)  # fail before the progress bar starts
+        kwargs = dict(source=experiment, resume=resume, overwrite=overwrite, skip_bad_samples=skip_bad_samples)
+        if quiet:
+            result = run_experiment(exp, out_dir, **kwargs)
+        else:
+            result = _run_with_progress(exp, out_dir, kwargs)
+    except (RunError, StoreError, ExperimentError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        _fail("interrupted; nothing was written", code=130)
-    if not quiet:
-        print_summary(summarize(read_table(result.out_dir)), f"{spec.model}: {result.calls} calls")
-    out_console.print(f"wrote {result.rows} rows to {result.out_dir}", highlight=False)
+        _fail("interrupted", code=130)
+    _report_run(result, exp.name, quiet)
 
 
-def _run_with_progress(spec: RunSpec, out: Path, overwrite: bool) -> Any:
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
+def _report_run(result: RunResult, name: str, quiet: bool) -> None:
+    if not quiet and result.rows + result.skipped > 0:
+        try:
+            print_summary(summarize(read_results(result.out_dir)), f"{name}: {result.cells} cells")
+        except StoreError:
+            pass  # nothing stored yet (every cell failed, or interrupted in the first cell)
+    for index, error in sorted(result.errors.items()):
+        err_console.print(f"cell {index} failed: {error}", highlight=False, markup=False)
+    parts = [f"{result.done} cells done", f"{result.failed} failed"]
+    if result.skipped:
+        parts.append(f"{result.skipped} already done")
+    if result.failed_samples:
+        parts.append(f"{len(result.failed_samples)} bad samples skipped")
+    out_console.print(f"{', '.join(parts)}; {result.calls} measured calls, {result.rows} rows in {result.out_dir}", highlight=False)
+    if result.interrupted:
+        _fail(f"interrupted; continue with: phasetime run ... --out {result.out_dir} --resume", code=130)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(exp: Any, out_dir: Path, kwargs: dict[str, Any]) -> RunResult:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task(f"loading {spec.model}", total=spec.total_calls)
+        cells = progress.add_task("cells", total=None)
+        calls = progress.add_task("calls", total=None)
+        per_cell: dict[int, int] = {}
 
-        def on_call(description: str) -> None:
-            progress.update(task, advance=1, description=description)
+        def on_event(event: str, info: dict[str, Any]) -> None:
+            if event == "plan":
+                per_cell.update(info["calls_per_cell"])
+                progress.update(cells, total=info["cells"])
+            elif event == "load":
+                progress.update(cells, description=f"cells ({info['model']})")
+            elif event == "call":
+                progress.update(calls, advance=1)
+            elif event == "cell":
+                progress.update(cells, advance=1)
+                progress.reset(calls)
 
-        return run(spec, out, overwrite=overwrite, on_call=on_call)
+        return run_experiment(exp, out_dir, progress=on_event, **kwargs)
+
+
+@app.command("export")
+def cmd_export(
+    results: Annotated[Path, typer.Argument(help="A results directory.")],
+    format: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file [default: DIR/export.<format>].")] = None,
+    legacy_names: Annotated[bool, typer.Option(help="Add T_total, T_vision_total, ... columns of older scripts.")] = False,
+) -> None:
+    """Export the measurements of a results directory as CSV, Parquet or JSON lines."""
+    try:
+        path, rows = export(results, format, output, legacy_names=legacy_names)
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+    out_console.print(f"wrote {rows} rows to {path}", highlight=False)
 
 
 @app.command("models")

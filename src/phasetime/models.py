@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,31 @@ def tokenizer_of(processor: Any) -> Any:
     return getattr(processor, "tokenizer", processor)
 
 
+def check_name(name_or_path: str) -> None:
+    """Fail early (before anything is written) for a name that cannot resolve to a model.
+
+    Built-in names pass; a local directory needs a ``config.json``; a hub id (``org/name``)
+    passes unless ``HF_HUB_OFFLINE`` is set and it is not in the local cache.
+    """
+    if name_or_path in BUILDERS:
+        return
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise ModelLoadError(f"model directory {local} has no config.json")
+        return
+    if "/" not in name_or_path or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelLoadError(
+            f"unknown model {name_or_path!r}: not a built-in ({', '.join(BUILTIN)}), "
+            "a local directory or a hub id (org/name)"
+        )
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+            raise ModelLoadError(f"model {name_or_path!r} is not in the local cache and HF_HUB_OFFLINE is set")
+
+
 def load(
     name_or_path: str,
     device: str | torch.device | None = "auto",
@@ -84,12 +110,8 @@ def _load_pretrained(
 ) -> tuple[torch.nn.Module, Any]:
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
+    check_name(name_or_path)
     local = Path(name_or_path).expanduser()
-    if not local.is_dir() and ("/" not in name_or_path or name_or_path.startswith((".", "/", "~"))):
-        raise ModelLoadError(
-            f"unknown model {name_or_path!r}: not a built-in ({', '.join(BUILTIN)}), "
-            "a local directory or a hub id (org/name)"
-        )
     source = str(local) if local.is_dir() else name_or_path
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
     if attn_implementation is not None:
