@@ -117,3 +117,29 @@ def test_models_command_lists_builtins() -> None:
     assert result.exit_code == 0
     for name in ("tiny-llama", "tiny-llava", "tiny-qwen2-vl"):
         assert name in result.output
+
+
+def test_experiment_file_resume_and_export(tmp_path: Path) -> None:
+    exp = tmp_path / "e.yaml"
+    exp.write_text("name: e\nmodels: [tiny-llama]\nsweep: {max_new_tokens: [1, 2]}\nrepeats: 2\nwarmup: 0\n")
+    out = tmp_path / "out"
+    result = invoke("run", str(exp), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "2 cells done, 0 failed; 4 measured calls, 4 rows" in result.output
+    again = invoke("run", str(exp), "--out", str(out), "--resume", "--quiet")
+    assert again.exit_code == 0 and "2 already done" in again.output
+    clash = invoke("run", str(exp), "--model", "tiny-llava", "--out", str(tmp_path / "x"))
+    assert clash.exit_code == 2 and "--model applies only without an experiment file" in clash.output
+    exported = invoke("export", str(out), "--format", "jsonl", "--legacy-names")
+    assert exported.exit_code == 0 and "wrote 4 rows" in exported.output
+    first = json.loads((out / "export.jsonl").read_text().splitlines()[0])
+    assert first["T_LLM_decode"] == first["decode_ms"]
+
+
+def test_invalid_experiment_file_lists_its_problems(tmp_path: Path) -> None:
+    exp = tmp_path / "bad.yaml"
+    exp.write_text("name: e\nmodels: [tiny-llama]\nrepeat: 2\nsweep: {max_new_tokens: [0]}\n")
+    result = invoke("run", str(exp), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2
+    assert "repeat: unknown key" in result.output and "sweep.max_new_tokens[0]" in result.output
+    assert not (tmp_path / "o").exists()

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ._inputs import DEFAULT_PROMPT
+from ._probe import SUPPORTED_MODES, generation_mode
 from ._scoring import METRICS
 from .models import DEFAULT_MODEL, DTYPES
 
@@ -95,7 +96,7 @@ class PromptSpec(_Strict):
 
 
 GenerationOptions = dict[str, Any]
-_RESERVED_GENERATION = {"max_new_tokens", "min_new_tokens", "num_beams", "assistant_model"}
+_RESERVED_GENERATION = {"max_new_tokens", "min_new_tokens"}
 
 
 class Sweep(_Strict):
@@ -126,6 +127,9 @@ class Sweep(_Strict):
             reserved = _RESERVED_GENERATION & set(options)
             if reserved:
                 raise ValueError(f"{sorted(reserved)} cannot be set here (max/min_new_tokens have their own keys)")
+            mode = generation_mode(None, options)
+            if mode not in SUPPORTED_MODES:
+                raise ValueError(f"{options}: generation mode {mode!r} cannot be timed (supported: greedy_search, sample)")
         return values
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ tried the parts are merged into ``measurements.parquet``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import signal
 import subprocess
@@ -159,24 +160,22 @@ def resolution(processor: Any, cell: Cell) -> Iterator[None]:
         return
     ip = getattr(processor, "image_processor", None)
     patch, merge = getattr(ip, "patch_size", None), getattr(ip, "merge_size", None)
-    if ip is None or patch is None or merge is None or not isinstance(getattr(ip, "size", None), dict):
+    size = getattr(ip, "size", None)
+    if patch is None or merge is None or size is None or not hasattr(size, "longest_edge") and not isinstance(size, dict):
         raise RunError("max_pixels / max_visual_tokens need a dynamic-resolution image processor (e.g. Qwen2-VL)")
     if tokens is not None:
         max_pixels = tokens * (patch * merge) ** 2
-    saved = {k: getattr(ip, k) for k in ("size", "max_pixels", "min_pixels") if hasattr(ip, k)}
-    size = dict(ip.size)
-    size["longest_edge"] = max_pixels
-    size["shortest_edge"] = min(size.get("shortest_edge", max_pixels), max_pixels)
-    ip.size = size
-    if "max_pixels" in saved:
-        ip.max_pixels = max_pixels
-    if "min_pixels" in saved and saved["min_pixels"] is not None:
-        ip.min_pixels = min(saved["min_pixels"], max_pixels)
+    # size holds the pixel budget: longest_edge = max pixels, shortest_edge = min pixels.
+    if isinstance(size, dict):
+        shortest = min(size.get("shortest_edge") or max_pixels, max_pixels)
+        ip.size = {**size, "longest_edge": max_pixels, "shortest_edge": shortest}
+    else:  # transformers' SizeDict, a dataclass
+        shortest = min(size.shortest_edge or max_pixels, max_pixels)
+        ip.size = dataclasses.replace(size, longest_edge=max_pixels, shortest_edge=shortest)
     try:
         yield
     finally:
-        for key, value in saved.items():
-            setattr(ip, key, value)
+        ip.size = size
 
 
 def _resize(image: Image.Image, longer_side: int | None) -> Image.Image:

@@ -62,7 +62,7 @@ def _count(value: float | None) -> str:
 
 def print_summary(summary: list[dict[str, Any]], title: str) -> None:
     """Per cell: the parameters that vary, rows, median output length, median (and p90 below) per phase."""
-    shown = [c for c in varying(summary) if c != "max_new_tokens"]
+    shown = [c for c in varying(summary) if c not in ("max_new_tokens", "batch_size")]  # shown as N and B
     scored = any(cell.get("accuracy") is not None for cell in summary)
     table = Table(title=title, title_justify="left", caption_justify="left")
     for name in shown:

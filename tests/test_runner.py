@@ -1,0 +1,237 @@
+"""The runner: resumable results, failures, bad samples, Ctrl-C, the example experiments."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+import phasetime._runner as runner
+from phasetime._experiment import expand, load_experiment, parse_experiment
+from phasetime._runner import RunError, run_experiment
+from phasetime._store import MEASUREMENTS_FILE, read_cell_records, read_results
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def small(**overrides) -> object:
+    data = {
+        "name": "small", "models": ["tiny-llama"], "inputs": {"kind": "synthetic", "prompt": "hi"},
+        "sweep": {"max_new_tokens": [1, 2, 3, 4]}, "repeats": 2, "warmup": 0,
+    }
+    data.update(overrides)
+    return parse_experiment(data)
+
+
+class Killed(BaseException):
+    """Stands in for kill -9: not an Exception, so nothing in the runner catches it."""
+
+
+def assert_complete(out: Path, exp) -> None:
+    table = read_results(out)
+    cells = expand(exp)
+    per_cell = {}
+    for row in table.select(["cell", "call_id"]).to_pylist():
+        per_cell.setdefault(row["cell"], set()).add(row["call_id"])
+    assert sorted(per_cell) == [c.index for c in cells]
+    assert all(len(calls) == exp.repeats for calls in per_cell.values())  # no duplicates, no partial cells
+    assert table.num_rows == len(cells) * exp.repeats
+
+
+def test_kill_between_cells_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp, out = small(), tmp_path / "run"
+    real_write = runner.write_cell
+    written = []
+
+    def write_then_die(out_dir, index, rows, record):
+        real_write(out_dir, index, rows, record)
+        written.append(index)
+        if len(written) == 2:
+            raise Killed
+
+    monkeypatch.setattr(runner, "write_cell", write_then_die)
+    with pytest.raises(Killed):
+        run_experiment(exp, out)
+    assert sorted(read_cell_records(out)) == [0, 1]
+    assert read_results(out).num_rows == 2 * exp.repeats  # finished cells are readable already
+    monkeypatch.setattr(runner, "write_cell", real_write)
+    result = run_experiment(exp, out, resume=True)
+    assert result.skipped == 2 and result.done == 2
+    assert_complete(out, exp)
+    assert not list((out / "cells").glob("*.parquet"))  # merged into measurements.parquet
+
+
+def test_kill_mid_cell_and_between_rows_and_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp, out = small(), tmp_path / "run"
+    real_measure = runner.measure
+    calls = []
+
+    def measure_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # the first call of the third cell
+            raise Killed
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "measure", measure_then_die)
+    with pytest.raises(Killed):
+        run_experiment(exp, out)
+    monkeypatch.setattr(runner, "measure", real_measure)
+    assert sorted(read_cell_records(out)) == [0, 1]
+
+    # Now die after a cell's rows are written but before its marker: the rows must not count.
+    real_json = runner.write_cell.__globals__["write_json"]
+
+    def json_then_die(path, data):
+        if Path(path).name == "cell-00002.json":
+            raise Killed
+        real_json(path, data)
+
+    monkeypatch.setitem(runner.write_cell.__globals__, "write_json", json_then_die)
+    with pytest.raises(Killed):
+        run_experiment(exp, out, resume=True)
+    monkeypatch.setitem(runner.write_cell.__globals__, "write_json", real_json)
+    assert (out / "cells" / "cell-00002.parquet").exists() and 2 not in read_cell_records(out)
+    assert set(read_results(out).column("cell").to_pylist()) == {0, 1}
+
+    run_experiment(exp, out, resume=True)
+    assert_complete(out, exp)
+
+
+def test_kill_9_of_a_real_run_then_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    exp_file = tmp_path / "exp.yaml"
+    exp_file.write_text(
+        "name: killme\nmodels: [tiny-llama]\ninputs: {kind: synthetic, prompt: hi}\n"
+        "sweep: {max_new_tokens: [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24]}\nrepeats: 4\nwarmup: 0\n"
+    )
+    cmd = [sys.executable, "-m", "phasetime.cli", "run", str(exp_file), "--out", str(out), "--quiet"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list((out / "cells").glob("*.json"))) < 3:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_cell_records(out))
+    assert 3 <= done_before < 12, "the run finished before it could be killed"
+    subprocess.run(cmd + ["--resume"], env=env, check=True, stdout=subprocess.DEVNULL)
+    assert_complete(out, load_experiment(exp_file))
+
+
+def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp, out = small(), tmp_path / "run"
+    real_measure = runner.measure
+
+    def oom_for_three(model, inputs, **kwargs):
+        if kwargs["max_new_tokens"] == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real_measure(model, inputs, **kwargs)
+
+    monkeypatch.setattr(runner, "measure", oom_for_three)
+    result = run_experiment(exp, out)
+    assert (result.done, result.failed) == (3, 1)
+    record = read_cell_records(out)[2]
+    assert record["status"] == "failed" and "out of memory" in record["error"]
+    assert set(read_results(out).column("max_new_tokens").to_pylist()) == {1, 2, 4}
+    monkeypatch.setattr(runner, "measure", real_measure)
+    result = run_experiment(exp, out, resume=True)  # failed cells are tried again
+    assert (result.skipped, result.done, result.failed) == (3, 1, 0)
+    assert_complete(out, exp)
+
+
+def test_unsupported_modes_are_refused_before_running() -> None:
+    with pytest.raises(Exception, match="generation mode 'beam_search' cannot be timed"):
+        small(sweep={"max_new_tokens": [2], "generation": [{}, {"num_beams": 2}]})
+
+
+def test_resume_refuses_a_changed_experiment(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_experiment(small(), out)
+    with pytest.raises(RunError, match="differs"):
+        run_experiment(small(repeats=3), out, resume=True)
+    result = run_experiment(small(), out, resume=True)  # a finished run: nothing to do
+    assert result.skipped == 4 and result.calls == 0
+    assert_complete(out, small())
+
+
+def test_ctrl_c_stops_after_the_current_call(tmp_path: Path) -> None:
+    exp, out = small(), tmp_path / "run"
+    seen = []
+
+    def progress(event, info):
+        if event == "call":
+            seen.append(info)
+            if len(seen) == 3:
+                os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag
+
+    result = run_experiment(exp, out, progress=progress)
+    assert result.interrupted and result.calls == 3 and len(seen) == 3
+    assert sorted(read_cell_records(out)) == [0]  # the second cell was not finished: not stored
+    assert not (out / MEASUREMENTS_FILE).exists()
+    run_experiment(exp, out, resume=True)
+    assert_complete(out, exp)
+
+
+def manifest(tmp_path: Path, bad: str | None) -> Path:
+    Image.new("RGB", (32, 32), (200, 0, 0)).save(tmp_path / "ok.png")
+    records = [{"id": f"s{i}", "image": "ok.png", "question": "Color?", "answers": ["red"]} for i in range(3)]
+    if bad == "missing":
+        records[1]["image"] = "gone.png"
+    elif bad == "corrupt":
+        (tmp_path / "corrupt.png").write_bytes(b"\x89PNG not really")
+        records[1]["image"] = "corrupt.png"
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.mark.parametrize("bad", ["missing", "corrupt"])
+def test_bad_samples_stop_the_run_or_are_skipped(tmp_path: Path, bad: str) -> None:
+    exp = small(models=["tiny-llava"], inputs={"kind": "manifest", "path": str(manifest(tmp_path, bad))},
+                metric="exact_match", sweep={"max_new_tokens": [2]}, repeats=1)
+    with pytest.raises(RunError, match="sample 's1'.*--skip-bad-samples"):
+        run_experiment(exp, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    result = run_experiment(exp, tmp_path / "b", skip_bad_samples=True)
+    assert result.failed_samples == ["s1"] and result.done == 1
+    assert read_results(tmp_path / "b").column("sample_id").to_pylist() == ["s0", "s2"]
+    info = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert info["failed_samples"][0]["sample_id"] == "s1"
+
+
+def test_resolution_sweep_changes_visual_tokens(tmp_path: Path) -> None:
+    exp = small(models=["tiny-qwen2-vl"], inputs={"kind": "synthetic", "image_size": 448},
+                sweep={"max_new_tokens": [2], "max_visual_tokens": [16, 64]}, repeats=1)
+    run_experiment(exp, tmp_path / "r")
+    rows = read_results(tmp_path / "r").to_pylist()
+    assert [r["visual_tokens"] for r in rows] == [16, 64]
+    with pytest.raises(RunError, match="dynamic-resolution"):
+        exp = small(models=["tiny-llava"], sweep={"max_new_tokens": [2], "max_pixels": [3136]}, repeats=1)
+        result = run_experiment(exp, tmp_path / "s")
+        raise RunError(result.errors[0])
+
+
+@pytest.mark.parametrize("name", ["latency", "motivation", "accuracy"])
+def test_example_experiments_run_end_to_end(tmp_path: Path, name: str) -> None:
+    exp = load_experiment(EXAMPLES / f"{name}.yaml")
+    result = run_experiment(exp, tmp_path / name, source=EXAMPLES / f"{name}.yaml")
+    assert result.failed == 0 and not result.interrupted
+    table = read_results(tmp_path / name)
+    cells = expand(exp)
+    assert set(table.column("cell").to_pylist()) == {c.index for c in cells}
+    info = json.loads((tmp_path / name / "run.json").read_text())
+    assert info["experiment"]["name"] == name and info["environment"]["python"]
+    meta = pq.read_schema(tmp_path / name / MEASUREMENTS_FILE).metadata
+    assert meta[b"phasetime.schema"] == b"1"
+    if name == "accuracy":
+        rows = table.to_pylist()
+        assert len(rows) == 2 * 20 and all(r["score"] is not None and r["prediction"] is not None for r in rows)
+        assert all(r["preprocess_ms"] > 0 and r["visual_tokens"] > 0 for r in rows)
