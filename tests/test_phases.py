@@ -41,6 +41,9 @@ def test_phases_from_a_known_timeline(vision_inside: bool) -> None:
     assert m.other_ms == pytest.approx(23.5 - 1.0 - m.prefill_ms - 9.5)
     assert m.decode_forward_ms == (2.0, 2.0, 2.0)
     assert m.vision_calls == 1 and m.prefill_forwards == 1
+    vision = (2.5, 3.5) if vision_inside else (0.5, 1.5)
+    assert m.spans[0 if not vision_inside else 1] == ("vision", *vision)
+    assert [s[0] for s in m.spans].count("decode") == 3 and ("prefill", 2.0, 12.0) in m.spans
 
 
 def test_sequences_end_at_their_own_last_token() -> None:

@@ -18,6 +18,8 @@ def _hook_counts(model) -> int:
 
 def test_probe_leaves_no_trace(tiny_name: str) -> None:
     model, _ = load_tiny(tiny_name)
+    # transformers installs its own output-capturing hooks on a model's first run.
+    model.generate(**tiny_inputs(tiny_name), max_new_tokens=1)
     before = _hook_counts(model)
     signature = inspect.signature(model.base_model.get_image_features) if tiny_name != "tiny-llama" else None
     with phasetime.Probe(model) as probe:
@@ -106,3 +108,27 @@ def test_generation_mode_agrees_with_transformers(kwargs: dict) -> None:
     config = copy.deepcopy(model.generation_config)
     config.update(**kwargs)
     assert generation_mode(model, kwargs) == config.get_generation_mode().value
+
+
+def test_nvtx_ranges_name_every_phase(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda.nvtx, "range_push", lambda name: calls.append(f"push {name}"))
+    monkeypatch.setattr(torch.cuda.nvtx, "range_pop", lambda: calls.append("pop"))
+    model, _ = load_tiny("tiny-llava")
+    phasetime.measure(model, tiny_inputs("tiny-llava"), nvtx=True, max_new_tokens=3, min_new_tokens=3)
+    calls = calls[2:]  # the probe first checks that NVTX works
+    pushes = [c.removeprefix("push ") for c in calls if c.startswith("push ")]
+    assert pushes == ["phasetime.generate", "vision", "prefill", "decode step 1", "decode step 2"]
+    assert calls.count("pop") == len(pushes)  # balanced
+
+
+def test_nvtx_without_cuda_build_is_refused() -> None:
+    import torch
+
+    if torch.version.cuda is not None:
+        pytest.skip("a CUDA build of torch has NVTX")
+    model, _ = load_tiny("tiny-llama")
+    with pytest.raises(ValueError, match="NVTX ranges need a CUDA build"):
+        phasetime.Probe(model, nvtx=True)

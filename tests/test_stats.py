@@ -35,3 +35,49 @@ def test_spearman_matches_scipy() -> None:
     assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
     assert spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
     assert spearman([1.0, 1.0], [1.0, 2.0]) is None
+
+
+def test_cv_mad_and_geometric_mean() -> None:
+    from scipy import stats
+
+    from phasetime._stats import cv, geometric_mean, mad_zscores
+
+    xs = [10.0, 11.0, 9.0, 10.0, 30.0]
+    assert cv(xs) == pytest.approx(np.std(xs, ddof=1) / np.mean(xs))
+    assert cv([1.0]) is None
+    z = mad_zscores(xs)
+    assert z[4] == pytest.approx(0.6745 * 20 / 1.0) and abs(z[0]) == 0
+    assert list(mad_zscores([5.0, 5.0, 5.0])) == [0.0, 0.0, 0.0]
+    assert geometric_mean([1.0, 4.0]) == pytest.approx(stats.gmean([1.0, 4.0]))
+
+
+def test_mann_whitney_matches_scipy() -> None:
+    from scipy import stats
+
+    from phasetime._stats import mann_whitney_u
+
+    rng = np.random.default_rng(1)
+    for x, y in (
+        (rng.normal(0, 1, 30), rng.normal(0.5, 1, 40)),
+        ([1.0, 2.0, 2.0, 3.0, 3.0, 3.0], [2.0, 3.0, 4.0, 4.0, 5.0]),
+    ):
+        u, p = mann_whitney_u(x, y)
+        ref = stats.mannwhitneyu(x, y, alternative="two-sided", method="asymptotic")
+        assert u == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
+
+
+def test_bootstrap_interval_covers_the_truth() -> None:
+    from phasetime._stats import bootstrap_ci, spearman
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    y = 0.5 * x + rng.normal(size=300)
+    lo, hi = bootstrap_ci(spearman, [x, y], paired=True, n_boot=400)
+    rho = spearman(x, y)
+    assert lo < rho < hi and lo > 0.2 and hi < 0.6
+    lo, hi = bootstrap_ci(lambda a, b: np.median(b) / np.median(a), [x + 10, x + 12], n_boot=400)
+    assert lo < 12 / 10 < hi
+    # m-out-of-n: a large sample keeps a narrow interval around its estimate.
+    big_x = rng.normal(size=20000)
+    lo, hi = bootstrap_ci(spearman, [big_x, big_x + rng.normal(size=20000)], paired=True, n_boot=200, max_n=2000)
+    assert hi - lo < 0.05

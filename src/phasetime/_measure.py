@@ -17,6 +17,7 @@ def measure(
     method: str = "direct",
     *,
     vision: Sequence[str] | None = None,
+    nvtx: bool = False,
     **generate_kwargs: Any,
 ) -> Measurement:
     """Run ``model.generate(**inputs, **generate_kwargs)`` once and time every phase.
@@ -25,15 +26,16 @@ def measure(
     default) times the phases inside the one call with a :class:`Probe`;
     ``method="subtract"`` reproduces the legacy subtraction method as a baseline (three
     separate calls; see ``docs/metrics.md``). ``vision`` overrides the automatic
-    vision-encoder lookup with module paths. Raises
+    vision-encoder lookup with module paths; ``nvtx`` names the phases in NVTX ranges
+    (see :class:`Probe`). Raises
     :class:`~phasetime.UnsupportedGeneration` for modes that cannot be timed correctly.
     """
     if method == "direct":
-        with Probe(model, vision=vision) as probe:
+        with Probe(model, vision=vision, nvtx=nvtx) as probe:
             model.generate(**inputs, **generate_kwargs)
         return probe.measurements[-1]
     if method == "subtract":
-        if vision is not None:
-            raise ValueError("vision= overrides apply to the direct method only")
+        if vision is not None or nvtx:
+            raise ValueError("vision= and nvtx= apply to the direct method only")
         return measure_subtract(model, inputs, **generate_kwargs)
     raise ValueError(f"method must be 'direct' or 'subtract', got {method!r}")

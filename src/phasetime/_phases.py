@@ -73,22 +73,32 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
-def split_prefill(forwards: Sequence[_Forward], prompt_tokens: int) -> tuple[list[_Forward], list[_Forward]]:
-    """Split forwards into (prefill, decode) by counting the positions fed.
+class PromptCounter:
+    """Tells prefill forwards from decode forwards by counting the positions fed.
 
     A forward is prefill while fewer than ``prompt_tokens`` positions have been consumed
     before it. Without a KV cache every forward re-feeds the whole sequence: the first
     consumes the prompt and every later one is a decode forward, as it should be.
     """
-    consumed = 0
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.consumed = 0
+
+    def feed(self, tokens: int) -> bool:
+        """Record a forward fed ``tokens`` positions; True when it is a prefill forward."""
+        is_prefill = self.consumed < self.prompt_tokens
+        self.consumed += tokens
+        return is_prefill
+
+
+def split_prefill(forwards: Sequence[_Forward], prompt_tokens: int) -> tuple[list[_Forward], list[_Forward]]:
+    """Split forwards into (prefill, decode); see :class:`PromptCounter`."""
+    counter = PromptCounter(prompt_tokens)
     prefill: list[_Forward] = []
     decode: list[_Forward] = []
     for fwd in forwards:
-        if consumed < prompt_tokens:
-            prefill.append(fwd)
-        else:
-            decode.append(fwd)
-        consumed += fwd.tokens
+        (prefill if counter.feed(fwd.tokens) else decode).append(fwd)
     return prefill, decode
 
 
@@ -147,7 +157,14 @@ def derive(
             SequenceTiming(index=i, output_tokens=n, decode_ms=decode_i, tpot_ms=decode_i / (n - 1) if n >= 2 else None, itl_ms=itl)
         )
 
-    # 5. Call-level phases.
+    # 5. Call-level phases and the raw spans (for timelines and traces).
+    timed_decode = decode[: max(n_max - 1, 0)]
+    spans = sorted(
+        [("vision", vs - t_start, ve - t_start) for vs, ve in visions]
+        + [("prefill", f.start_ms - t_start, f.end_ms - t_start) for f in prefill]
+        + [("decode", f.start_ms - t_start, f.end_ms - t_start) for f in timed_decode],
+        key=lambda span: span[1],
+    )
     total_ms = t_end - t_start
     ttft_ms = ready[0] if ready else None
     decode_ms = ready[-1] - ready[0] if ready else 0.0
@@ -167,6 +184,7 @@ def derive(
         prefill_forwards=len(prefill),
         vision_calls=len(visions),
         ready_ms=tuple(ready),
-        decode_forward_ms=tuple(f.end_ms - f.start_ms for f in decode[: max(n_max - 1, 0)]),
+        decode_forward_ms=tuple(f.end_ms - f.start_ms for f in timed_decode),
+        spans=tuple(spans),
         output_ids=output_ids,
     )

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from ._clock import Clock, clock_for, model_device
-from ._phases import Event, derive
+from ._phases import Event, PromptCounter, derive
 from ._record import Measurement, UnsupportedGeneration
 
 SUPPORTED_MODES = ("greedy_search", "sample")
@@ -155,6 +155,23 @@ def count_output_tokens(generated: torch.Tensor, eos_ids: Iterable[int]) -> list
     return lengths
 
 
+class _Nvtx:
+    """NVTX ranges through torch; refuses a torch build without them."""
+
+    def __init__(self) -> None:
+        try:
+            torch.cuda.nvtx.range_push("phasetime.check")
+            torch.cuda.nvtx.range_pop()
+        except (RuntimeError, AttributeError) as exc:
+            raise ValueError(f"NVTX ranges need a CUDA build of torch: {exc}") from None
+
+    def push(self, name: str) -> None:
+        torch.cuda.nvtx.range_push(name)
+
+    def pop(self) -> None:
+        torch.cuda.nvtx.range_pop()
+
+
 def _sequences_tensor(output: Any) -> torch.Tensor:
     return output.sequences if hasattr(output, "sequences") else output
 
@@ -164,8 +181,11 @@ class Probe:
 
     ``vision`` overrides the automatic vision-encoder lookup with module paths (e.g.
     ``["model.vision_tower", "model.multi_modal_projector"]``). ``clock`` defaults to CUDA
-    events on a CUDA model and ``perf_counter_ns`` otherwise. Every call appends a
-    :class:`~phasetime.Measurement` to :attr:`measurements`.
+    events on a CUDA model and ``perf_counter_ns`` otherwise. ``nvtx=True`` also wraps the
+    call, every vision call, the prefill and every decode step in NVTX ranges (named
+    ``phasetime.generate``, ``vision``, ``prefill``, ``decode step k``) so that an Nsight
+    Systems capture shows them. Every call appends a :class:`~phasetime.Measurement` to
+    :attr:`measurements`.
     """
 
     def __init__(
@@ -174,8 +194,12 @@ class Probe:
         vision: Sequence[str] | None = None,
         *,
         clock: Clock | None = None,
+        nvtx: bool = False,
     ) -> None:
         self.model = model
+        self.nvtx = _Nvtx() if nvtx else None
+        self._counter: PromptCounter | None = None
+        self._decode_step = 0
         self.clock = clock if clock is not None else clock_for(model_device(model))
         self.measurements: list[Measurement] = []
         self._vision_paths = list(vision) if vision is not None else None
@@ -256,8 +280,24 @@ class Probe:
 
     # -- event recording ---------------------------------------------------------------
     def _mark(self, kind: str, tokens: int | None = None) -> None:
-        if self._marks is not None:
-            self._marks.append((kind, self.clock.mark(), tokens))
+        if self._marks is None:
+            return
+        if self.nvtx is not None and kind.endswith("_end"):
+            self.nvtx.pop()
+        self._marks.append((kind, self.clock.mark(), tokens))
+        if self.nvtx is not None and kind.endswith("_start"):
+            self.nvtx.push(self._range_name(kind, tokens))
+
+    def _range_name(self, kind: str, tokens: int | None) -> str:
+        if kind == "call_start":
+            return "phasetime.generate"
+        if kind == "vision_start":
+            return "vision"
+        assert self._counter is not None and tokens is not None
+        if self._counter.feed(tokens):
+            return "prefill"
+        self._decode_step += 1
+        return f"decode step {self._decode_step}"
 
     @torch.compiler.disable
     def _forward_pre(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -317,6 +357,8 @@ class Probe:
             eos = eos_token_ids(probe.model, kwargs)
             probe._marks = []
             probe._vision_depth = 0
+            probe._counter = PromptCounter(prompt - cached)
+            probe._decode_step = 0
             try:
                 probe.clock.sync()
                 probe._mark("call_start")

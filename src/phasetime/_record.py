@@ -73,8 +73,10 @@ class Measurement:
 
     Call-level ``decode_ms`` ends at the last token of the longest sequence; per-sequence
     values are in :attr:`sequences`. ``ready_ms`` holds ``ready[1..N_max]`` relative to the
-    call start and ``decode_forward_ms`` the duration of every decode forward, so every
-    aggregate can be re-derived from the raw values.
+    call start, ``decode_forward_ms`` the duration of every decode forward and ``spans``
+    every timed interval as ``(name, start_ms, end_ms)`` from the call start (name:
+    ``"vision"``, ``"prefill"`` or ``"decode"``), so every aggregate can be re-derived
+    from the raw values and a call can be drawn as a timeline.
     """
 
     method: str
@@ -92,6 +94,7 @@ class Measurement:
     vision_calls: int = 0
     ready_ms: tuple[float, ...] = ()
     decode_forward_ms: tuple[float, ...] = ()
+    spans: tuple[tuple[str, float, float], ...] = ()
     output_ids: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
 
 
 def _clean(values: Iterable[float | None]) -> list[float]:
@@ -41,35 +43,145 @@ def group_by(rows: Sequence[dict], keys: Sequence[str]) -> dict[tuple, list[dict
 
 def ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks, ties sharing their average rank (as scipy.stats.rankdata)."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
+    return rank_array(np.asarray(values, dtype=float)).tolist()
+
+
+def rank_array(x: np.ndarray) -> np.ndarray:
+    """Average ranks of a 1-D array (vectorised)."""
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    # Boundaries of runs of equal values.
+    starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
+    run_id = np.cumsum(starts) - 1
+    first = np.flatnonzero(starts)
+    last = np.r_[first[1:], len(x)] - 1
+    avg = (first + last) / 2 + 1
+    out = np.empty(len(x))
+    out[order] = avg[run_id]
     return out
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Pearson's r; None when fewer than 2 pairs or a side is constant."""
-    if len(x) != len(y):
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape:
         raise ValueError("x and y must have the same length")
-    n = len(x)
-    if n < 2:
+    if a.size < 2:
         return None
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    if sxx == 0 or syy == 0:
+    a, b = a - a.mean(), b - b.mean()
+    denom = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    if denom == 0:
         return None
-    return sxy / math.sqrt(sxx * syy)
+    return float((a * b).sum() / denom)
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman's rho: Pearson's r of the ranks (ties averaged); None when undefined."""
-    return pearson(ranks(x), ranks(y))
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError("x and y must have the same length")
+    if a.size < 2:
+        return None
+    return pearson(rank_array(a), rank_array(b))
+
+
+def cv(values: Sequence[float]) -> float | None:
+    """Coefficient of variation (sample standard deviation / mean); None when undefined."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 2 or x.mean() == 0:
+        return None
+    return float(x.std(ddof=1) / x.mean())
+
+
+def mad_zscores(values: Sequence[float]) -> np.ndarray:
+    """Modified z-scores, 0.6745 (x - median) / MAD (Iglewicz and Hoaglin).
+
+    When the MAD is 0 the mean absolute deviation, scaled by 1.2533, stands in for it;
+    when both are 0 every score is 0.
+    """
+    x = np.asarray(values, dtype=float)
+    med = np.median(x)
+    mad = np.median(np.abs(x - med))
+    if mad > 0:
+        return 0.6745 * (x - med) / mad
+    mean_ad = np.mean(np.abs(x - med))
+    if mean_ad > 0:
+        return (x - med) / (1.253314 * mean_ad)
+    return np.zeros_like(x)
+
+
+def bootstrap_ci(
+    statistic: Callable[..., float | None],
+    samples: Sequence[Sequence[float]],
+    *,
+    paired: bool = False,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    max_n: int = 5000,
+) -> tuple[float, float] | None:
+    """Percentile bootstrap confidence interval of ``statistic(*samples)``.
+
+    ``paired`` resamples the same indices in every sample (for correlations); otherwise
+    each sample is resampled on its own (for comparing two groups). Samples larger than
+    ``max_n`` use the m-out-of-n bootstrap (resamples of ``max_n``), with the interval
+    rescaled by sqrt(max_n / n) around the full-sample estimate, which keeps the cost
+    bounded on millions of rows. None when the statistic is undefined.
+    """
+    arrays = [np.asarray(s, dtype=float) for s in samples]
+    estimate = statistic(*arrays)
+    if estimate is None or any(a.size < 2 for a in arrays):
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        if paired:
+            n = arrays[0].size
+            idx = rng.integers(0, n, size=min(n, max_n))
+            resample = [a[idx] for a in arrays]
+        else:
+            resample = [a[rng.integers(0, a.size, size=min(a.size, max_n))] for a in arrays]
+        value = statistic(*resample)
+        if value is not None and math.isfinite(value):
+            values.append(value)
+    if len(values) < n_boot // 2:
+        return None
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(values, [alpha, 1 - alpha])
+    n_min = min(a.size for a in arrays)
+    if n_min > max_n:
+        scale = math.sqrt(max_n / n_min)
+        lo, hi = estimate - (estimate - lo) * scale, estimate + (hi - estimate) * scale
+    return float(lo), float(hi)
+
+
+def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U test: (U of x, p-value).
+
+    Normal approximation with tie correction and continuity correction (scipy's
+    ``method="asymptotic"``).
+    """
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n1, n2 = a.size, b.size
+    if n1 == 0 or n2 == 0:
+        raise ValueError("both samples need values")
+    r = rank_array(np.concatenate([a, b]))
+    u1 = float(r[:n1].sum() - n1 * (n1 + 1) / 2)
+    n = n1 + n2
+    _, counts = np.unique(r, return_counts=True)
+    tie_term = float((counts**3 - counts).sum())
+    sigma = math.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
+    if sigma == 0:
+        return u1, 1.0
+    mu = n1 * n2 / 2
+    u = max(u1, n1 * n2 - u1)
+    z = (u - mu - 0.5) / sigma
+    p = min(1.0, math.erfc(z / math.sqrt(2)))
+    return u1, p
+
+
+def geometric_mean(values: Sequence[float]) -> float | None:
+    """Geometric mean of positive values; None when empty."""
+    x = np.asarray([v for v in values if v is not None and v > 0], dtype=float)
+    return float(np.exp(np.log(x).mean())) if x.size else None

@@ -56,6 +56,7 @@ MEASUREMENT_SCHEMA = pa.schema(
         ("itl_ms", pa.list_(pa.float64())),
         ("ready_ms", pa.list_(pa.float64())),
         ("decode_forward_ms", pa.list_(pa.float64())),
+        ("spans", pa.list_(pa.struct([("name", pa.string()), ("start_ms", pa.float64()), ("end_ms", pa.float64())]))),
         ("prefill_forwards", pa.int32()),
         ("vision_calls", pa.int32()),
     ]
@@ -102,6 +103,7 @@ def measurement_rows(
             "itl_ms": list(seq.itl_ms),
             "ready_ms": list(m.ready_ms),
             "decode_forward_ms": list(m.decode_forward_ms),
+            "spans": [{"name": n, "start_ms": a, "end_ms": b} for n, a, b in m.spans],
             "prefill_forwards": m.prefill_forwards,
             "vision_calls": m.vision_calls,
         }

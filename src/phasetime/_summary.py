@@ -15,16 +15,21 @@ PARAM_COLUMNS = (
 )
 
 
-def _groups(table: pa.Table, keys: list[str]) -> dict[tuple, np.ndarray]:
-    """Row indices per distinct key, in first-seen order."""
-    columns = [table.column(k).to_pylist() for k in keys]
-    groups: dict[tuple, list[int]] = {}
-    for i, key in enumerate(zip(*columns)):
-        groups.setdefault(key, []).append(i)
-    return {k: np.asarray(v) for k, v in groups.items()}
+def group_indices(table: pa.Table, keys: list[str]) -> dict[tuple, np.ndarray]:
+    """Row indices per distinct value of ``keys`` (nulls included), in first-seen order."""
+    if not keys:
+        return {(): np.arange(table.num_rows)}
+    indexed = table.select(keys).append_column("__row", pa.array(np.arange(table.num_rows), pa.int64()))
+    grouped = indexed.group_by(keys, use_threads=False).aggregate([("__row", "list")])
+    out = {}
+    key_values = [grouped.column(k).to_pylist() for k in keys]
+    for i, rows in enumerate(grouped.column("__row_list").to_pylist()):
+        out[tuple(v[i] for v in key_values)] = np.asarray(rows)
+    return dict(sorted(out.items(), key=lambda item: item[1][0]))
 
 
-def _floats(table: pa.Table, name: str) -> np.ndarray:
+def floats(table: pa.Table, name: str) -> np.ndarray:
+    """A column as float64 (null -> NaN); all-NaN when the column is absent."""
     if name not in table.column_names:
         return np.full(table.num_rows, np.nan)
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=float)
@@ -36,10 +41,10 @@ def summarize(table: pa.Table) -> list[dict[str, Any]]:
     """
     keys = ["cell"] if "cell" in table.column_names else [k for k in ("method", "max_new_tokens", "batch_size") if k in table.column_names]
     params = [c for c in PARAM_COLUMNS if c in table.column_names and c not in keys]
-    values = {name: _floats(table, name) for name in (*SUMMARY_PHASES, "output_tokens", "score")}
+    values = {name: floats(table, name) for name in (*SUMMARY_PHASES, "output_tokens", "score")}
     param_values = {c: table.column(c).to_pylist() for c in params}
     out = []
-    for key, idx in _groups(table, keys).items():
+    for key, idx in group_indices(table, keys).items():
         entry: dict[str, Any] = dict(zip(keys, key))
         for c in params:
             entry.setdefault(c, param_values[c][idx[0]])

@@ -1,0 +1,237 @@
+"""Data-quality checks of a results table: the audit that found the legacy method's flaws.
+
+:func:`run_checks` returns one :class:`CheckResult` per check and scope (a verdict of
+``pass``, ``warn``, ``fail``, ``skip`` or ``info``). Pure: no I/O; the thresholds are a
+:class:`Thresholds` with documented defaults (``docs/analysis.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ._stats import bootstrap_ci, cv, mad_zscores, spearman
+from ._summary import PARAM_COLUMNS, floats, group_indices
+
+# A configuration: every cell parameter but the output length.
+CONFIG_COLUMNS = tuple(c for c in PARAM_COLUMNS if c not in ("max_new_tokens",))
+PHASE_COLUMNS = ("vision_ms", "prefill_ms", "ttft_ms", "decode_ms", "total_ms", "tpot_ms")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every threshold of ``phasetime check``, with its default."""
+
+    tolerance_ms: float = 0.05  # how far below zero a phase or other_ms may read (rounding)
+    rho: float = 0.3  # |Spearman rho(tpot, N)| above this, with a CI excluding 0, fails
+    min_n: int = 20  # the correlation is only judged on at least this many rows
+    stability_ratio: float = 2.0  # CV(tpot) of short outputs / long outputs above this warns
+    short_tokens: int = 8  # outputs of at most this many tokens are "short"
+    outlier_z: float = 3.5  # |modified z| above this flags an outlier (kept, not dropped)
+    outlier_share: float = 0.05  # more outliers than this share of a cell warns
+    precision: float = 0.01  # relative precision for pyperf's repeats rule
+    n_boot: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    scope: str
+    value: Any
+    threshold: str
+    verdict: str  # pass, warn, fail, skip, info
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _scope(keys: tuple, names: list[str], varying: set[str]) -> str:
+    parts = [f"{n}={v}" for n, v in zip(names, keys) if n in varying]
+    return ", ".join(parts) or "all rows"
+
+
+def _varying(table: pa.Table, names: list[str]) -> set[str]:
+    return {n for n in names if len(table.column(n).unique()) > 1}
+
+
+def _count_check(name: str, mask: np.ndarray, methods: np.ndarray, threshold: str, detail: str) -> list[CheckResult]:
+    out = []
+    for method in sorted(set(methods.tolist())):
+        m = mask[methods == method]
+        n_bad = int(m.sum())
+        out.append(CheckResult(name, f"method={method}", n_bad, threshold, "fail" if n_bad else "pass",
+                               f"{n_bad} of {m.size} rows {detail}" if n_bad else f"{m.size} rows"))
+    return out
+
+
+def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
+    """Checks every row must pass: decode present, tpot only where defined, no negative phases."""
+    n_tokens = floats(table, "output_tokens")
+    decode, tpot, other = floats(table, "decode_ms"), floats(table, "tpot_ms"), floats(table, "other_ms")
+    methods = np.asarray(table.column("method").to_pylist(), dtype=object)
+    negative = np.zeros(table.num_rows, dtype=bool)
+    for phase in PHASE_COLUMNS:
+        values = floats(table, phase)
+        negative |= np.nan_to_num(values, nan=0.0) < -t.tolerance_ms
+    if "itl_ms" in table.column_names:
+        itl_min = np.array([min(v) if v else 0.0 for v in table.column("itl_ms").to_pylist()])
+        negative |= itl_min < -t.tolerance_ms
+    return [
+        *_count_check("decode_present", (n_tokens >= 2) & ~(decode > 0), methods, "0 rows",
+                      "have output_tokens >= 2 but decode_ms <= 0 or missing"),
+        *_count_check("tpot_only_when_defined", (n_tokens < 2) & ~np.isnan(tpot), methods, "0 rows",
+                      "have output_tokens < 2 but a tpot"),
+        *_count_check("no_negative_phase", negative, methods, f"0 rows < -{t.tolerance_ms} ms", "have a negative phase"),
+        *_count_check("phases_within_total", np.nan_to_num(other, nan=0.0) < -t.tolerance_ms, methods,
+                      f"other_ms >= -{t.tolerance_ms} ms", "have phases adding up to more than the total"),
+    ]
+
+
+def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool) -> list[CheckResult]:
+    """Per configuration: Spearman rho(tpot, output_tokens) with a bootstrap 95% CI."""
+    names = [c for c in CONFIG_COLUMNS if c in table.column_names]
+    varying = _varying(table, names)
+    n_tokens, tpot, decode = floats(table, "output_tokens"), floats(table, "tpot_ms"), floats(table, "decode_ms")
+    out = []
+    for keys, idx in group_indices(table, names).items():
+        scope = _scope(keys, names, varying)
+        variants = [("tpot_vs_length", tpot[idx], n_tokens[idx], True)]
+        if legacy:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                old = np.where(n_tokens[idx] > 0, decode[idx] / n_tokens[idx], np.nan)
+            variants.append(("tpot_vs_length[legacy decode/N]", old, n_tokens[idx], False))
+        for name, y, x, judged in variants:
+            ok = np.isfinite(y) & np.isfinite(x)
+            y, x = y[ok], x[ok]
+            if len(np.unique(x)) < 2:
+                out.append(CheckResult(name, scope, None, f"|rho| <= {t.rho}", "skip", "one output length only"))
+                continue
+            rho = spearman(x, y)
+            ci = bootstrap_ci(spearman, [x, y], paired=True, n_boot=t.n_boot, seed=t.seed) if rho is not None else None
+            value = None if rho is None else round(rho, 3)
+            detail = f"n={x.size}" + (f", 95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            if not judged:
+                verdict = "info"
+            elif rho is None or x.size < t.min_n:
+                verdict = "skip"
+                detail += f" (needs n >= {t.min_n})" if rho is not None else " (constant)"
+            else:
+                significant = ci is not None and (ci[0] > 0 or ci[1] < 0)
+                verdict = "fail" if abs(rho) > t.rho and significant else "pass"
+            out.append(CheckResult(name, scope, value, f"|rho| <= {t.rho} or CI spans 0", verdict, detail))
+    return out
+
+
+def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
+    """Per configuration: median CV(tpot) over short-output cells vs long-output cells."""
+    names = [c for c in CONFIG_COLUMNS if c in table.column_names]
+    varying = _varying(table, names)
+    tpot, n_tokens = floats(table, "tpot_ms"), floats(table, "output_tokens")
+    out = []
+    for keys, idx in group_indices(table, names).items():
+        short, long = [], []
+        for n in np.unique(n_tokens[idx]):
+            if not np.isfinite(n) or n < 2:
+                continue
+            value = cv(tpot[idx][n_tokens[idx] == n].tolist())
+            if value is not None:
+                (short if n <= t.short_tokens else long).append(value)
+        scope = _scope(keys, names, varying)
+        if not short or not long:
+            out.append(CheckResult("tpot_stability", scope, None, f"short/long CV <= {t.stability_ratio}", "skip",
+                                   f"needs outputs of <= {t.short_tokens} and > {t.short_tokens} tokens"))
+            continue
+        cv_short, cv_long = float(np.median(short)), float(np.median(long))
+        ratio = cv_short / cv_long if cv_long > 0 else math.inf
+        out.append(CheckResult("tpot_stability", scope, round(ratio, 2), f"short/long CV <= {t.stability_ratio}",
+                               "warn" if ratio > t.stability_ratio else "pass",
+                               f"CV short {100 * cv_short:.1f}%, long {100 * cv_long:.1f}%"))
+    return out
+
+
+def _cell_names(table: pa.Table) -> list[str]:
+    return [c for c in PARAM_COLUMNS if c in table.column_names]
+
+
+def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
+    """Per cell: outliers of total_ms by modified z-score; counted, never dropped."""
+    total = floats(table, "total_ms")
+    flagged, worst, worst_scope = 0, 0.0, ""
+    names = _cell_names(table)
+    varying = _varying(table, names)
+    for keys, idx in group_indices(table, names).items():
+        values = total[idx]
+        values = values[np.isfinite(values)]
+        if values.size < 3:
+            continue
+        n_out = int((np.abs(mad_zscores(values)) > t.outlier_z).sum())
+        flagged += n_out
+        if n_out / values.size > worst:
+            worst, worst_scope = n_out / values.size, _scope(keys, names, varying)
+    verdict = "warn" if worst > t.outlier_share else "info"
+    detail = f"{flagged} of {table.num_rows} rows flagged (kept)"
+    if worst > 0:
+        detail += f"; most in {worst_scope} ({100 * worst:.1f}%)"
+    return [CheckResult("outliers_total_ms", "per cell", flagged, f"|z| > {t.outlier_z}, share <= {t.outlier_share}",
+                        verdict, detail)]
+
+
+def hygiene_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds) -> list[CheckResult]:
+    """Warm-up, locked clocks, and pyperf's rule for enough repeats."""
+    out = []
+    experiment = (run_info or {}).get("experiment") or {}
+    warmup = experiment.get("warmup")
+    if warmup is None:
+        out.append(CheckResult("warmup", "run", None, ">= 1", "skip", "no run.json"))
+    else:
+        out.append(CheckResult("warmup", "run", warmup, ">= 1", "pass" if warmup >= 1 else "warn",
+                               "" if warmup >= 1 else "no warm-up: first calls include one-off costs"))
+    gpu = ((run_info or {}).get("environment") or {}).get("gpu") or {}
+    if not gpu:
+        out.append(CheckResult("clocks_locked", "run", None, "SM clock = max", "skip", "no GPU clocks recorded"))
+    else:
+        sm, top = gpu.get("clocks.sm"), gpu.get("clocks.max.sm")
+        locked = sm is not None and sm == top
+        out.append(CheckResult("clocks_locked", "run", f"{sm}/{top} MHz", "SM clock = max", "pass" if locked else "warn",
+                               "" if locked else "clocks not locked at max: results may drift (nvidia-smi -lgc)"))
+    total = floats(table, "total_ms")
+    needed, worst_scope, repeats = 0, "", experiment.get("repeats")
+    names = _cell_names(table) + [c for c in ("sample_id",) if c in table.column_names]
+    for keys, idx in group_indices(table, names).items():
+        value = cv(total[idx].tolist())
+        if value is None:
+            continue
+        n = math.ceil(4 * 1.96**2 * value**2 / t.precision**2)
+        if n > needed:
+            needed, worst_scope = n, ", ".join(f"{k}={v}" for k, v in zip(names, keys) if k in _varying(table, names))
+    if repeats is None:
+        out.append(CheckResult("enough_repeats", "run", needed, "repeats >= n", "skip", "no run.json"))
+    else:
+        out.append(CheckResult(
+            "enough_repeats", "run", needed, f"repeats ({repeats}) >= n", "pass" if repeats >= needed else "warn",
+            f"n = 4 x 1.96^2 x CV^2 / {t.precision}^2 for {100 * t.precision:g}% precision; worst: {worst_scope or 'all'}",
+        ))
+    return out
+
+
+def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
+               *, legacy: bool = False) -> list[CheckResult]:
+    """Every check on ``table``; ``legacy`` adds the correlation under the old denominator."""
+    t = thresholds or Thresholds()
+    return [
+        *row_checks(table, t),
+        *correlation_checks(table, t, legacy),
+        *stability_checks(table, t),
+        *outlier_checks(table, t),
+        *hygiene_checks(table, run_info, t),
+    ]
+
+
+def failed(results: list[CheckResult]) -> list[CheckResult]:
+    return [r for r in results if r.verdict == "fail"]
