@@ -9,6 +9,7 @@ tiny model's real compute and the framework's own work).
 from __future__ import annotations
 
 import os
+import random
 import time
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -52,12 +53,17 @@ def _cache_length(kwargs: dict[str, Any]) -> int:
 
 
 @contextmanager
-def inject_delays(model: torch.nn.Module, vision_ms: float, prefill_ms: float, decode_ms: float) -> Iterator[None]:
+def inject_delays(
+    model: torch.nn.Module, vision_ms: float, prefill_ms: float, decode_ms: float, decode_jitter_ms: float = 0.0
+) -> Iterator[None]:
     """Make vision, each prefill forward and each decode forward take at least the given times.
 
     A language-model forward is a prefill forward when the cache is empty or it is fed
-    more than one position (chunked prefill), else a decode forward.
+    more than one position (chunked prefill), else a decode forward. ``decode_jitter_ms``
+    adds a seeded uniform random extra to each decode step (independent of the output
+    length by construction), like the noise of a real machine.
     """
+    rng = random.Random(0)
 
     @torch.compiler.disable
     def lm_delay(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -66,7 +72,10 @@ def inject_delays(model: torch.nn.Module, vision_ms: float, prefill_ms: float, d
             x = kwargs.get("input_ids")
         if x is None:
             x = args[0]
-        spin(prefill_ms if _cache_length(kwargs) == 0 or x.shape[1] > 1 else decode_ms)
+        if _cache_length(kwargs) == 0 or x.shape[1] > 1:
+            spin(prefill_ms)
+        else:
+            spin(decode_ms + rng.uniform(0.0, decode_jitter_ms))
 
     @torch.compiler.disable
     def vision_delay(module: Any, args: tuple) -> None:

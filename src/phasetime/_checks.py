@@ -65,8 +65,8 @@ def _count_check(name: str, mask: np.ndarray, methods: np.ndarray, threshold: st
     for method in sorted(set(methods.tolist())):
         m = mask[methods == method]
         n_bad = int(m.sum())
-        out.append(CheckResult(name, f"method={method}", n_bad, threshold, "fail" if n_bad else "pass",
-                               f"{n_bad} of {m.size} rows {detail}" if n_bad else f"{m.size} rows"))
+        out.append(CheckResult(name, str(method), n_bad, threshold, "fail" if n_bad else "pass",
+                               f"{n_bad} of {m.size} rows {detail}" if n_bad else f"{m.size} rows checked"))
     return out
 
 
@@ -83,11 +83,11 @@ def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
         itl_min = np.array([min(v) if v else 0.0 for v in table.column("itl_ms").to_pylist()])
         negative |= itl_min < -t.tolerance_ms
     return [
-        *_count_check("decode_present", (n_tokens >= 2) & ~(decode > 0), methods, "0 rows",
+        *_count_check("decode_present", (n_tokens >= 2) & ~(decode > 0), methods, "no such row",
                       "have output_tokens >= 2 but decode_ms <= 0 or missing"),
-        *_count_check("tpot_only_when_defined", (n_tokens < 2) & ~np.isnan(tpot), methods, "0 rows",
+        *_count_check("tpot_only_when_defined", (n_tokens < 2) & ~np.isnan(tpot), methods, "no such row",
                       "have output_tokens < 2 but a tpot"),
-        *_count_check("no_negative_phase", negative, methods, f"0 rows < -{t.tolerance_ms} ms", "have a negative phase"),
+        *_count_check("no_negative_phase", negative, methods, f"no phase < -{t.tolerance_ms} ms", "have a negative phase"),
         *_count_check("phases_within_total", np.nan_to_num(other, nan=0.0) < -t.tolerance_ms, methods,
                       f"other_ms >= -{t.tolerance_ms} ms", "have phases adding up to more than the total"),
     ]

@@ -32,10 +32,14 @@ from ._env import environment
 from ._experiment import Cell, DatasetInputs, Experiment, expand
 from ._inputs import chat_prompt, synthetic_image
 from ._measure import measure
+from ._probe import _Nvtx
 from ._scoring import score
 from ._store import (
     RUN_FILE, SCHEMA_VERSION, consolidate, measurement_rows, read_cell_records, read_run, write_cell, write_json,
 )
+
+
+CALL_ID_STRIDE = 1_000_000  # call ids are cell * stride + the call's number within the cell
 
 
 class RunError(ValueError):
@@ -285,6 +289,7 @@ def run_experiment(
     resume: bool = False,
     overwrite: bool = False,
     skip_bad_samples: bool = False,
+    nvtx: bool = False,
     progress: ProgressFn | None = None,
 ) -> RunResult:
     """Run every cell of ``experiment`` into the results directory ``out``; see the module docstring."""
@@ -297,6 +302,11 @@ def run_experiment(
             models.check_name(spec.name)
             models.resolve_dtype(spec.dtype, models.resolve_device(spec.device))
         except models.ModelLoadError as exc:
+            raise RunError(str(exc)) from None
+    if nvtx:
+        try:
+            _Nvtx()
+        except ValueError as exc:
             raise RunError(str(exc)) from None
     samples = load_samples(experiment)
     bad = check_images(samples)
@@ -336,7 +346,7 @@ def run_experiment(
         try:
             for load_key in dict.fromkeys(c.load_key for c in todo):
                 group = [c for c in todo if c.load_key == load_key]
-                _run_group(group, experiment, batches, out_dir, result, stop, notify, skip_bad_samples)
+                _run_group(group, experiment, batches, out_dir, result, stop, notify, skip_bad_samples, nvtx)
         except _Interrupted:
             result.interrupted = True
     if not result.interrupted:
@@ -361,7 +371,7 @@ def _calls_per_cell(experiment: Experiment, batches: dict[int, list[list[Sample]
 
 def _run_group(
     group: list[Cell], experiment: Experiment, batches: dict[int, list[list[Sample]]], out_dir: Path,
-    result: RunResult, stop: _StopFlag, notify: ProgressFn, skip_bad_samples: bool,
+    result: RunResult, stop: _StopFlag, notify: ProgressFn, skip_bad_samples: bool, nvtx: bool,
 ) -> None:
     first = group[0]
     notify("load", {"model": first.model.name, "dtype": first.params["dtype"]})
@@ -380,7 +390,7 @@ def _run_group(
     for cell in group:
         try:
             rows, failed = _run_cell(cell, model, processor, vlm, device, experiment, batches, result, stop, notify,
-                                     skip_bad_samples)
+                                     skip_bad_samples, nvtx)
         except _Interrupted:
             raise
         except BadSample as exc:
@@ -428,12 +438,14 @@ def _cell_images(batch: list[Sample], cell: Cell, vlm: bool, failed: list[dict[s
 def _run_cell(
     cell: Cell, model: torch.nn.Module, processor: Any, vlm: bool, device: torch.device, experiment: Experiment,
     batches: dict[int, list[list[Sample]]], result: RunResult, stop: _StopFlag, notify: ProgressFn, skip: bool,
+    nvtx: bool,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Measure one cell: warm-up (not stored), then every batch x repeat. Returns (rows, failed samples)."""
     failed: list[dict[str, str]] = []
     kwargs = cell.generate_kwargs
     method = cell.params["method"]
     vision = cell.model.vision if method == "direct" else None
+    nvtx = nvtx and method == "direct"  # the legacy method's three calls are not phases
     prepared = []
     for batch in batches[cell.params["batch_size"]]:
         kept, images = _cell_images(batch, cell, vlm, failed, skip)
@@ -447,17 +459,19 @@ def _run_cell(
     for _ in range(experiment.warmup):
         kept, images = prepared[0]
         measure(model, prepare_batch(kept, images, processor, model, experiment, cell, device).inputs,
-                method=method, vision=vision, **kwargs)
+                method=method, vision=vision, nvtx=nvtx, **kwargs)
         notify("call", {"cell": cell.index, "warmup": True})
         if stop.set:
             raise _Interrupted
     rows: list[dict[str, Any]] = []
+    call_id = cell.index * CALL_ID_STRIDE  # unique in the directory, and the same when a cell is re-run
     for repeat in range(experiment.repeats):
         for kept, images in prepared:
             batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
-            m = measure(model, batch.inputs, method=method, vision=vision, **kwargs)
+            m = measure(model, batch.inputs, method=method, vision=vision, nvtx=nvtx, **kwargs)
             _add_predictions(batch, m.output_ids, tokenizer, experiment.metric)
-            rows.extend(measurement_rows(m, call_id=result.calls, repeat=repeat, params=params, extras=batch.extras))
+            rows.extend(measurement_rows(m, call_id=call_id, repeat=repeat, params=params, extras=batch.extras))
+            call_id += 1
             result.calls += 1
             notify("call", {"cell": cell.index, "warmup": False})
             if stop.set:

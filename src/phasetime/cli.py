@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -15,7 +17,11 @@ from . import models
 from ._experiment import ExperimentError, load_experiment, quick_experiment
 from ._export import FORMATS, export
 from ._runner import RunError, RunResult, prepare_out_dir, run_experiment
-from ._store import StoreError, read_results
+from ._checks import CheckResult, Thresholds, failed, run_checks
+from ._compare import compare_methods, compare_runs
+from ._report import build_report
+from ._store import StoreError, _atomic_write, read_results, read_run, write_json
+from ._trace import trace
 from ._summary import SUMMARY_PHASES, summarize, varying
 
 app = typer.Typer(
@@ -98,6 +104,7 @@ def cmd_run(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     skip_bad_samples: Annotated[bool, typer.Option(help="Record samples with bad images as failed and go on.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar and no table.")] = False,
+    nvtx: Annotated[bool, typer.Option(help="Wrap every phase and decode step in an NVTX range (CUDA).")] = False,
     model: Annotated[Optional[str], typer.Option(help=f"Built-in name, hub id or local directory [default: {QUICK_DEFAULTS['model']}].")] = None,
     max_new_tokens: Annotated[Optional[str], typer.Option(help="Output lengths, comma-separated [default: 1,2,4,8,16,32].")] = None,
     min_new_tokens: Annotated[Optional[int], typer.Option(help="[default: equal to max new tokens].")] = None,
@@ -132,7 +139,7 @@ def cmd_run(
             exp = quick_experiment(**given)
         out_dir = out if out is not None else Path("results") / exp.name
         prepare_out_dir(out_dir, overwrite=overwrite, resume=resume)  # fail before the progress bar starts
-        kwargs = dict(source=experiment, resume=resume, overwrite=overwrite, skip_bad_samples=skip_bad_samples)
+        kwargs = dict(source=experiment, resume=resume, overwrite=overwrite, skip_bad_samples=skip_bad_samples, nvtx=nvtx)
         if quiet:
             result = run_experiment(exp, out_dir, **kwargs)
         else:
@@ -199,6 +206,156 @@ def cmd_export(
     except (StoreError, ValueError) as exc:
         _fail(str(exc))
     out_console.print(f"wrote {rows} rows to {path}", highlight=False)
+
+
+@app.command("check")
+def cmd_check(
+    results: Annotated[Path, typer.Argument(help="A results directory.")],
+    legacy: Annotated[bool, typer.Option(help="Also show the correlation under the old denominator decode / N.")] = False,
+    rho: Annotated[float, typer.Option(help="Fail when |Spearman rho(tpot, N)| exceeds this (CI excluding 0).")] = Thresholds.rho,
+    min_n: Annotated[int, typer.Option(help="Judge the correlation only on at least this many rows.")] = Thresholds.min_n,
+    stability_ratio: Annotated[float, typer.Option(help="Warn when CV(tpot) short / long exceeds this.")] = Thresholds.stability_ratio,
+    short_tokens: Annotated[int, typer.Option(help="Outputs of at most this many tokens are short.")] = Thresholds.short_tokens,
+    tolerance_ms: Annotated[float, typer.Option(help="How far below 0 a phase or other_ms may read.")] = Thresholds.tolerance_ms,
+    outlier_z: Annotated[float, typer.Option(help="Modified z-score beyond which a row is an outlier.")] = Thresholds.outlier_z,
+    precision: Annotated[float, typer.Option(help="Relative precision for the repeats rule.")] = Thresholds.precision,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="JSON file [default: DIR/check.json].")] = None,
+) -> None:
+    """Audit a results directory; exit 1 when a check fails."""
+    thresholds = Thresholds(rho=rho, min_n=min_n, stability_ratio=stability_ratio, short_tokens=short_tokens,
+                            tolerance_ms=tolerance_ms, outlier_z=outlier_z, precision=precision)
+    try:
+        table = read_results(results)
+        results_list = run_checks(table, _run_info(results), thresholds, legacy=legacy)
+        write_json(output or results / "check.json",
+                   {"thresholds": asdict(thresholds), "checks": [r.to_dict() for r in results_list]})
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+    print_checks(results_list)
+    if failed(results_list):
+        raise typer.Exit(1)
+
+
+def _run_info(results: Path) -> dict[str, Any] | None:
+    try:
+        return read_run(results)
+    except StoreError:
+        return None
+
+
+_VERDICT_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim", "info": "dim"}
+
+
+def print_checks(results: list[CheckResult]) -> None:
+    """One row per check and scope; the threshold and detail in a dim line below the name."""
+    table = Table(title="checks", title_justify="left")
+    table.add_column("check (threshold; detail)", ratio=3)
+    table.add_column("scope", ratio=2)
+    table.add_column("value", justify="right")
+    table.add_column("verdict")
+    for r in results:
+        note = escape(f"{r.threshold}; {r.detail}" if r.detail else r.threshold)
+        table.add_row(f"{escape(r.check)}\n[dim]{note}[/]", escape(r.scope), "-" if r.value is None else str(r.value),
+                      f"[{_VERDICT_STYLE[r.verdict]}]{r.verdict}[/]")
+    out_console.print(table)
+    n_fail = len(failed(results))
+    out_console.print(f"{len(results)} checks, {n_fail} failed" + (": " + ", ".join(sorted({r.check for r in failed(results)})) if n_fail else ""))
+
+
+@app.command("compare")
+def cmd_compare(
+    a: Annotated[Path, typer.Argument(help="A results directory (the baseline).")],
+    b: Annotated[Optional[Path], typer.Argument(help="A second results directory to compare with A.")] = None,
+    methods: Annotated[bool, typer.Option(help="Direct vs legacy subtraction within A (a --method both run).")] = False,
+    on: Annotated[Optional[str], typer.Option(help="Parameters to match cells on, comma-separated [default: automatic].")] = None,
+) -> None:
+    """Compare direct and legacy timing in one run (--methods), or run B against run A."""
+    try:
+        if methods == (b is not None):
+            raise ValueError("give either --methods with one directory, or two directories")
+        if methods:
+            print_method_comparison(compare_methods(read_results(a)))
+        else:
+            keys, rows = compare_runs(read_results(a), read_results(b), on=on.split(",") if on else None)
+            print_run_comparison(keys, rows, a, b)
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def print_method_comparison(result: dict[str, Any]) -> None:
+    phases = Table(title="direct vs subtract: medians (ms)", title_justify="left")
+    for name in ("phase", "direct", "subtract", "median difference per cell", "cells"):
+        phases.add_column(name, justify="left" if name == "phase" else "right")
+    for p in result["phases"]:
+        phases.add_row(p["phase"], _ms(p["direct_median"]), _ms(p["subtract_median"]), _ms(p["median_difference"]), str(p["cells"]))
+    out_console.print(phases)
+    zero = Table(title="calls with tokens but no decode time", title_justify="left")
+    for name in ("method", "calls", "decode = 0", "negative before clamping"):
+        zero.add_column(name, justify="left" if name == "method" else "right")
+    for m, z in result["zero_decode"].items():
+        zero.add_row(m, str(z["calls_with_tokens"]), _pct(z["decode_zero_share"]), _pct(z["negative_before_clamp_share"]))
+    out_console.print(zero)
+    corr = Table(title="Spearman rho of per-token latency with output length", title_justify="left")
+    for name in ("method", "denominator", "rows", "rho"):
+        corr.add_column(name, justify="left" if name in ("method", "denominator") else "right")
+    for c in result["correlation"]:
+        corr.add_row(c["method"], c["denominator"], str(c["n"]), "-" if c["rho"] is None else f"{c['rho']:+.3f}")
+    out_console.print(corr)
+    spread = Table(title="measurement spread (median CV over cells)", title_justify="left")
+    for name in ("method", "decode CV", "per-token CV"):
+        spread.add_column(name, justify="left" if name == "method" else "right")
+    for m, s in result["spread"].items():
+        spread.add_row(m, _pct(s["decode_cv_median"]), _pct(s["tpot_cv_median"]))
+    out_console.print(spread)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def print_run_comparison(keys: list[str], rows: list[Any], a: Path, b: Path) -> None:
+    table = Table(title=f"{b} vs {a} (matched on {', '.join(keys) or 'nothing'})", title_justify="left")
+    for name in ("cell", "phase", "A ms", "B ms", "B/A", "95% CI", "p", "verdict"):
+        table.add_column(name, justify="left" if name in ("cell", "phase", "verdict") else "right")
+    for r in rows:
+        style = {"faster": "green", "slower": "red"}.get(r.verdict, "dim" if r.verdict == "not significant" else "")
+        table.add_row(r.cell, r.phase.removesuffix("_ms"), _ms(r.median_a), _ms(r.median_b),
+                      "-" if r.ratio is None else f"{r.ratio:.3f}",
+                      "-" if r.ci is None else f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
+                      "-" if r.p_value is None else f"{r.p_value:.3g}",
+                      f"[{style}]{r.verdict}[/]" if style else r.verdict)
+    out_console.print(table)
+
+
+@app.command("report")
+def cmd_report(
+    results: Annotated[Path, typer.Argument(help="A results directory.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file [default: DIR/report.html].")] = None,
+) -> None:
+    """Write one self-contained HTML report (tables, plots, checks) of a results directory."""
+    try:
+        table = read_results(results)
+        page, figures = build_report(table, _run_info(results), title=f"phasetime report: {results.name}")
+        path = output or results / "report.html"
+        _atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+    out_console.print(f"wrote {path} ({len(figures)} plots)", highlight=False)
+
+
+@app.command("trace")
+def cmd_trace(
+    results: Annotated[Path, typer.Argument(help="A results directory.")],
+    call: Annotated[Optional[list[int]], typer.Option("--call", help="Call id (repeatable) [default: the first call].")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Trace JSON file.")] = Path("trace.json"),
+) -> None:
+    """Export calls as Chrome / Perfetto trace-event JSON (open in ui.perfetto.dev)."""
+    try:
+        document = trace(read_results(results), call)
+        write_json(output, document)
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
+    out_console.print(f"wrote {output} ({len(document['traceEvents'])} events)", highlight=False)
 
 
 @app.command("models")

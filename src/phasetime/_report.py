@@ -1,0 +1,292 @@
+"""``phasetime report``: one self-contained HTML file with tables and plots of a run.
+
+Every plot is a matplotlib figure embedded as a base64 PNG, so the file opens anywhere
+without network access. Sections: environment and configuration, medians and p90 per
+cell, phase breakdown (stacked bars), tpot against output length (with the legacy
+denominator as a faint overlay), ITL CDFs, the timeline of one representative call, phase
+latency against each swept parameter, accuracy against latency (scored runs only), and the
+check results.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ._checks import CheckResult, run_checks
+from ._summary import SUMMARY_PHASES, floats, group_indices, summarize, varying
+
+SWEEP_AXES = ("image_size", "max_pixels", "max_visual_tokens", "batch_size", "max_new_tokens")
+PHASE_COLORS = {"vision": "#4e79a7", "prefill": "#f28e2b", "decode": "#59a14f", "other": "#bab0ac"}
+
+
+def _figure(width: float = 7.0, height: float = 3.6) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    return fig, ax
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _cell_label(cell: dict[str, Any], shown: list[str]) -> str:
+    parts = [f"{c}={cell.get(c)}" for c in shown]
+    return ", ".join(parts) or f"cell {cell.get('cell', '')}"
+
+
+# --- plots ------------------------------------------------------------------------------------
+def plot_breakdown(summary: list[dict[str, Any]], table: pa.Table) -> str:
+    """Stacked bars: median vision / prefill / decode / other per cell."""
+    keys = ["cell"] if "cell" in table.column_names else ["method", "max_new_tokens", "batch_size"]
+    other = floats(table, "other_ms")
+    groups = list(group_indices(table, [k for k in keys if k in table.column_names]).values())
+    shown = varying(summary)
+    labels = [_cell_label(c, shown) for c in summary]
+    fig, ax = _figure(7.5, 0.35 * len(summary) + 1.5)
+    left = np.zeros(len(summary))
+    for phase in ("vision", "prefill", "decode", "other"):
+        if phase == "other":
+            values = np.array([np.nanmedian(other[idx]) for idx in groups])
+        else:
+            values = np.array([c[f"{phase}_ms_median"] or 0.0 for c in summary])
+        values = np.nan_to_num(values)
+        ax.barh(labels, values, left=left, color=PHASE_COLORS[phase], label=phase)
+        left += values
+    ax.invert_yaxis()
+    ax.set_xlabel("median ms")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / max(len(summary), 1)), ncol=4, fontsize=8,
+              frameon=False)
+    ax.tick_params(axis="y", labelsize=7)
+    return _png(fig)
+
+
+def plot_tpot_vs_length(table: pa.Table) -> str:
+    """tpot (decode / (N - 1)) against output length, legacy decode / N as a faint overlay."""
+    n, decode, method = floats(table, "output_tokens"), floats(table, "decode_ms"), np.asarray(table.column("method").to_pylist())
+    fig, ax = _figure()
+    for m, marker in (("direct", "o"), ("subtract", "s")):
+        sel = (method == m) & (n >= 2) & np.isfinite(decode)
+        if not sel.any():
+            continue
+        lengths = np.unique(n[sel])
+        right = [np.median(decode[sel & (n == k)] / (k - 1)) for k in lengths]
+        legacy = [np.median(decode[sel & (n == k)] / k) for k in lengths]
+        ax.plot(lengths, right, marker=marker, label=f"{m}: decode / (N - 1)")
+        ax.plot(lengths, legacy, marker=marker, alpha=0.3, linestyle="--", label=f"{m}: decode / N (legacy)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("output tokens N")
+    ax.set_ylabel("per-token latency, median ms")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def plot_itl_cdf(table: pa.Table, summary: list[dict[str, Any]]) -> str:
+    """Empirical CDF of inter-token latencies, one line per cell (direct method)."""
+    fig, ax = _figure()
+    keys = ["cell"] if "cell" in table.column_names else ["method", "max_new_tokens", "batch_size"]
+    shown = varying(summary)
+    by_key = {tuple(c.get(k) for k in keys): c for c in summary}
+    itl = table.column("itl_ms").to_pylist()
+    method = table.column("method").to_pylist()
+    drawn = 0
+    for key, idx in group_indices(table, keys).items():
+        values = np.sort([g for i in idx if method[i] == "direct" for g in (itl[i] or [])])
+        if values.size == 0:
+            continue
+        ax.step(values, np.arange(1, values.size + 1) / values.size, where="post",
+                label=_cell_label(by_key.get(key, {}), shown) if drawn < 12 else None)
+        drawn += 1
+    ax.set_xlabel("inter-token latency, ms")
+    ax.set_ylabel("fraction of gaps")
+    if drawn:
+        ax.legend(fontsize=6, ncol=2)
+    return _png(fig)
+
+
+def representative_call(table: pa.Table) -> dict[str, Any] | None:
+    """The direct call with the most decode steps whose total is closest to its cell's median."""
+    steps, total = floats(table, "decode_steps"), floats(table, "total_ms")
+    method = np.asarray(table.column("method").to_pylist())
+    sel = np.flatnonzero((method == "direct") & (steps == np.nanmax(np.where(method == "direct", steps, np.nan))))
+    if sel.size == 0:
+        return None
+    best = sel[np.argmin(np.abs(total[sel] - np.median(total[sel])))]
+    return table.slice(int(best), 1).to_pylist()[0]
+
+
+def plot_timeline(row: dict[str, Any]) -> str:
+    """One call: vision, prefill and every decode step on a time axis, with ready marks."""
+    fig, ax = _figure(7.5, 2.4)
+    lanes = {"vision": 2, "prefill": 1, "decode": 0}
+    for span in row.get("spans") or []:
+        ax.barh(lanes[span["name"]], span["end_ms"] - span["start_ms"], left=span["start_ms"],
+                color=PHASE_COLORS[span["name"]], edgecolor="white", linewidth=0.5)
+    for t in row.get("ready_ms") or []:
+        ax.axvline(t, color="#c00000", linewidth=0.6, alpha=0.6)
+    ax.axvline(row["total_ms"], color="black", linestyle="--", linewidth=0.8)
+    ax.set_yticks(list(lanes.values()), list(lanes))
+    ax.set_xlabel(f"ms since generate() was entered (call {row['call_id']}, red: token ready, dashed: return)")
+    return _png(fig)
+
+
+def plot_vs_parameter(summary: list[dict[str, Any]], axis: str) -> str:
+    """Median phases against one swept parameter (other parameters: separate lines per method)."""
+    fig, ax = _figure()
+    for method in sorted({c.get("method") for c in summary}):
+        cells = [c for c in summary if c.get("method") == method and c.get(axis) is not None]
+        xs = sorted({c[axis] for c in cells})
+        for phase, color in (("vision_ms", PHASE_COLORS["vision"]), ("prefill_ms", PHASE_COLORS["prefill"]),
+                             ("ttft_ms", "#e15759"), ("tpot_ms", PHASE_COLORS["decode"])):
+            ys = [_median_of([c[f"{phase}_median"] for c in cells if c[axis] == x]) for x in xs]
+            if np.isfinite(ys).any():
+                ax.plot(xs, ys, marker="o", color=color, linestyle="-" if method == "direct" else ":",
+                        label=f"{phase.removesuffix('_ms')} ({method})")
+    ax.set_xlabel(axis.replace("_", " "))
+    ax.set_ylabel("median ms")
+    ax.legend(fontsize=7, ncol=2)
+    return _png(fig)
+
+
+def _median_of(values: list[float | None]) -> float:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
+
+
+def plot_accuracy(summary: list[dict[str, Any]]) -> str:
+    """Per cell: accuracy against median total latency."""
+    fig, ax = _figure()
+    shown = varying(summary)
+    for cell in summary:
+        if cell.get("accuracy") is None:
+            continue
+        ax.scatter(cell["total_ms_median"], cell["accuracy"], s=30)
+        ax.annotate(_cell_label(cell, shown), (cell["total_ms_median"], cell["accuracy"]), fontsize=6)
+    ax.set_xlabel("median total ms per call")
+    ax.set_ylabel("accuracy (mean score)")
+    return _png(fig)
+
+
+# --- the page -----------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222} h1{font-size:1.6em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0} td,th{border:1px solid #ddd;padding:.25em .5em;
+text-align:right} th{background:#f4f4f4} td.l,th.l{text-align:left} figure{margin:1em 0} figure img{max-width:100%}
+figcaption{font-size:.85em;color:#555} .pass{color:#1a7f37} .fail{color:#cf222e;font-weight:bold} .warn{color:#9a6700}
+.skip,.info{color:#666} pre{background:#f6f8fa;padding:.6em;font-size:.8em;overflow:auto;max-height:24em}
+"""
+
+# Marks the page once every plot has decoded, so a headless browser test can tell.
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.querySelectorAll('figure img'));
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  document.body.setAttribute('data-plots', imgs.length);
+  document.body.setAttribute('data-plots-loaded', ok);
+});
+"""
+
+
+def _table(headers: list[str], rows: list[list[Any]], left: int = 0) -> str:
+    head = "".join(f"<th class='{'l' if i < left else ''}'>{html.escape(h)}</th>" for i, h in enumerate(headers))
+    body = "".join(
+        "<tr>" + "".join(f"<td class='{'l' if i < left else ''}'>{v}</td>" for i, v in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return html.escape(str(value))
+
+
+def _figure_html(fig_id: str, png: str, caption: str) -> str:
+    return (f"<figure id='{fig_id}'><img alt='{html.escape(caption)}' src='data:image/png;base64,{png}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def build_report(table: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None = None,
+                 title: str = "phasetime report") -> tuple[str, list[str]]:
+    """The HTML page and the ids of the figures it contains."""
+    summary = summarize(table)
+    checks = checks if checks is not None else run_checks(table, run_info)
+    shown = varying(summary)
+    figures: list[tuple[str, str, str]] = [
+        ("fig-breakdown", plot_breakdown(summary, table), "Median vision / prefill / decode / other per cell."),
+        ("fig-tpot", plot_tpot_vs_length(table),
+         "Per-token latency against output length: decode / (N - 1), with the legacy decode / N faint."),
+    ]
+    if any(m == "direct" for m in table.column("method").to_pylist()):
+        figures.append(("fig-itl", plot_itl_cdf(table, summary), "Inter-token latency distribution (CDF) per cell."))
+        row = representative_call(table)
+        if row is not None:
+            figures.append(("fig-timeline", plot_timeline(row),
+                            f"Timeline of call {row['call_id']}: every phase and decode step of one representative call."))
+    axes = [a for a in SWEEP_AXES if a in shown] or ["max_new_tokens"]
+    if "visual_tokens" in table.column_names and "image_size" in shown:
+        for cell in summary:  # visual tokens follow resolution: plot against them as well
+            idx = group_indices(table, ["cell"]).get((cell.get("cell"),))
+            cell["visual_tokens"] = float(np.median(floats(table, "visual_tokens")[idx])) if idx is not None else None
+        axes.append("visual_tokens")
+    for axis in axes:
+        figures.append((f"fig-vs-{axis}", plot_vs_parameter(summary, axis), f"Median phase latency against {axis}."))
+    if any(c.get("accuracy") is not None for c in summary):
+        figures.append(("fig-accuracy", plot_accuracy(summary), "Accuracy against median latency per cell."))
+
+    env = (run_info or {}).get("environment", {})
+    experiment = (run_info or {}).get("experiment", {})
+    env_rows = [[html.escape(k), _fmt(v if not isinstance(v, dict) else json.dumps(v))] for k, v in env.items()]
+    headers = [c.replace("_", " ") for c in shown] + ["N", "n"] + [p.removesuffix("_ms") + " med / p90" for p in SUMMARY_PHASES]
+    scored = any(c.get("accuracy") is not None for c in summary)
+    rows = []
+    for c in summary:
+        n_tokens = c.get("output_tokens")
+        row = [_fmt(c.get(k)) for k in shown] + [_fmt(int(n_tokens) if n_tokens is not None and float(n_tokens).is_integer()
+                                                      else n_tokens), _fmt(c["n"])]
+        row += [f"{_fmt(c[f'{p}_median'])} / {_fmt(c[f'{p}_p90'])}" for p in SUMMARY_PHASES]
+        if scored:
+            row.append(_fmt(c.get("accuracy")))
+        rows.append(row)
+    if scored:
+        headers.append("accuracy")
+    check_rows = [[html.escape(r.check), html.escape(r.scope), _fmt(r.value), html.escape(r.threshold),
+                   f"<span class='{r.verdict}'>{r.verdict}</span>", html.escape(r.detail)] for r in checks]
+    n_fail = sum(r.verdict == "fail" for r in checks)
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{table.num_rows} rows in {len(summary)} cells; checks: {len(checks) - n_fail} without failure, "
+        f"<span class='{'fail' if n_fail else 'pass'}'>{n_fail} failed</span>. Times in ms; "
+        "definitions in phasetime's docs/metrics.md.</p>",
+        "<h2 id='environment'>Environment</h2>", _table(["", ""], env_rows, left=2),
+        "<h2 id='configuration'>Configuration</h2>", f"<pre>{html.escape(json.dumps(experiment, indent=2))}</pre>",
+        "<h2 id='summary'>Medians and p90 per cell</h2>", _table(headers, rows, left=len(shown)),
+        "<h2 id='plots'>Plots</h2>",
+        *(_figure_html(fid, png, caption) for fid, png, caption in figures),
+        "<h2 id='checks'>Checks</h2>",
+        _table(["check", "scope", "value", "threshold", "verdict", "detail"], check_rows, left=6),
+        "</body></html>",
+    ]
+    return "\n".join(parts), [fid for fid, _, _ in figures]

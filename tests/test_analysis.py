@@ -1,0 +1,258 @@
+"""check, compare, report and trace on runs with known, injected delays and on fixed tables."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import phasetime._runner as runner
+from conftest import inject_delays, load_tiny
+from phasetime._checks import Thresholds, failed, run_checks
+from phasetime._compare import compare_methods, compare_runs
+from phasetime._experiment import parse_experiment
+from phasetime._report import build_report
+from phasetime._runner import run_experiment
+from phasetime._store import read_results, read_run
+from phasetime._trace import trace
+from phasetime.cli import app
+
+cli = CliRunner()
+
+
+def delayed_run(out: Path, method: str, monkeypatch: pytest.MonkeyPatch, lengths=(1, 2, 4, 8, 16), **extra) -> Path:
+    """A run of tiny-llava whose phases take known times (decode steps: 3 ms + 0..2 ms of seeded noise).
+
+    The decode steps do not depend on the output length, so any correlation of tpot with
+    N is chance (plus the machine's drift); the tests assert what holds regardless.
+    """
+    model, processor = load_tiny("tiny-llava")
+    monkeypatch.setattr(runner.models, "load", lambda *a, **k: (model, processor))
+    exp = parse_experiment({
+        "name": "gt", "models": ["tiny-llava"], "inputs": {"kind": "synthetic", "image_size": 64},
+        "sweep": {"max_new_tokens": list(lengths), "method": [method]}, "repeats": 6, "warmup": 1, **extra,
+    })
+    with inject_delays(model, 4.0, 6.0, 3.0, decode_jitter_ms=2.0):
+        result = run_experiment(exp, out)
+    assert result.failed == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    mp = pytest.MonkeyPatch()
+    base = tmp_path_factory.mktemp("runs")
+    try:
+        return {m: delayed_run(base / m, m, mp) for m in ("direct", "subtract", "both")}
+    finally:
+        mp.undo()
+
+
+def test_check_passes_the_row_checks_of_a_direct_run(runs: dict[str, Path]) -> None:
+    results = run_checks(read_results(runs["direct"]), read_run(runs["direct"]), legacy=True)
+    row_checks = ("decode_present", "tpot_only_when_defined", "no_negative_phase", "phases_within_total")
+    assert [r.verdict for r in results if r.check in row_checks] == ["pass"] * 4
+    # The injected steps do not depend on N, but generate()'s own first step and tail (~0.1 ms
+    # on this CPU) and the machine's drift do, a little, and Spearman is rank-based: whether
+    # |rho| crosses 0.3 varies from run to run. That the right denominator removes the
+    # legacy one's strong positive correlation does not.
+    right = next(r for r in results if r.check == "tpot_vs_length")
+    legacy = next(r for r in results if r.check == "tpot_vs_length[legacy decode/N]")
+    assert legacy.value > 0.8 and right.value < legacy.value - 0.4
+
+
+def correlated_table(tpot_of_n, n_rows: int = 30) -> pa.Table:
+    lengths = np.array([2, 4, 8, 16, 32] * (n_rows // 5))
+    noise = np.tile([0.03, -0.02, 0.01, -0.01, 0.0, 0.02], n_rows // 6 + 1)[:n_rows]
+    tpot = np.array([tpot_of_n(n) for n in lengths]) + noise
+    return table(method=["direct"] * n_rows, output_tokens=lengths, max_new_tokens=lengths, tpot_ms=tpot,
+                 decode_ms=tpot * (lengths - 1), total_ms=tpot * lengths + 5, other_ms=[0.5] * n_rows)
+
+
+@pytest.mark.parametrize(
+    "tpot_of_n, n_rows, verdict",
+    [
+        (lambda n: 1.0, 30, "pass"),  # flat: noise only
+        (lambda n: 1.0 * (n - 1) / n, 30, "fail"),  # decode / N: the legacy bias
+        (lambda n: 1.0 * (n - 1) / n, 15, "skip"),  # too few rows to judge
+    ],
+)
+def test_correlation_check_on_fixed_tables(tpot_of_n, n_rows: int, verdict: str) -> None:
+    result = next(r for r in run_checks(correlated_table(tpot_of_n, n_rows)) if r.check == "tpot_vs_length")
+    assert result.verdict == verdict, result
+
+
+def test_check_fails_on_the_legacy_method_naming_the_checks(runs: dict[str, Path]) -> None:
+    results = run_checks(read_results(runs["subtract"]), read_run(runs["subtract"]), legacy=True)
+    names = {r.check for r in failed(results)}
+    assert {"tpot_only_when_defined", "tpot_vs_length"} <= names
+    rho = next(r for r in results if r.check == "tpot_vs_length")
+    assert rho.value > 0.5  # decode / N grows with N
+
+
+def test_check_cli_writes_json_and_exits_by_verdict(runs: dict[str, Path], tmp_path: Path) -> None:
+    from phasetime._store import write_table
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    write_table(flat / "measurements.parquet", correlated_table(lambda n: 1.0).replace_schema_metadata({b"phasetime.schema": b"1"}))
+    ok = cli.invoke(app, ["check", str(flat)])
+    assert ok.exit_code == 0 and "0 failed" in ok.output, ok.output
+    bad = cli.invoke(app, ["check", str(runs["subtract"]), "--legacy"])
+    assert bad.exit_code == 1
+    failed_names = bad.output.split("failed: ")[-1].strip().split(", ")
+    assert {"tpot_only_when_defined", "tpot_vs_length"} <= set(failed_names)
+    saved = json.loads((runs["subtract"] / "check.json").read_text())
+    assert saved["thresholds"]["rho"] == 0.3 and any(c["verdict"] == "fail" for c in saved["checks"])
+    assert any(c["check"] == "tpot_vs_length[legacy decode/N]" for c in saved["checks"])
+    loose = cli.invoke(app, ["check", str(runs["subtract"]), "--rho", "0.99", "--tolerance-ms", "1"])
+    assert "tpot_vs_length" not in loose.output.split("failed:")[-1]
+
+
+def table(**columns) -> pa.Table:
+    return pa.table(columns)
+
+
+def test_row_checks_on_fixed_rows() -> None:
+    t = table(
+        method=["direct"] * 4, output_tokens=[1, 2, 3, 5], decode_ms=[0.0, 0.0, 4.0, 8.0],
+        tpot_ms=[None, None, 2.0, 2.0], other_ms=[0.1, 0.1, -0.2, 0.0], total_ms=[5.0, 6.0, 7.0, 9.0],
+        vision_ms=[1.0, 1.0, 1.0, -1.0], prefill_ms=[1.0] * 4, ttft_ms=[5.0, 3.0, 3.0, 1.0],
+    )
+    results = {r.check: r for r in run_checks(t, None, Thresholds(tolerance_ms=0.05))}
+    assert results["decode_present"].value == 1  # N = 2 with decode 0
+    assert results["tpot_only_when_defined"].value == 0
+    assert results["phases_within_total"].value == 1
+    assert results["no_negative_phase"].value == 1
+    assert results["warmup"].verdict == "skip"
+
+
+def test_outliers_are_counted_not_dropped() -> None:
+    totals = [10.0] * 19 + [100.0]
+    t = table(method=["direct"] * 20, output_tokens=[4] * 20, decode_ms=[3.0] * 20, tpot_ms=[1.0] * 20,
+              other_ms=[0.0] * 20, total_ms=totals, max_new_tokens=[4] * 20)
+    r = next(r for r in run_checks(t) if r.check == "outliers_total_ms")
+    assert r.value == 1 and "kept" in r.detail
+
+
+def test_compare_methods_before_and_after(runs: dict[str, Path]) -> None:
+    result = compare_methods(read_results(runs["both"]))
+    phases = {p["phase"]: p for p in result["phases"]}
+    # The separate prefill call encodes the image again: subtract's prefill is about 4 ms (vision) longer.
+    assert 3.0 < phases["prefill_ms"]["median_difference"] < 8.0
+    corr = {(c["method"], c["denominator"]): c["rho"] for c in result["correlation"]}
+    assert corr[("direct", "N")] > 0.8 and corr[("subtract", "N")] > 0.8
+    assert corr[("direct", "N - 1")] < corr[("direct", "N")] - 0.4
+    assert result["zero_decode"]["direct"]["decode_zero_share"] == 0.0
+    out = cli.invoke(app, ["compare", str(runs["both"]), "--methods"])
+    assert out.exit_code == 0 and "negative before clamping" in out.output
+    with pytest.raises(ValueError, match="both methods"):
+        compare_methods(read_results(runs["direct"]))
+
+
+def test_compare_runs_finds_a_real_difference_and_no_false_one() -> None:
+    rng = np.random.default_rng(0)
+    n = 40
+
+    def run(decode_scale: float) -> pa.Table:
+        cells = np.repeat([0, 1], n)
+        lengths = np.repeat([8, 16], n)
+        decode = rng.normal(10.0, 0.3, 2 * n) * decode_scale * lengths / 8
+        return table(method=["direct"] * 2 * n, max_new_tokens=lengths, cell=cells, vision_ms=rng.normal(5, 0.2, 2 * n),
+                     prefill_ms=rng.normal(3, 0.2, 2 * n), ttft_ms=rng.normal(9, 0.3, 2 * n), tpot_ms=decode / (lengths - 1),
+                     decode_ms=decode, total_ms=decode + 9, dtype=["float32"] * 2 * n)
+
+    a, b = run(1.0), run(2.0)
+    b = b.set_column(b.column_names.index("dtype"), "dtype", pa.array(["bfloat16"] * 2 * n))
+    keys, rows = compare_runs(a, b, n_boot=300)
+    assert "dtype" not in keys and "max_new_tokens" in keys  # what differs is compared, not matched
+    by = {(r.cell, r.phase): r for r in rows}
+    decode = by[("max_new_tokens=8", "decode_ms")]
+    assert decode.verdict == "slower" and decode.ratio == pytest.approx(2.0, rel=0.05)
+    assert decode.ci[0] < 2.0 < decode.ci[1]
+    assert by[("max_new_tokens=8", "vision_ms")].verdict == "not significant"
+    assert by[("geometric mean", "decode_ms")].ratio == pytest.approx(2.0, rel=0.05)
+    with pytest.raises(ValueError, match="no configuration cell"):
+        compare_runs(a, b, on=["cell", "dtype"])
+
+
+def test_trace_export(runs: dict[str, Path], tmp_path: Path) -> None:
+    t = read_results(runs["direct"])
+    call = int(t.column("call_id")[-1].as_py())
+    doc = trace(t, [call])
+    events = doc["traceEvents"]
+    names = [e["name"] for e in events if e["ph"] == "X"]
+    assert names[:4] == ["generate", "vision", "prefill", "decode"]
+    steps = [e for e in events if e["ph"] == "X" and e["name"].startswith("decode step")]
+    assert len(steps) == 15 and all(e["tid"] == 2 and e["dur"] >= 3000 for e in steps)  # 3 ms injected, in us
+    vision = next(e for e in events if e["name"] == "vision")
+    assert 4000 <= vision["dur"] <= 10000
+    assert {e["args"]["name"] for e in events if e["name"] == "thread_name"} == {"phases", "decode steps"}
+    out = cli.invoke(app, ["trace", str(runs["direct"]), "--call", str(call), "-o", str(tmp_path / "t.json")])
+    assert out.exit_code == 0 and json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    missing = cli.invoke(app, ["trace", str(runs["direct"]), "--call", "7", "-o", str(tmp_path / "u.json")])
+    assert missing.exit_code == 2 and "no call with id 7" in missing.output
+
+
+def _figures(page: str) -> dict[str, bytes]:
+    return {
+        fid: base64.b64decode(data)
+        for fid, data in re.findall(r"<figure id='([^']+)'><img alt='[^']*' src='data:image/png;base64,([^']+)'>", page)
+    }
+
+
+def test_report_has_every_plot(runs: dict[str, Path], tmp_path: Path) -> None:
+    page, ids = build_report(read_results(runs["both"]), read_run(runs["both"]))
+    assert ids == ["fig-breakdown", "fig-tpot", "fig-itl", "fig-timeline", "fig-vs-max_new_tokens"]
+    figures = _figures(page)
+    assert list(figures) == ids
+    for png in figures.values():
+        img = Image.open(io.BytesIO(png))
+        assert img.format == "PNG" and img.size[0] > 300 and len(np.unique(np.asarray(img.convert("L")))) > 10
+    for section in ("environment", "configuration", "summary", "checks"):
+        assert f"id='{section}'" in page
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_report_of_a_scored_resolution_sweep(tmp_path: Path) -> None:
+    exp = parse_experiment({
+        "name": "acc", "models": ["tiny-qwen2-vl"], "inputs": {"kind": "synthetic-vqa", "samples": 4},
+        "metric": "vqa", "sweep": {"max_new_tokens": [3], "image_size": [56, 112]}, "repeats": 1, "warmup": 0,
+    })
+    run_experiment(exp, tmp_path / "acc")
+    result = cli.invoke(app, ["report", str(tmp_path / "acc")])
+    assert result.exit_code == 0 and "plots" in result.output
+    page = (tmp_path / "acc" / "report.html").read_text()
+    ids = list(_figures(page))
+    assert {"fig-vs-image_size", "fig-vs-visual_tokens", "fig-accuracy"} <= set(ids)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine")
+def test_report_renders_in_headless_chromium(runs: dict[str, Path], tmp_path: Path) -> None:
+    out = cli.invoke(app, ["report", str(runs["both"]), "-o", str(tmp_path / "r.html")])
+    assert out.exit_code == 0
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", (tmp_path / "r.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    match = re.search(r'data-plots="(\d+)" data-plots-loaded="(\d+)"', dom)
+    assert match, dom[:500]
+    assert match.group(1) == match.group(2) == "5"  # every plot decoded in a real browser
+    shot = tmp_path / "r.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1200,3000", f"--screenshot={shot}", (tmp_path / "r.html").as_uri()],
+                   capture_output=True, timeout=120)
+    assert Image.open(shot).size == (1200, 3000)
