@@ -120,7 +120,9 @@ def test_nvtx_ranges_name_every_phase(monkeypatch: pytest.MonkeyPatch) -> None:
     phasetime.measure(model, tiny_inputs("tiny-llava"), nvtx=True, max_new_tokens=3, min_new_tokens=3)
     calls = calls[2:]  # the probe first checks that NVTX works
     pushes = [c.removeprefix("push ") for c in calls if c.startswith("push ")]
-    assert pushes == ["phasetime.generate", "vision", "prefill", "decode step 1", "decode step 2"]
+    # transformers <= 5.17 encodes the image inside the prefill forward, >= 5.18 before it.
+    assert pushes[0] == "phasetime.generate" and sorted(pushes[1:3]) == ["prefill", "vision"]
+    assert pushes[3:] == ["decode step 1", "decode step 2"]
     assert calls.count("pop") == len(pushes)  # balanced
 
 
