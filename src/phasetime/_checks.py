@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ._stats import bootstrap_ci, cv, mad_zscores, spearman
+from ._stats import cv, mad_zscores, spearman, spearman_ci
 from ._summary import PARAM_COLUMNS, floats, group_indices
 
 # A configuration: every cell parameter but the output length.
@@ -80,8 +81,10 @@ def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
         values = floats(table, phase)
         negative |= np.nan_to_num(values, nan=0.0) < -t.tolerance_ms
     if "itl_ms" in table.column_names:
-        itl_min = np.array([min(v) if v else 0.0 for v in table.column("itl_ms").to_pylist()])
-        negative |= itl_min < -t.tolerance_ms
+        itl = table.column("itl_ms").combine_chunks()
+        gaps = np.asarray(pc.list_flatten(itl).to_numpy(zero_copy_only=False), dtype=float)
+        rows = np.asarray(pc.list_parent_indices(itl).to_numpy(zero_copy_only=False))
+        negative[rows[gaps < -t.tolerance_ms]] = True
     return [
         *_count_check("decode_present", (n_tokens >= 2) & ~(decode > 0), methods, "no such row",
                       "have output_tokens >= 2 but decode_ms <= 0 or missing"),
@@ -113,7 +116,7 @@ def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool) -> list[Che
                 out.append(CheckResult(name, scope, None, f"|rho| <= {t.rho}", "skip", "one output length only"))
                 continue
             rho = spearman(x, y)
-            ci = bootstrap_ci(spearman, [x, y], paired=True, n_boot=t.n_boot, seed=t.seed) if rho is not None else None
+            ci = spearman_ci(x, y, n_boot=t.n_boot, seed=t.seed) if rho is not None else None
             value = None if rho is None else round(rho, 3)
             detail = f"n={x.size}" + (f", 95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
             if not judged:

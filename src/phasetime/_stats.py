@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def mad_zscores(values: Sequence[float]) -> np.ndarray:
 
 
 def bootstrap_ci(
-    statistic: Callable[..., float | None],
+    statistic: Callable[..., Any],
     samples: Sequence[Sequence[float]],
     *,
     paired: bool = False,
@@ -120,6 +120,7 @@ def bootstrap_ci(
     level: float = 0.95,
     seed: int = 0,
     max_n: int = 5000,
+    vectorized: bool = False,
 ) -> tuple[float, float] | None:
     """Percentile bootstrap confidence interval of ``statistic(*samples)``.
 
@@ -127,25 +128,30 @@ def bootstrap_ci(
     each sample is resampled on its own (for comparing two groups). Samples larger than
     ``max_n`` use the m-out-of-n bootstrap (resamples of ``max_n``), with the interval
     rescaled by sqrt(max_n / n) around the full-sample estimate, which keeps the cost
-    bounded on millions of rows. None when the statistic is undefined.
+    bounded on millions of rows. ``vectorized``: the statistic takes arrays whose last
+    axis holds a sample, and all resamples are computed in one call. None when the
+    statistic is undefined.
     """
     arrays = [np.asarray(s, dtype=float) for s in samples]
+    if any(a.size < 2 for a in arrays):
+        return None
     estimate = statistic(*arrays)
-    if estimate is None or any(a.size < 2 for a in arrays):
+    if estimate is None or not math.isfinite(float(estimate)):
         return None
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        if paired:
-            n = arrays[0].size
-            idx = rng.integers(0, n, size=min(n, max_n))
-            resample = [a[idx] for a in arrays]
-        else:
-            resample = [a[rng.integers(0, a.size, size=min(a.size, max_n))] for a in arrays]
-        value = statistic(*resample)
-        if value is not None and math.isfinite(value):
-            values.append(value)
-    if len(values) < n_boot // 2:
+    if paired:
+        n = arrays[0].size
+        idx = rng.integers(0, n, size=(n_boot, min(n, max_n)))
+        indices = [idx] * len(arrays)
+    else:
+        indices = [rng.integers(0, a.size, size=(n_boot, min(a.size, max_n))) for a in arrays]
+    if vectorized:
+        values = np.asarray(statistic(*(a[i] for a, i in zip(arrays, indices))), dtype=float)
+    else:
+        values = np.array([np.nan if (v := statistic(*(a[i[b]] for a, i in zip(arrays, indices)))) is None else v
+                           for b in range(n_boot)], dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < n_boot // 2:
         return None
     alpha = (1 - level) / 2
     lo, hi = np.quantile(values, [alpha, 1 - alpha])
@@ -154,6 +160,32 @@ def bootstrap_ci(
         scale = math.sqrt(max_n / n_min)
         lo, hi = estimate - (estimate - lo) * scale, estimate + (hi - estimate) * scale
     return float(lo), float(hi)
+
+
+def pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray | float:
+    """Pearson's r along the last axis (NaN where a side is constant); vectorised."""
+    a = x - x.mean(axis=-1, keepdims=True)
+    b = y - y.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(axis=-1) / np.sqrt((a * a).sum(axis=-1) * (b * b).sum(axis=-1))
+
+
+def spearman_ci(
+    x: Sequence[float], y: Sequence[float], *, n_boot: int = 1000, seed: int = 0, exact_up_to: int = 2000,
+    max_n: int = 5000,
+) -> tuple[float, float] | None:
+    """Bootstrap 95% CI of Spearman's rho.
+
+    Up to ``exact_up_to`` pairs every resample is ranked again. Beyond, the pairs are
+    ranked once and each resample's Pearson r of those ranks stands for its Spearman rho
+    (the two agree closely at that size), computed for all resamples at once, with the
+    m-out-of-n scheme of :func:`bootstrap_ci` above ``max_n``.
+    """
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.size <= exact_up_to:
+        return bootstrap_ci(spearman, [a, b], paired=True, n_boot=n_boot, seed=seed)
+    return bootstrap_ci(pearson_rows, [rank_array(a), rank_array(b)], paired=True, n_boot=n_boot, seed=seed,
+                        max_n=max_n, vectorized=True)
 
 
 def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
