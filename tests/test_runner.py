@@ -25,7 +25,7 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 def small(**overrides) -> object:
     data = {
         "name": "small", "models": ["tiny-llama"], "inputs": {"kind": "synthetic", "prompt": "hi"},
-        "sweep": {"max_new_tokens": [1, 2, 3, 4]}, "repeats": 2, "warmup": 0,
+        "sweep": {"max_new_tokens": [1, 2, 3, 4]}, "repeats": 2, "warmup": 0, "order": "grid",
     }
     data.update(overrides)
     return parse_experiment(data)
@@ -235,3 +235,16 @@ def test_example_experiments_run_end_to_end(tmp_path: Path, name: str) -> None:
         rows = table.to_pylist()
         assert len(rows) == 2 * 20 and all(r["score"] is not None and r["prediction"] is not None for r in rows)
         assert all(r["preprocess_ms"] > 0 and r["visual_tokens"] > 0 for r in rows)
+
+
+def test_cells_run_shuffled_within_each_model_unless_grid_order() -> None:
+    from phasetime._runner import execution_order
+
+    exp = parse_experiment({"name": "o", "models": ["tiny-llama", "tiny-llava"],
+                            "sweep": {"max_new_tokens": [1, 2, 4, 8, 16, 32]}, "seed": 3})
+    cells = expand(exp)
+    order = [c.index for c in execution_order(cells, exp)]
+    assert sorted(order[:6]) == list(range(6)) and sorted(order[6:]) == list(range(6, 12))  # a model loads once
+    assert order != sorted(order) and order == [c.index for c in execution_order(cells, exp)]  # seeded
+    grid = exp.model_copy(update={"order": "grid"})
+    assert [c.index for c in execution_order(cells, grid)] == list(range(12))

@@ -153,6 +153,9 @@ class Experiment(_Strict):
     repeats: PositiveInt = 3
     warmup: int = Field(default=1, ge=0)
     seed: int = 0
+    # Execution order of a model's cells. "shuffled" (seeded) keeps a machine's slow drift
+    # from lining up with a swept parameter (output length, say) and posing as its effect.
+    order: Literal["shuffled", "grid"] = "shuffled"
 
     @field_validator("models", mode="before")
     @classmethod

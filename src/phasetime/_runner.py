@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import random
 import shutil
 import signal
 import subprocess
@@ -335,7 +336,7 @@ def run_experiment(
         write_json(out_dir / RUN_FILE, info)
 
     result = RunResult(out_dir=out_dir, cells=len(cells), failed_samples=sorted(bad_ids))
-    todo = [c for c in cells if records.get(c.index, {}).get("status") != "done"]
+    todo = execution_order([c for c in cells if records.get(c.index, {}).get("status") != "done"], experiment)
     result.skipped = len(cells) - len(todo)
     batches = _batches(samples, experiment)
     notify("plan", {"cells": len(todo), "calls_per_cell": _calls_per_cell(experiment, batches), "skipped": result.skipped})
@@ -352,6 +353,20 @@ def run_experiment(
     if not result.interrupted:
         consolidate(out_dir)
     return result
+
+
+def execution_order(cells: list[Cell], experiment: Experiment) -> list[Cell]:
+    """Cells grouped by loaded model (grid order of models); within a model, shuffled with
+    the experiment's seed unless ``order: grid``."""
+    if experiment.order == "grid":
+        return cells
+    rng = random.Random(experiment.seed)
+    out = []
+    for load_key in dict.fromkeys(c.load_key for c in cells):
+        group = [c for c in cells if c.load_key == load_key]
+        rng.shuffle(group)
+        out.extend(group)
+    return out
 
 
 def _batches(samples: list[Sample], experiment: Experiment) -> dict[int, list[list[Sample]]]:
