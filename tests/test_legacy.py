@@ -27,12 +27,17 @@ def test_subtract_reproduces_the_legacy_formulas() -> None:
 
 def test_subtraction_clamps_to_zero_where_direct_timing_does_not() -> None:
     model, _ = load_tiny("tiny-llava")
+    inputs = tiny_inputs("tiny-llava")
+    kwargs = dict(max_new_tokens=2, min_new_tokens=2)
     with inject_delays(model, 30.0, 5.0, 2.0):
-        legacy = phasetime.measure(model, tiny_inputs("tiny-llava"), method="subtract", max_new_tokens=2, min_new_tokens=2)
-        direct = phasetime.measure(model, tiny_inputs("tiny-llava"), max_new_tokens=2, min_new_tokens=2)
-    assert legacy.decode_ms == 0.0 and legacy.other_ms < 0  # the clamp hid a negative decode
-    assert legacy.tpot_ms == 0.0
-    assert direct.decode_ms >= 2.0 and direct.tpot_ms >= 2.0
+        model.generate(**inputs, **kwargs)  # warm-up
+        # Vision (30 ms) is subtracted twice but happens once: decode comes out about -28 ms,
+        # clamped to 0. Three tries, so that one slow call on a busy machine cannot decide.
+        legacy = [phasetime.measure(model, inputs, method="subtract", **kwargs) for _ in range(3)]
+        direct = [phasetime.measure(model, inputs, **kwargs) for _ in range(3)]
+    clamped = [m for m in legacy if m.decode_ms == 0.0 and m.other_ms < 0]  # the clamp hid a negative decode
+    assert len(clamped) >= 2 and all(m.tpot_ms == 0.0 for m in clamped)
+    assert all(m.decode_ms >= 2.0 and m.tpot_ms >= 2.0 for m in direct)
 
 
 def test_subtract_on_a_text_model_has_no_vision() -> None:

@@ -61,14 +61,20 @@ def rank_array(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Pearson's r; None when fewer than 2 pairs or a side is constant."""
+def _pairs(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray] | None:
+    """x and y as float arrays of equal length; None when there are fewer than 2 pairs."""
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if a.shape != b.shape:
         raise ValueError("x and y must have the same length")
-    if a.size < 2:
+    return (a, b) if a.size >= 2 else None
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's r; None when fewer than 2 pairs or a side is constant."""
+    pairs = _pairs(x, y)
+    if pairs is None:
         return None
-    a, b = a - a.mean(), b - b.mean()
+    a, b = pairs[0] - pairs[0].mean(), pairs[1] - pairs[1].mean()
     denom = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
     if denom == 0:
         return None
@@ -77,12 +83,8 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Spearman's rho: Pearson's r of the ranks (ties averaged); None when undefined."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError("x and y must have the same length")
-    if a.size < 2:
-        return None
-    return pearson(rank_array(a), rank_array(b))
+    pairs = _pairs(x, y)
+    return None if pairs is None else pearson(rank_array(pairs[0]), rank_array(pairs[1]))
 
 
 def cv(values: Sequence[float]) -> float | None:
