@@ -92,6 +92,11 @@ def inject_delays(
             h.remove()
 
 
+def median_call(measure: Any) -> Any:
+    """The median-total of three calls of ``measure()``: one stall of a busy machine cannot decide a test."""
+    return sorted((measure() for _ in range(3)), key=lambda m: m.total_ms)[1]
+
+
 _CACHE: dict[str, tuple[Any, Any]] = {}
 
 

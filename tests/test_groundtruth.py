@@ -7,7 +7,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 import phasetime
-from conftest import SLACK_MS, inject_delays, load_tiny, tiny_inputs
+from conftest import SLACK_MS, inject_delays, load_tiny, median_call, tiny_inputs
 
 V, P, D = 20.0, 30.0, 10.0
 OVERHEAD_MS = 30.0  # generous bound on generate()'s own work outside the forwards
@@ -17,13 +17,17 @@ def within(value: float, truth: float, slack: float = SLACK_MS) -> bool:
     return truth - 0.05 <= value <= truth + slack
 
 
+def measure(model, inputs, **kwargs) -> phasetime.Measurement:
+    return median_call(lambda: phasetime.measure(model, inputs, **kwargs))
+
+
 def test_every_phase_matches_the_injected_delays(tiny_name: str) -> None:
     model, _ = load_tiny(tiny_name)
     inputs = tiny_inputs(tiny_name)
     vision_truth = 0.0 if tiny_name == "tiny-llama" else V
     n = 6
     with inject_delays(model, V, P, D):
-        m = phasetime.measure(model, inputs, max_new_tokens=n, min_new_tokens=n)
+        m = measure(model, inputs, max_new_tokens=n, min_new_tokens=n)
 
     assert m.method == "direct" and m.timer == "perf-counter"
     assert m.output_tokens == n and m.decode_steps == n - 1
@@ -48,7 +52,7 @@ def test_tpot_does_not_depend_on_output_length() -> None:
     tpots, legacy = {}, {}
     with inject_delays(model, 2.0, 5.0, D):
         for n in (2, 4, 8, 16, 32):
-            m = phasetime.measure(model, inputs, max_new_tokens=n, min_new_tokens=n)
+            m = measure(model, inputs, max_new_tokens=n, min_new_tokens=n)
             assert m.output_tokens == n and len(m.itl_ms) == n - 1
             tpots[n] = m.tpot_ms
             legacy[n] = m.decode_ms / n  # the biased denominator, for contrast
@@ -61,7 +65,7 @@ def test_tpot_does_not_depend_on_output_length() -> None:
 def test_one_output_token_has_no_tpot() -> None:
     model, _ = load_tiny("tiny-llava")
     with inject_delays(model, V, P, D):
-        m = phasetime.measure(model, tiny_inputs("tiny-llava"), max_new_tokens=1, min_new_tokens=1)
+        m = measure(model, tiny_inputs("tiny-llava"), max_new_tokens=1, min_new_tokens=1)
     assert m.output_tokens == 1
     assert m.tpot_ms is None and m.itl_ms == () and m.decode_ms == 0.0 and m.decode_steps == 0
     assert m.ttft_ms == pytest.approx(m.total_ms)
@@ -89,7 +93,7 @@ def test_batch_sequences_that_stop_early_end_early() -> None:
     eos = model.generation_config.eos_token_id
     force = LogitsProcessorList([ForceLengths(inputs["input_ids"].shape[1], lengths, eos)])
     with inject_delays(model, V, P, D):
-        m = phasetime.measure(model, inputs, max_new_tokens=12, logits_processor=force)
+        m = measure(model, inputs, max_new_tokens=12, logits_processor=force)
     assert m.batch_size == 3
     assert [s.output_tokens for s in m.sequences] == lengths
     assert m.decode_steps == max(lengths) - 1
@@ -107,7 +111,7 @@ def test_one_token_prompt_is_still_a_prefill() -> None:
     model, _ = load_tiny("tiny-llama")
     inputs = {"input_ids": torch.tensor([[1]]), "attention_mask": torch.tensor([[1]])}
     with inject_delays(model, 0.0, P, D):
-        m = phasetime.measure(model, inputs, max_new_tokens=4, min_new_tokens=4)
+        m = measure(model, inputs, max_new_tokens=4, min_new_tokens=4)
     assert m.prompt_tokens == 1 and m.prefill_forwards == 1
     assert within(m.prefill_ms, P) and m.decode_steps == 3
     assert all(within(gap, D) for gap in m.itl_ms)
@@ -119,7 +123,7 @@ def test_chunked_prefill_counts_every_chunk_as_prefill() -> None:
     prompt = inputs["input_ids"].shape[1]
     chunk = prompt // 2 - 1  # three chunks
     with inject_delays(model, 0.0, P, D):
-        m = phasetime.measure(model, inputs, max_new_tokens=4, min_new_tokens=4, prefill_chunk_size=chunk)
+        m = measure(model, inputs, max_new_tokens=4, min_new_tokens=4, prefill_chunk_size=chunk)
     assert m.prefill_forwards == 3
     assert within(m.prefill_ms, 3 * P, 3 * SLACK_MS)
     assert m.decode_steps == 3 and all(within(gap, D) for gap in m.itl_ms)
@@ -128,7 +132,7 @@ def test_chunked_prefill_counts_every_chunk_as_prefill() -> None:
 def test_without_kv_cache_every_later_forward_is_a_decode_step() -> None:
     model, _ = load_tiny("tiny-llama")
     with inject_delays(model, 0.0, P, P):  # no cache: every forward re-reads the prompt
-        m = phasetime.measure(model, tiny_inputs("tiny-llama"), max_new_tokens=4, min_new_tokens=4, use_cache=False)
+        m = measure(model, tiny_inputs("tiny-llama"), max_new_tokens=4, min_new_tokens=4, use_cache=False)
     assert m.prefill_forwards == 1 and m.decode_steps == 3 and len(m.itl_ms) == 3
 
 
@@ -136,7 +140,7 @@ def test_sampling_is_timed_like_greedy() -> None:
     model, _ = load_tiny("tiny-qwen2-vl")
     torch.manual_seed(0)
     with inject_delays(model, V, P, D):
-        m = phasetime.measure(model, tiny_inputs("tiny-qwen2-vl"), max_new_tokens=5, min_new_tokens=5, do_sample=True)
+        m = measure(model, tiny_inputs("tiny-qwen2-vl"), max_new_tokens=5, min_new_tokens=5, do_sample=True)
     assert m.output_tokens == 5 and within(m.tpot_ms, D) and within(m.vision_ms, V)
 
 
@@ -149,7 +153,7 @@ def test_hooks_survive_a_compiled_forward() -> None:
     kwargs = dict(max_new_tokens=5, min_new_tokens=5, cache_implementation="static", compile_config=config)
     with inject_delays(model, 0.0, P, D):
         # The first call compiles inside its first decode step; time the second.
-        phasetime.measure(model, tiny_inputs("tiny-llama"), **kwargs)
-        m = phasetime.measure(model, tiny_inputs("tiny-llama"), **kwargs)
+        measure(model, tiny_inputs("tiny-llama"), **kwargs)
+        m = measure(model, tiny_inputs("tiny-llama"), **kwargs)
     assert hasattr(model, "_compiled_call"), "generate() did not take the compiled path"
     assert m.decode_steps == 4 and all(within(gap, D) for gap in m.itl_ms), m.itl_ms
