@@ -164,12 +164,20 @@ class _Nvtx:
             torch.cuda.nvtx.range_pop()
         except (RuntimeError, AttributeError) as exc:
             raise ValueError(f"NVTX ranges need a CUDA build of torch: {exc}") from None
+        self.depth = 0
 
     def push(self, name: str) -> None:
         torch.cuda.nvtx.range_push(name)
+        self.depth += 1
 
     def pop(self) -> None:
         torch.cuda.nvtx.range_pop()
+        self.depth -= 1
+
+    def close_all(self) -> None:
+        """Pop what a call that raised left open."""
+        while self.depth > 0:
+            self.pop()
 
 
 def _sequences_tensor(output: Any) -> torch.Tensor:
@@ -368,6 +376,8 @@ class Probe:
                 marks = probe._marks
             finally:
                 probe._marks = None
+                if probe.nvtx is not None:
+                    probe.nvtx.close_all()
             times = probe.clock.resolve_ms([m for _, m, _ in marks])
             events = [Event(kind, t, tokens) for (kind, _, tokens), t in zip(marks, times)]
             # generate() returns prompt + new tokens, or only the new ones when it got

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import random
 import shutil
 import signal
@@ -420,7 +421,10 @@ def _run_group(
         result.done += 1
         result.rows += len(rows)
         notify("cell", {"cell": cell.index, "status": "done"})
-    del model
+    del model  # free the device before the next model loads
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _describe(exc: BaseException) -> str:
