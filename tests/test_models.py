@@ -56,3 +56,20 @@ def test_images(tmp_path: Path) -> None:
     assert load_image(tmp_path / "a.png").tobytes() == a.tobytes()
     with pytest.raises(ValueError, match="not found"):
         load_image(tmp_path / "b.png")
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llava"])
+def test_a_local_directory_loads_like_a_hub_model(tmp_path: Path, name: str) -> None:
+    import phasetime
+
+    model, processor = models.load(name, device="cpu")
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded, loaded_processor = models.load(str(tmp_path), device="cpu", dtype="float32")
+    assert type(loaded) is type(model)
+    assert torch.equal(next(loaded.parameters()), next(model.parameters()))
+    images = [synthetic_image(64)] if models.is_vision_language(loaded_processor) else []
+    m = phasetime.measure(loaded, build_inputs(loaded_processor, "Hi", images), max_new_tokens=3, min_new_tokens=3)
+    assert m.output_tokens == 3 and (m.vision_ms > 0) == bool(images)
+    with pytest.raises(models.ModelLoadError, match="no config.json"):
+        models.check_name(str(tmp_path.parent))  # a directory, but not a model

@@ -248,3 +248,13 @@ def test_cells_run_shuffled_within_each_model_unless_grid_order() -> None:
     assert order != sorted(order) and order == [c.index for c in execution_order(cells, exp)]  # seeded
     grid = exp.model_copy(update={"order": "grid"})
     assert [c.index for c in execution_order(cells, grid)] == list(range(12))
+
+
+def test_dtype_and_attention_sweeps_load_each_variant(tmp_path: Path) -> None:
+    exp = small(sweep={"max_new_tokens": [2], "dtype": ["float32", "bfloat16"], "attn_implementation": ["eager", "sdpa"]},
+                repeats=1)
+    result = run_experiment(exp, tmp_path / "r")
+    assert result.done == 4 and result.failed == 0
+    rows = read_results(tmp_path / "r").to_pylist()
+    assert {(r["dtype"], r["attn_implementation"]) for r in rows} == {
+        ("float32", "eager"), ("float32", "sdpa"), ("bfloat16", "eager"), ("bfloat16", "sdpa")}
