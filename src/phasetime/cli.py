@@ -72,7 +72,7 @@ def print_summary(summary: list[dict[str, Any]], title: str) -> None:
     scored = any(cell.get("accuracy") is not None for cell in summary)
     table = Table(title=title, title_justify="left", caption_justify="left")
     for name in shown:
-        table.add_column(name.replace("_", " "))
+        table.add_column(name.replace("_", " "), overflow="fold")
     for name in ("N", "B", "n"):
         table.add_column(name, justify="right")
     for phase in SUMMARY_PHASES:
@@ -100,24 +100,24 @@ def print_summary(summary: list[dict[str, Any]], title: str) -> None:
 def cmd_run(
     experiment: Annotated[Optional[Path], typer.Argument(help="An experiment YAML file; without it, the options below.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Results directory (default: results/<experiment name>).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out, skipping finished cells.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
-    skip_bad_samples: Annotated[bool, typer.Option(help="Record samples with bad images as failed and go on.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar and no table.")] = False,
-    nvtx: Annotated[bool, typer.Option(help="Wrap every phase and decode step in an NVTX range (CUDA).")] = False,
-    model: Annotated[Optional[str], typer.Option(help=f"Built-in name, hub id or local directory [default: {QUICK_DEFAULTS['model']}].")] = None,
-    max_new_tokens: Annotated[Optional[str], typer.Option(help="Output lengths, comma-separated [default: 1,2,4,8,16,32].")] = None,
-    min_new_tokens: Annotated[Optional[int], typer.Option(help="[default: equal to max new tokens].")] = None,
-    repeats: Annotated[Optional[int], typer.Option(help=f"Measured calls per cell [default: {QUICK_DEFAULTS['repeats']}].")] = None,
-    warmup: Annotated[Optional[int], typer.Option(help=f"Unstored warm-up calls per cell [default: {QUICK_DEFAULTS['warmup']}].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out, skipping finished cells.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
+    skip_bad_samples: Annotated[bool, typer.Option("--skip-bad-samples", help="Record samples with bad images as failed and go on.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar and no table.")] = False,
+    nvtx: Annotated[bool, typer.Option("--nvtx", help="Wrap every phase and decode step in an NVTX range (CUDA).")] = False,
+    model: Annotated[Optional[str], typer.Option(help=f"Built-in name, hub id or local directory (default: {QUICK_DEFAULTS['model']}).")] = None,
+    max_new_tokens: Annotated[Optional[str], typer.Option(help="Output lengths, comma-separated (default: 1,2,4,8,16,32).")] = None,
+    min_new_tokens: Annotated[Optional[int], typer.Option(help="(default: equal to max new tokens)")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help=f"Measured calls per cell (default: {QUICK_DEFAULTS['repeats']}).")] = None,
+    warmup: Annotated[Optional[int], typer.Option(help=f"Unstored warm-up calls per cell (default: {QUICK_DEFAULTS['warmup']}).")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="User prompt (the chat template is applied).")] = None,
-    image: Annotated[Optional[Path], typer.Option(help="Image file [default: a generated one].")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help=f"Side of the generated image [default: {QUICK_DEFAULTS['image_size']}].")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Copies of the prompt per call [default: 1].")] = None,
-    method: Annotated[Optional[str], typer.Option(help="direct, subtract (legacy) or both [default: direct].")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="auto, float32, float16 or bfloat16 [default: auto].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for weights and sampling [default: 0].")] = None,
+    image: Annotated[Optional[Path], typer.Option(help="Image file (default: a generated one).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help=f"Side of the generated image (default: {QUICK_DEFAULTS['image_size']}).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Copies of the prompt per call (default: 1).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="direct, subtract (legacy) or both (default: direct).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (default: auto).")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="auto, float32, float16 or bfloat16 (default: auto).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for weights and sampling (default: 0).")] = None,
 ) -> None:
     """Measure every phase of generate(): an experiment file, or one model over output lengths."""
     quick = {
@@ -197,8 +197,8 @@ def _run_with_progress(exp: Any, out_dir: Path, kwargs: dict[str, Any]) -> RunRe
 def cmd_export(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
     format: Annotated[str, typer.Option("--format", help=f"One of {', '.join(FORMATS)}.")] = "csv",
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file [default: DIR/export.<format>].")] = None,
-    legacy_names: Annotated[bool, typer.Option(help="Add T_total, T_vision_total, ... columns of older scripts.")] = False,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file (default: DIR/export.<format>).")] = None,
+    legacy_names: Annotated[bool, typer.Option("--legacy-names", help="Add T_total, T_vision_total, ... columns of older scripts.")] = False,
 ) -> None:
     """Export the measurements of a results directory as CSV, Parquet or JSON lines."""
     try:
@@ -211,7 +211,7 @@ def cmd_export(
 @app.command("check")
 def cmd_check(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
-    legacy: Annotated[bool, typer.Option(help="Also show the correlation under the old denominator decode / N.")] = False,
+    legacy: Annotated[bool, typer.Option("--legacy", help="Also show the correlation under the old denominator decode / N.")] = False,
     rho: Annotated[float, typer.Option(help="Fail when |Spearman rho(tpot, N)| exceeds this (CI excluding 0).")] = Thresholds.rho,
     min_n: Annotated[int, typer.Option(help="Judge the correlation only on at least this many rows.")] = Thresholds.min_n,
     stability_ratio: Annotated[float, typer.Option(help="Warn when CV(tpot) short / long exceeds this.")] = Thresholds.stability_ratio,
@@ -219,7 +219,7 @@ def cmd_check(
     tolerance_ms: Annotated[float, typer.Option(help="How far below 0 a phase or other_ms may read.")] = Thresholds.tolerance_ms,
     outlier_z: Annotated[float, typer.Option(help="Modified z-score beyond which a row is an outlier.")] = Thresholds.outlier_z,
     precision: Annotated[float, typer.Option(help="Relative precision for the repeats rule.")] = Thresholds.precision,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="JSON file [default: DIR/check.json].")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="JSON file (default: DIR/check.json).")] = None,
 ) -> None:
     """Audit a results directory; exit 1 when a check fails."""
     thresholds = Thresholds(rho=rho, min_n=min_n, stability_ratio=stability_ratio, short_tokens=short_tokens,
@@ -266,8 +266,8 @@ def print_checks(results: list[CheckResult]) -> None:
 def cmd_compare(
     a: Annotated[Path, typer.Argument(help="A results directory (the baseline).")],
     b: Annotated[Optional[Path], typer.Argument(help="A second results directory to compare with A.")] = None,
-    methods: Annotated[bool, typer.Option(help="Direct vs legacy subtraction within A (a --method both run).")] = False,
-    on: Annotated[Optional[str], typer.Option(help="Parameters to match cells on, comma-separated [default: automatic].")] = None,
+    methods: Annotated[bool, typer.Option("--methods", help="Direct vs legacy subtraction within A (a --method both run).")] = False,
+    on: Annotated[Optional[str], typer.Option(help="Parameters to match cells on, comma-separated (default: automatic).")] = None,
 ) -> None:
     """Compare direct and legacy timing in one run (--methods), or run B against run A."""
     try:
@@ -330,7 +330,7 @@ def print_run_comparison(keys: list[str], rows: list[Any], a: Path, b: Path) -> 
 @app.command("report")
 def cmd_report(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file [default: DIR/report.html].")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file (default: DIR/report.html).")] = None,
 ) -> None:
     """Write one self-contained HTML report (tables, plots, checks) of a results directory."""
     try:
@@ -346,7 +346,7 @@ def cmd_report(
 @app.command("trace")
 def cmd_trace(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
-    call: Annotated[Optional[list[int]], typer.Option("--call", help="Call id (repeatable) [default: the first call].")] = None,
+    call: Annotated[Optional[list[int]], typer.Option("--call", help="Call id (repeatable) (default: the first call).")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Trace JSON file.")] = Path("trace.json"),
 ) -> None:
     """Export calls as Chrome / Perfetto trace-event JSON (open in ui.perfetto.dev)."""
