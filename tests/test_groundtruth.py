@@ -157,3 +157,26 @@ def test_hooks_survive_a_compiled_forward() -> None:
         m = measure(model, tiny_inputs("tiny-llama"), **kwargs)
     assert hasattr(model, "_compiled_call"), "generate() did not take the compiled path"
     assert m.decode_steps == 4 and all(within(gap, D) for gap in m.itl_ms), m.itl_ms
+
+
+def test_a_prompt_partly_in_a_cache_counts_only_the_rest() -> None:
+    import inspect
+
+    from transformers import DynamicCache
+
+    model, _ = load_tiny("tiny-llama")
+    inputs = tiny_inputs("tiny-llama", prompt="a fairly long prompt for caching")
+    ids = inputs["input_ids"]
+    cached = ids.shape[1] - 4
+    key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"  # renamed in 5.24
+
+    def call() -> phasetime.Measurement:
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(input_ids=ids[:, :cached], use_cache=True, **{key: cache})
+        return phasetime.measure(model, dict(inputs), max_new_tokens=3, min_new_tokens=3, **{key: cache})
+
+    with inject_delays(model, 0.0, P, D):
+        m = median_call(call)
+    assert m.prompt_tokens == 4 and m.prefill_forwards == 1 and m.decode_steps == 2
+    assert within(m.prefill_ms, P) and all(within(gap, D) for gap in m.itl_ms)
