@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -39,6 +40,15 @@ QUICK_DEFAULTS = {k: p.default for k, p in inspect.signature(quick_experiment).p
 def _fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Report a bad directory, file or value as one line and exit 2."""
+    try:
+        yield
+    except (StoreError, ValueError) as exc:
+        _fail(str(exc))
 
 
 def parse_int_list(text: str, name: str) -> tuple[int, ...]:
@@ -201,10 +211,8 @@ def cmd_export(
     legacy_names: Annotated[bool, typer.Option("--legacy-names", help="Add T_total, T_vision_total, ... columns of older scripts.")] = False,
 ) -> None:
     """Export the measurements of a results directory as CSV, Parquet or JSON lines."""
-    try:
+    with _user_errors():
         path, rows = export(results, format, output, legacy_names=legacy_names)
-    except (StoreError, ValueError) as exc:
-        _fail(str(exc))
     out_console.print(f"wrote {rows} rows to {path}", highlight=False)
 
 
@@ -224,13 +232,11 @@ def cmd_check(
     """Audit a results directory; exit 1 when a check fails."""
     thresholds = Thresholds(rho=rho, min_n=min_n, stability_ratio=stability_ratio, short_tokens=short_tokens,
                             tolerance_ms=tolerance_ms, outlier_z=outlier_z, precision=precision)
-    try:
+    with _user_errors():
         table = read_results(results)
         results_list = run_checks(table, _run_info(results), thresholds, legacy=legacy)
         write_json(output or results / "check.json",
                    {"thresholds": asdict(thresholds), "checks": [r.to_dict() for r in results_list]})
-    except (StoreError, ValueError) as exc:
-        _fail(str(exc))
     print_checks(results_list)
     if failed(results_list):
         raise typer.Exit(1)
@@ -270,7 +276,7 @@ def cmd_compare(
     on: Annotated[Optional[str], typer.Option(help="Parameters to match cells on, comma-separated (default: automatic).")] = None,
 ) -> None:
     """Compare direct and legacy timing in one run (--methods), or run B against run A."""
-    try:
+    with _user_errors():
         if methods == (b is not None):
             raise ValueError("give either --methods with one directory, or two directories")
         if methods:
@@ -278,8 +284,6 @@ def cmd_compare(
         else:
             keys, rows = compare_runs(read_results(a), read_results(b), on=on.split(",") if on else None)
             print_run_comparison(keys, rows, a, b)
-    except (StoreError, ValueError) as exc:
-        _fail(str(exc))
 
 
 def print_method_comparison(result: dict[str, Any]) -> None:
@@ -333,13 +337,11 @@ def cmd_report(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file (default: DIR/report.html).")] = None,
 ) -> None:
     """Write one self-contained HTML report (tables, plots, checks) of a results directory."""
-    try:
+    with _user_errors():
         table = read_results(results)
         page, figures = build_report(table, _run_info(results), title=f"phasetime report: {results.name}")
         path = output or results / "report.html"
         _atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
-    except (StoreError, ValueError) as exc:
-        _fail(str(exc))
     out_console.print(f"wrote {path} ({len(figures)} plots)", highlight=False)
 
 
@@ -350,11 +352,9 @@ def cmd_trace(
     output: Annotated[Path, typer.Option("-o", "--output", help="Trace JSON file.")] = Path("trace.json"),
 ) -> None:
     """Export calls as Chrome / Perfetto trace-event JSON (open in ui.perfetto.dev)."""
-    try:
+    with _user_errors():
         document = trace(read_results(results), call)
         write_json(output, document)
-    except (StoreError, ValueError) as exc:
-        _fail(str(exc))
     out_console.print(f"wrote {output} ({len(document['traceEvents'])} events)", highlight=False)
 
 
