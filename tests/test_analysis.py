@@ -198,7 +198,7 @@ def test_trace_export(runs: dict[str, Path], tmp_path: Path) -> None:
     steps = [e for e in events if e["ph"] == "X" and e["name"].startswith("decode step")]
     assert len(steps) == 15 and all(e["tid"] == 2 and e["dur"] >= 3000 for e in steps)  # 3 ms injected, in us
     vision = next(e for e in events if e["name"] == "vision")
-    assert 4000 <= vision["dur"] <= 10000
+    assert 4000 <= vision["dur"] <= 50000  # 4 ms injected: microseconds, not ms or ns
     assert {e["args"]["name"] for e in events if e["name"] == "thread_name"} == {"phases", "decode steps"}
     out = cli.invoke(app, ["trace", str(runs["direct"]), "--call", str(call), "-o", str(tmp_path / "t.json")])
     assert out.exit_code == 0 and json.loads((tmp_path / "t.json").read_text())["traceEvents"]
