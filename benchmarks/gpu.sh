@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU checks of issue "phasetime core", as one script for a session that is lent a GPU
+# (device tool: run "bash benchmarks/gpu.sh" with timeout_s ~ 480). Writes under $OUT
+# (default: ./gpu-out) and prints the tables to paste into docs/benchmarks.md.
+#
+# Needs only torch, transformers, numpy and Pillow (the GPU image has them): phasetime is
+# used from src/ without installing. MODEL / LENGTHS / REPEATS override the defaults, e.g.
+#   MODEL=tiny-llava LENGTHS=2,4 REPEATS=2 bash benchmarks/gpu.sh      # a dry run on CPU
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-gpu-out}"
+MODEL="${MODEL:-llava-1.4b-random}"
+LENGTHS="${LENGTHS:-2,4,8,16,32,64,128}"
+REPEATS="${REPEATS:-10}"
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
+{
+  echo "== $(date -u +%FT%TZ)"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv
+  python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| transformers', transformers.__version__)"
+} 2>&1 | tee "$OUT/environment.txt"
+# 1. Overhead, coverage and TPOT bias (the issue's targets).
+python benchmarks/overhead.py --model "$MODEL" --lengths "$LENGTHS" --repeats "$REPEATS" \
+  --json "$OUT/overhead.json" 2>&1 | tee "$OUT/overhead.txt"
+status=${PIPESTATUS[0]}
+# 2. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
+if python -c "import pytest, pyarrow, typer, pydantic" 2>/dev/null; then
+  python -m pytest -q -p no:cacheprovider tests/test_groundtruth.py tests/test_probe.py tests/test_clock.py \
+    2>&1 | tail -3 | tee "$OUT/tests.txt"
+else
+  echo "pytest or a dependency is missing here: tests skipped" | tee "$OUT/tests.txt"
+fi
+exit "$status"
