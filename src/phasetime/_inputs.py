@@ -70,10 +70,16 @@ def build_inputs(
     if images and not is_vision_language(processor):
         raise ValueError("this model takes no images (its processor has no image processor)")
     text = chat_prompt(processor, prompt, len(images))
-    if images:
-        encoded = processor(
-            images=[list(images) for _ in range(batch_size)], text=[text] * batch_size, return_tensors="pt", padding=True
-        )
+    return encode(processor, [text] * batch_size, [list(images) for _ in range(batch_size)], device)
+
+
+def encode(processor: Any, texts: list[str], images: list[list[Image.Image]], device: torch.device | str) -> dict[str, Any]:
+    """One processor call for a batch (``images[i]`` go with ``texts[i]``), tensors moved to ``device``.
+
+    A batch without any image goes through the tokenizer alone.
+    """
+    if any(images):
+        encoded = processor(images=images, text=texts, return_tensors="pt", padding=True)
     else:
-        encoded = tokenizer_of(processor)([text] * batch_size, return_tensors="pt", padding=True)
+        encoded = tokenizer_of(processor)(texts, return_tensors="pt", padding=True)
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in encoded.items()}

@@ -32,7 +32,7 @@ from . import models
 from ._datasets import BadSample, DatasetError, Sample, format_question, load_hf, load_llava, load_manifest, synthetic_vqa, take
 from ._env import environment
 from ._experiment import Cell, DatasetInputs, Experiment, expand
-from ._inputs import chat_prompt, synthetic_image
+from ._inputs import chat_prompt, encode, synthetic_image
 from ._measure import measure
 from ._probe import _Nvtx
 from ._scoring import score
@@ -196,8 +196,7 @@ def _resize(image: Image.Image, longer_side: int | None) -> Image.Image:
 class Batch:
     samples: list[Sample]
     inputs: dict[str, Any]
-    preprocess_ms: float
-    extras: list[dict[str, Any]]
+    extras: list[dict[str, Any]]  # per-sample row fields, preprocess_ms included
 
 
 def _image_token_ids(processor: Any, model: torch.nn.Module) -> set[int]:
@@ -219,11 +218,7 @@ def prepare_batch(
              for s, imgs in zip(samples, images)]
     start = time.perf_counter_ns()
     with resolution(processor, cell):
-        if any(images):
-            encoded = processor(images=images, text=texts, return_tensors="pt", padding=True)
-        else:
-            encoded = models.tokenizer_of(processor)(texts, return_tensors="pt", padding=True)
-    inputs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in encoded.items()}
+        inputs = encode(processor, texts, images, device)
     preprocess_ms = (time.perf_counter_ns() - start) / 1e6
     token_ids = _image_token_ids(processor, model)
     ids = inputs["input_ids"]
@@ -239,7 +234,7 @@ def prepare_batch(
             "visual_tokens": int(n_visual),
             "preprocess_ms": preprocess_ms,
         })
-    return Batch(samples, inputs, preprocess_ms, extras)
+    return Batch(samples, inputs, extras)
 
 
 # --- the run ---------------------------------------------------------------------------------
