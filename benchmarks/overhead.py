@@ -35,18 +35,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import phasetime  # noqa: E402
 from phasetime import models  # noqa: E402
-from phasetime._clock import clock_for  # noqa: E402
+from phasetime._clock import clock_for, time_call  # noqa: E402
 from phasetime._inputs import build_inputs, synthetic_image  # noqa: E402
 from phasetime._stats import median, spearman  # noqa: E402
-
-
-def timed(clock, fn):
-    clock.sync()
-    start = clock.mark()
-    fn()
-    end = clock.mark()
-    clock.sync()
-    return clock.resolve_ms([start, end])[1]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -95,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
             if r % 2:
                 order.reverse()
             for name, fn in order:
-                walls[n][name].append(timed(clock, fn))
+                walls[n][name].append(time_call(clock, fn)[0])
             walls[n]["window"].append(measurements[-1].total_ms)
 
     per_length = {}

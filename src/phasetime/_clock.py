@@ -77,6 +77,16 @@ class CudaEventClock:
         return [0.0] + [float(first.elapsed_time(m)) for m in marks[1:]]
 
 
+def time_call(clock: Clock, fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    """(milliseconds, result) of one ``fn(*args, **kwargs)``, following the synchronisation rule."""
+    clock.sync()
+    start = clock.mark()
+    result = fn(*args, **kwargs)
+    end = clock.mark()
+    clock.sync()
+    return clock.resolve_ms([start, end])[1], result
+
+
 def clock_for(device: torch.device | str | None) -> Clock:
     """The clock for a model living on ``device``: CUDA events on CUDA, perf_counter elsewhere."""
     dev = torch.device(device) if device is not None else torch.device("cpu")

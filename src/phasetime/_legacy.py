@@ -22,20 +22,11 @@ from typing import Any
 
 import torch
 
-from ._clock import clock_for, model_device
+from ._clock import clock_for, model_device, time_call
 from ._probe import count_output_tokens, eos_token_ids, find_vision_encoder, prompt_length, _sequences_tensor
 from ._record import Measurement, SequenceTiming, UnsupportedGeneration
 
 PIXEL_KEYS = ("pixel_values", "pixel_values_videos", "pixel_values_images")
-
-
-def _timed(clock: Any, fn: Any, *args: Any, **kwargs: Any) -> tuple[float, Any]:
-    clock.sync()
-    start = clock.mark()
-    result = fn(*args, **kwargs)
-    end = clock.mark()
-    clock.sync()
-    return clock.resolve_ms([start, end])[1], result
 
 
 def _vision_call_ms(model: torch.nn.Module, inputs: dict[str, Any], clock: Any) -> float:
@@ -53,7 +44,7 @@ def _vision_call_ms(model: torch.nn.Module, inputs: dict[str, Any], clock: Any) 
         if not any(k in kwargs for k in PIXEL_KEYS):
             continue
         with torch.no_grad():
-            ms, _ = _timed(clock, fn, **kwargs)
+            ms, _ = time_call(clock, fn, **kwargs)
         total += ms
     return total
 
@@ -64,10 +55,10 @@ def measure_subtract(model: torch.nn.Module, inputs: dict[str, Any], **generate_
     device = model_device(model)
     vision_ms = _vision_call_ms(model, inputs, clock)
     with torch.no_grad():
-        prefill_ms, _ = _timed(clock, model, **inputs)
+        prefill_ms, _ = time_call(clock, model, **inputs)
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    total_ms, output = _timed(clock, model.generate, **inputs, **generate_kwargs)
+    total_ms, output = time_call(clock, model.generate, **inputs, **generate_kwargs)
 
     prompt, cached = prompt_length((), inputs)
     sequences = _sequences_tensor(output)
