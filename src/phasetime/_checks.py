@@ -206,19 +206,20 @@ def hygiene_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Threshol
     total = floats(table, "total_ms")
     needed, worst_scope, repeats = 0, "", experiment.get("repeats")
     names = _cell_names(table) + [c for c in ("sample_id",) if c in table.column_names]
+    varying = _varying(table, names)
     for keys, idx in group_indices(table, names).items():
         value = cv(total[idx].tolist())
         if value is None:
             continue
         n = math.ceil(4 * 1.96**2 * value**2 / t.precision**2)
         if n > needed:
-            needed, worst_scope = n, ", ".join(f"{k}={v}" for k, v in zip(names, keys) if k in _varying(table, names))
+            needed, worst_scope = n, _scope(keys, names, varying)
     if repeats is None:
         out.append(CheckResult("enough_repeats", "run", needed, "repeats >= n", "skip", "no run.json"))
     else:
         out.append(CheckResult(
             "enough_repeats", "run", needed, f"repeats ({repeats}) >= n", "pass" if repeats >= needed else "warn",
-            f"n = 4 x 1.96^2 x CV^2 / {t.precision}^2 for {100 * t.precision:g}% precision; worst: {worst_scope or 'all'}",
+            f"n = 4 x 1.96^2 x CV^2 / {t.precision}^2 for {100 * t.precision:g}% precision; worst: {worst_scope or 'all rows'}",
         ))
     return out
 

@@ -82,12 +82,13 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
                                 "rho": spearman(n[sel], per_token) if sel.sum() >= 2 else None})
 
     spread = {}
+    tpot = floats(table, "tpot_ms")
     for m in ("direct", "subtract"):
         cvs_decode, cvs_token = [], []
         for idx in cells.values():
             sel = idx[method[idx] == m]
             cvs_decode.append(cv(decode[sel].tolist()))
-            cvs_token.append(cv(floats(table, "tpot_ms")[sel].tolist()))
+            cvs_token.append(cv(tpot[sel].tolist()))
         spread[m] = {
             "decode_cv_median": _median(np.array([c for c in cvs_decode if c is not None], dtype=float)),
             "tpot_cv_median": _median(np.array([c for c in cvs_token if c is not None], dtype=float)),

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._checks import CheckResult, run_checks
-from ._summary import SUMMARY_PHASES, floats, group_indices, summarize, varying
+from ._summary import SUMMARY_PHASES, cell_keys, floats, group_indices, summarize, varying
 
 SWEEP_AXES = ("image_size", "max_pixels", "max_visual_tokens", "batch_size", "max_new_tokens")
 PHASE_COLORS = {"vision": "#4e79a7", "prefill": "#f28e2b", "decode": "#59a14f", "other": "#bab0ac"}
@@ -55,9 +55,8 @@ def _cell_label(cell: dict[str, Any], shown: list[str]) -> str:
 # --- plots ------------------------------------------------------------------------------------
 def plot_breakdown(summary: list[dict[str, Any]], table: pa.Table) -> str:
     """Stacked bars: median vision / prefill / decode / other per cell."""
-    keys = ["cell"] if "cell" in table.column_names else ["method", "max_new_tokens", "batch_size"]
     other = floats(table, "other_ms")
-    groups = list(group_indices(table, [k for k in keys if k in table.column_names]).values())
+    groups = list(group_indices(table, cell_keys(table)).values())
     shown = varying(summary)
     labels = [_cell_label(c, shown) for c in summary]
     fig, ax = _figure(7.5, 0.35 * len(summary) + 1.5)
@@ -105,7 +104,7 @@ def plot_itl_cdf(table: pa.Table, summary: list[dict[str, Any]]) -> str:
     gap would give, at a size that stays small on millions of rows.
     """
     fig, ax = _figure()
-    keys = ["cell"] if "cell" in table.column_names else ["method", "max_new_tokens", "batch_size"]
+    keys = cell_keys(table)
     shown = varying(summary)
     by_key = {tuple(c.get(k) for k in keys): c for c in summary}
     itl = table.column("itl_ms").combine_chunks()
@@ -259,9 +258,10 @@ def build_report(table: pa.Table, run_info: dict[str, Any] | None, checks: list[
                             f"Timeline of call {row['call_id']}: every phase and decode step of one representative call."))
     axes = [a for a in SWEEP_AXES if a in shown] or ["max_new_tokens"]
     if "visual_tokens" in table.column_names and "image_size" in shown:
+        cells, visual = group_indices(table, ["cell"]), floats(table, "visual_tokens")
         for cell in summary:  # visual tokens follow resolution: plot against them as well
-            idx = group_indices(table, ["cell"]).get((cell.get("cell"),))
-            cell["visual_tokens"] = float(np.median(floats(table, "visual_tokens")[idx])) if idx is not None else None
+            idx = cells.get((cell.get("cell"),))
+            cell["visual_tokens"] = float(np.median(visual[idx])) if idx is not None else None
         axes.append("visual_tokens")
     for axis in axes:
         figures.append((f"fig-vs-{axis}", plot_vs_parameter(summary, axis), f"Median phase latency against {axis}."))

@@ -28,6 +28,13 @@ def group_indices(table: pa.Table, keys: list[str]) -> dict[tuple, np.ndarray]:
     return dict(sorted(out.items(), key=lambda item: item[1][0]))
 
 
+def cell_keys(table: pa.Table) -> list[str]:
+    """The columns that identify a cell: ``cell`` in a runner's results, else method, length, batch."""
+    if "cell" in table.column_names:
+        return ["cell"]
+    return [k for k in ("method", "max_new_tokens", "batch_size") if k in table.column_names]
+
+
 def floats(table: pa.Table, name: str) -> np.ndarray:
     """A column as float64 (null -> NaN); all-NaN when the column is absent."""
     if name not in table.column_names:
@@ -39,7 +46,7 @@ def summarize(table: pa.Table) -> list[dict[str, Any]]:
     """One dict per cell: its parameters, ``n`` (rows), ``output_tokens`` (median),
     ``<phase>_median`` / ``<phase>_p90`` and ``accuracy`` (mean score, None if unscored).
     """
-    keys = ["cell"] if "cell" in table.column_names else [k for k in ("method", "max_new_tokens", "batch_size") if k in table.column_names]
+    keys = cell_keys(table)
     params = [c for c in PARAM_COLUMNS if c in table.column_names and c not in keys]
     values = {name: floats(table, name) for name in (*SUMMARY_PHASES, "output_tokens", "score")}
     param_values = {c: table.column(c).to_pylist() for c in params}
