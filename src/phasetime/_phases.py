@@ -143,7 +143,8 @@ def derive(
             f"saw {len(decode)} decode forwards for {n_max} output tokens; "
             "this generation mode does not produce one token per forward"
         )
-    ready = [f.start_ms - t_start for f in decode[: max(n_max - 1, 0)]]
+    timed_decode = decode[: max(n_max - 1, 0)]  # without a deferred stop's discarded forward
+    ready = [f.start_ms - t_start for f in timed_decode]
     if n_max > 0:
         ready.append(decode[n_max - 1].start_ms - t_start if len(decode) == n_max else t_end - t_start)
 
@@ -158,7 +159,6 @@ def derive(
         )
 
     # 5. Call-level phases and the raw spans (for timelines and traces).
-    timed_decode = decode[: max(n_max - 1, 0)]
     spans = sorted(
         [("vision", vs - t_start, ve - t_start) for vs, ve in visions]
         + [("prefill", f.start_ms - t_start, f.end_ms - t_start) for f in prefill]
