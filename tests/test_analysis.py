@@ -110,7 +110,8 @@ def test_check_cli_writes_json_and_exits_by_verdict(runs: dict[str, Path], tmp_p
     assert ok.exit_code == 0 and "0 failed" in ok.output, ok.output
     bad = cli.invoke(app, ["check", str(runs["subtract"]), "--legacy"])
     assert bad.exit_code == 1
-    failed_names = bad.output.split("failed: ")[-1].strip().split(", ")
+    summary = next(line for line in bad.output.splitlines() if " checks, " in line)
+    failed_names = [name.strip() for name in summary.split("failed: ")[-1].split(",")]
     assert {"tpot_only_when_defined", "tpot_vs_length"} <= set(failed_names)
     saved = json.loads((runs["subtract"] / "check.json").read_text())
     assert saved["thresholds"]["rho"] == 0.3 and any(c["verdict"] == "fail" for c in saved["checks"])

@@ -265,7 +265,9 @@ def print_checks(results: list[CheckResult]) -> None:
                       f"[{_VERDICT_STYLE[r.verdict]}]{r.verdict}[/]")
     out_console.print(table)
     n_fail = len(failed(results))
-    out_console.print(f"{len(results)} checks, {n_fail} failed" + (": " + ", ".join(sorted({r.check for r in failed(results)})) if n_fail else ""))
+    names = ", ".join(sorted({r.check for r in failed(results)}))
+    # One unwrapped line, so that scripts can read the failed checks from it.
+    out_console.print(f"{len(results)} checks, {n_fail} failed" + (f": {names}" if n_fail else ""), soft_wrap=True)
 
 
 @app.command("compare")
