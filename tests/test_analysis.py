@@ -30,8 +30,11 @@ from phasetime.cli import app
 cli = CliRunner()
 
 
+DECODE_STEP_MS = 10.0
+
+
 def delayed_run(out: Path, method: str, monkeypatch: pytest.MonkeyPatch, lengths=(1, 2, 4, 8, 16), **extra) -> Path:
-    """A run of tiny-llava whose phases take known times (decode steps: 3 ms + 0..2 ms of seeded noise).
+    """A run of tiny-llava whose phases take known times (decode steps: 10 ms + 0..2 ms of seeded noise).
 
     The decode steps do not depend on the output length, so any correlation of tpot with
     N is chance (plus the machine's drift); the tests assert what holds regardless.
@@ -42,7 +45,7 @@ def delayed_run(out: Path, method: str, monkeypatch: pytest.MonkeyPatch, lengths
         "name": "gt", "models": ["tiny-llava"], "inputs": {"kind": "synthetic", "image_size": 64},
         "sweep": {"max_new_tokens": list(lengths), "method": [method]}, "repeats": 6, "warmup": 1, **extra,
     })
-    with inject_delays(model, 4.0, 6.0, 3.0, decode_jitter_ms=2.0):
+    with inject_delays(model, 4.0, 6.0, DECODE_STEP_MS, decode_jitter_ms=2.0):
         result = run_experiment(exp, out)
     assert result.failed == 0
     return out
@@ -197,7 +200,7 @@ def test_trace_export(runs: dict[str, Path], tmp_path: Path) -> None:
     names = [e["name"] for e in events if e["ph"] == "X"]
     assert names[0] == "generate" and sorted(names[1:3]) == ["prefill", "vision"] and names[3] == "decode"
     steps = [e for e in events if e["ph"] == "X" and e["name"].startswith("decode step")]
-    assert len(steps) == 15 and all(e["tid"] == 2 and e["dur"] >= 3000 for e in steps)  # 3 ms injected, in us
+    assert len(steps) == 15 and all(e["tid"] == 2 and e["dur"] >= DECODE_STEP_MS * 1000 for e in steps)  # in us
     vision = next(e for e in events if e["name"] == "vision")
     assert 4000 <= vision["dur"] <= 50000  # 4 ms injected: microseconds, not ms or ns
     assert {e["args"]["name"] for e in events if e["name"] == "thread_name"} == {"phases", "decode steps"}
