@@ -7,7 +7,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 import phasetime
-from conftest import SLACK_MS, inject_delays, load_tiny, median_call, tiny_inputs
+from conftest import SLACK_MS, fastest_call, inject_delays, load_tiny, tiny_inputs
 
 V, P, D = 20.0, 30.0, 10.0
 OVERHEAD_MS = 30.0  # generous bound on generate()'s own work outside the forwards
@@ -18,7 +18,7 @@ def within(value: float, truth: float, slack: float = SLACK_MS) -> bool:
 
 
 def measure(model, inputs, **kwargs) -> phasetime.Measurement:
-    return median_call(lambda: phasetime.measure(model, inputs, **kwargs))
+    return fastest_call(lambda: phasetime.measure(model, inputs, **kwargs))
 
 
 def test_every_phase_matches_the_injected_delays(tiny_name: str) -> None:
@@ -177,6 +177,6 @@ def test_a_prompt_partly_in_a_cache_counts_only_the_rest() -> None:
         return phasetime.measure(model, dict(inputs), max_new_tokens=3, min_new_tokens=3, **{key: cache})
 
     with inject_delays(model, 0.0, P, D):
-        m = median_call(call)
+        m = fastest_call(call)
     assert m.prompt_tokens == 4 and m.prefill_forwards == 1 and m.decode_steps == 2
     assert within(m.prefill_ms, P) and all(within(gap, D) for gap in m.itl_ms)
