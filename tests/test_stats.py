@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phasetime._stats import group_by, median, percentile
+from phasetime._stats import median, percentile
+from phasetime._summary import group_indices
 
 
 def test_percentiles_match_numpy() -> None:
@@ -13,25 +14,29 @@ def test_percentiles_match_numpy() -> None:
     for q in (0, 10, 50, 90, 100):
         assert percentile(xs, q) == pytest.approx(np.percentile(xs, q))
     assert median([1.0, None, 3.0, float("nan")]) == 2.0
+    assert median(np.array([1.0, np.nan, 3.0])) == 2.0 and median(x for x in (4.0, None)) == 4.0
     assert median([]) is None
     with pytest.raises(ValueError):
         percentile(xs, 101)
 
 
-def test_group_by_keeps_first_seen_order() -> None:
-    rows = [{"a": 2, "v": 1}, {"a": 1, "v": 2}, {"a": 2, "v": 3}]
-    assert list(group_by(rows, ["a"])) == [(2,), (1,)]
-    assert [r["v"] for r in group_by(rows, ["a"])[(2,)]] == [1, 3]
+def test_group_indices_keeps_first_seen_order() -> None:
+    import pyarrow as pa
+
+    rows = pa.table({"a": [2, 1, 2, None], "v": [1, 2, 3, 4]})
+    groups = group_indices(rows, ["a"])
+    assert list(groups) == [(2,), (1,), (None,)]
+    assert rows.column("v").take(groups[(2,)]).to_pylist() == [1, 3]
 
 
 def test_spearman_matches_scipy() -> None:
     from scipy import stats
 
-    from phasetime._stats import ranks, spearman
+    from phasetime._stats import rank_array, spearman
 
     x = [1.0, 2.0, 2.0, 3.0, 5.0, 8.0, 8.0, 9.0]
     y = [2.0, 1.0, 4.0, 3.0, 7.0, 6.0, 9.0, 9.0]
-    assert ranks(x) == list(stats.rankdata(x))
+    assert rank_array(np.asarray(x)).tolist() == list(stats.rankdata(x))
     assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic)
     assert spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
     assert spearman([1.0, 1.0], [1.0, 2.0]) is None

@@ -142,7 +142,7 @@ def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
         for n in np.unique(n_tokens[idx]):
             if not np.isfinite(n) or n < 2:
                 continue
-            value = cv(tpot[idx][n_tokens[idx] == n].tolist())
+            value = cv(tpot[idx][n_tokens[idx] == n])
             if value is not None:
                 (short if n <= t.short_tokens else long).append(value)
         scope = _scope(keys, names, varying)
@@ -208,7 +208,7 @@ def hygiene_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Threshol
     names = _cell_names(table) + [c for c in ("sample_id",) if c in table.column_names]
     varying = _varying(table, names)
     for keys, idx in group_indices(table, names).items():
-        value = cv(total[idx].tolist())
+        value = cv(total[idx])
         if value is None:
             continue
         n = math.ceil(4 * 1.96**2 * value**2 / t.precision**2)

@@ -11,18 +11,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ._stats import bootstrap_ci, cv, geometric_mean, mann_whitney_u, spearman
+from ._stats import bootstrap_ci, cv, geometric_mean, mann_whitney_u, median, spearman
 from ._summary import PARAM_COLUMNS, floats, group_indices
 
 COMPARED_PHASES = ("vision_ms", "prefill_ms", "ttft_ms", "tpot_ms", "decode_ms", "total_ms")
 # Cells with more rows than this are bootstrapped m-out-of-n (see _stats.bootstrap_ci), so
 # that comparing two runs of a million rows each stays within seconds.
 RATIO_BOOTSTRAP_N = 500
-
-
-def _median(x: np.ndarray) -> float | None:
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if x.size else None
 
 
 # --- direct vs subtract ------------------------------------------------------------------------
@@ -50,15 +45,15 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
         values = floats(table, phase)
         diffs = []
         for idx in cells.values():
-            a = _median(values[idx][method[idx] == "direct"])
-            b = _median(values[idx][method[idx] == "subtract"])
+            a = median(values[idx][method[idx] == "direct"])
+            b = median(values[idx][method[idx] == "subtract"])
             if a is not None and b is not None:
                 diffs.append(b - a)
         phases.append({
             "phase": phase,
-            "direct_median": _median(values[method == "direct"]),
-            "subtract_median": _median(values[method == "subtract"]),
-            "median_difference": float(np.median(diffs)) if diffs else None,
+            "direct_median": median(values[method == "direct"]),
+            "subtract_median": median(values[method == "subtract"]),
+            "median_difference": median(diffs),
             "cells": len(diffs),
         })
 
@@ -87,11 +82,11 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
         cvs_decode, cvs_token = [], []
         for idx in cells.values():
             sel = idx[method[idx] == m]
-            cvs_decode.append(cv(decode[sel].tolist()))
-            cvs_token.append(cv(tpot[sel].tolist()))
+            cvs_decode.append(cv(decode[sel]))
+            cvs_token.append(cv(tpot[sel]))
         spread[m] = {
-            "decode_cv_median": _median(np.array([c for c in cvs_decode if c is not None], dtype=float)),
-            "tpot_cv_median": _median(np.array([c for c in cvs_token if c is not None], dtype=float)),
+            "decode_cv_median": median(cvs_decode),
+            "tpot_cv_median": median(cvs_token),
         }
     return {"phases": phases, "zero_decode": zero, "correlation": correlation, "spread": spread}
 
@@ -170,7 +165,7 @@ def compare_runs(
                 verdict = "faster" if ratio < 1 else "slower"
             else:
                 verdict = "not significant"
-            results.append(PhaseComparison(label, phase, _median(x), _median(y), ratio, ci, p, verdict))
+            results.append(PhaseComparison(label, phase, median(x), median(y), ratio, ci, p, verdict))
     for phase in COMPARED_PHASES:
         ratios = [r.ratio for r in results if r.phase == phase and r.ratio is not None]
         if ratios:

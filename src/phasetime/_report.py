@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ._checks import CheckResult, run_checks
+from ._stats import median
 from ._summary import SUMMARY_PHASES, cell_keys, floats, group_indices, summarize, varying
 
 SWEEP_AXES = ("image_size", "max_pixels", "max_visual_tokens", "batch_size", "max_new_tokens")
@@ -167,7 +168,7 @@ def plot_vs_parameter(summary: list[dict[str, Any]], axis: str) -> str:
         xs = sorted({c[axis] for c in cells})
         for phase, color in (("vision_ms", PHASE_COLORS["vision"]), ("prefill_ms", PHASE_COLORS["prefill"]),
                              ("ttft_ms", "#e15759"), ("tpot_ms", PHASE_COLORS["decode"])):
-            ys = [_median_of([c[f"{phase}_median"] for c in cells if c[axis] == x]) for x in xs]
+            ys = np.array([median(c[f"{phase}_median"] for c in cells if c[axis] == x) for x in xs], dtype=float)
             if np.isfinite(ys).any():
                 ax.plot(xs, ys, marker="o", color=color, linestyle="-" if method == "direct" else ":",
                         label=f"{phase.removesuffix('_ms')} ({method})")
@@ -175,11 +176,6 @@ def plot_vs_parameter(summary: list[dict[str, Any]], axis: str) -> str:
     ax.set_ylabel("median ms")
     ax.legend(fontsize=7, ncol=2, loc="upper left")
     return _png(fig)
-
-
-def _median_of(values: list[float | None]) -> float:
-    finite = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.median(finite)) if finite else float("nan")
 
 
 def plot_accuracy(summary: list[dict[str, Any]]) -> str:

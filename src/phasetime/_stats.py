@@ -8,46 +8,30 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 
-def _clean(values: Iterable[float | None]) -> list[float]:
-    return sorted(float(v) for v in values if v is not None and not math.isnan(v))
+def finite(values: Iterable[float | None] | np.ndarray) -> np.ndarray:
+    """The values as a float array without the missing ones (None, NaN, +-inf)."""
+    x = np.asarray(values if isinstance(values, np.ndarray) else list(values), dtype=float)
+    return x[np.isfinite(x)]
 
 
-def percentile(values: Iterable[float | None], q: float) -> float | None:
+def percentile(values: Iterable[float | None] | np.ndarray, q: float) -> float | None:
     """The ``q``-th percentile (0..100) with linear interpolation (numpy's default); None if empty.
 
-    Missing values (None, NaN) are ignored.
+    Missing values (None, NaN, +-inf) are ignored.
     """
     if not 0 <= q <= 100:
         raise ValueError(f"percentile must be within 0..100, got {q}")
-    xs = _clean(values)
-    if not xs:
-        return None
-    pos = (len(xs) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    x = finite(values)
+    return float(np.percentile(x, q)) if x.size else None
 
 
-def median(values: Iterable[float | None]) -> float | None:
+def median(values: Iterable[float | None] | np.ndarray) -> float | None:
     """The median, ignoring missing values; None if empty."""
     return percentile(values, 50)
 
 
-def group_by(rows: Sequence[dict], keys: Sequence[str]) -> dict[tuple, list[dict]]:
-    """Rows grouped by the values of ``keys``, groups in first-seen order."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row.get(k) for k in keys), []).append(row)
-    return groups
-
-
-def ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks, ties sharing their average rank (as scipy.stats.rankdata)."""
-    return rank_array(np.asarray(values, dtype=float)).tolist()
-
-
 def rank_array(x: np.ndarray) -> np.ndarray:
-    """Average ranks of a 1-D array (vectorised)."""
+    """1-based ranks of a 1-D array, ties sharing their average rank (as scipy.stats.rankdata)."""
     order = np.argsort(x, kind="mergesort")
     sorted_x = x[order]
     # Boundaries of runs of equal values.
@@ -87,10 +71,9 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
     return None if pairs is None else pearson(rank_array(pairs[0]), rank_array(pairs[1]))
 
 
-def cv(values: Sequence[float]) -> float | None:
+def cv(values: Iterable[float | None] | np.ndarray) -> float | None:
     """Coefficient of variation (sample standard deviation / mean); None when undefined."""
-    x = np.asarray([v for v in values if v is not None], dtype=float)
-    x = x[np.isfinite(x)]
+    x = finite(values)
     if x.size < 2 or x.mean() == 0:
         return None
     return float(x.std(ddof=1) / x.mean())

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ._stats import median, percentile
+
 SUMMARY_PHASES = ("vision_ms", "prefill_ms", "ttft_ms", "tpot_ms", "decode_ms", "total_ms")
 # Columns describing a cell; the ones that vary between cells are shown.
 PARAM_COLUMNS = (
@@ -56,19 +58,14 @@ def summarize(table: pa.Table) -> list[dict[str, Any]]:
         for c in params:
             entry.setdefault(c, param_values[c][idx[0]])
         entry["n"] = int(len(idx))
-        entry["output_tokens"] = _nan_stat(values["output_tokens"][idx], 50)
+        entry["output_tokens"] = median(values["output_tokens"][idx])
         for phase in SUMMARY_PHASES:
-            entry[f"{phase}_median"] = _nan_stat(values[phase][idx], 50)
-            entry[f"{phase}_p90"] = _nan_stat(values[phase][idx], 90)
+            entry[f"{phase}_median"] = median(values[phase][idx])
+            entry[f"{phase}_p90"] = percentile(values[phase][idx], 90)
         scores = values["score"][idx]
         entry["accuracy"] = float(np.nanmean(scores)) if np.isfinite(scores).any() else None
         out.append(entry)
     return out
-
-
-def _nan_stat(x: np.ndarray, q: float) -> float | None:
-    x = x[np.isfinite(x)]
-    return float(np.percentile(x, q)) if x.size else None
 
 
 def varying(summary: list[dict[str, Any]]) -> list[str]:
