@@ -226,7 +226,7 @@ def _read_parquet(file: Path) -> pa.Table:
         raise StoreError(f"cannot read {file}: {exc}") from exc
 
 
-def _pending_parts(out: Path, merged: pa.Table | None) -> list[tuple[int, Path]]:
+def _pending_parts(out: Path, merged: pa.Table | None) -> list[Path]:
     """Parts of finished cells whose rows are not in measurements.parquet yet."""
     merged_cells: set[int] = set()
     if merged is not None and "cell" in merged.column_names:
@@ -235,8 +235,16 @@ def _pending_parts(out: Path, merged: pa.Table | None) -> list[tuple[int, Path]]
     for index, record in read_cell_records(out).items():
         part, _ = cell_files(out, index)
         if record.get("status") == "done" and index not in merged_cells and part.exists():
-            pending.append((index, part))
+            pending.append(part)
     return pending
+
+
+def _stored_tables(out: Path) -> tuple[list[pa.Table], list[Path]]:
+    """The tables of measurements.parquet (when present) and of the pending parts; the parts' paths."""
+    main = out / MEASUREMENTS_FILE
+    merged = _read_parquet(main) if main.exists() else None
+    pending = _pending_parts(out, merged)
+    return ([merged] if merged is not None else []) + [_read_parquet(part) for part in pending], pending
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -254,9 +262,7 @@ def read_results(path: str | os.PathLike[str]) -> pa.Table:
         return _read_parquet(p)
     if not p.is_dir():
         raise StoreError(f"no results directory at {p}")
-    main = p / MEASUREMENTS_FILE
-    merged = _read_parquet(main) if main.exists() else None
-    tables = ([merged] if merged is not None else []) + [_read_parquet(part) for _, part in _pending_parts(p, merged)]
+    tables, _ = _stored_tables(p)
     if not tables:
         raise StoreError(f"no measurements in {p}")
     return _concat(tables)
@@ -269,12 +275,9 @@ def consolidate(out: str | os.PathLike[str]) -> None:
     already in measurements.parquet.
     """
     p = Path(out)
-    main = p / MEASUREMENTS_FILE
-    merged = _read_parquet(main) if main.exists() else None
-    pending = _pending_parts(p, merged)
+    tables, pending = _stored_tables(p)
     if not pending:
         return
-    tables = ([merged] if merged is not None else []) + [_read_parquet(part) for _, part in pending]
-    write_table(main, _concat(tables))
-    for _, part in pending:
+    write_table(p / MEASUREMENTS_FILE, _concat(tables))
+    for part in pending:
         part.unlink(missing_ok=True)
