@@ -32,6 +32,12 @@ class ExperimentError(ValueError):
     """An experiment file that cannot be used; the message lists every problem with its path."""
 
 
+def _check_dtype(value: str) -> str:
+    if value != "auto" and value not in DTYPES:
+        raise ValueError(f"unknown dtype {value!r} (choose from auto, {', '.join(DTYPES)})")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,9 +55,7 @@ class ModelSpec(_Strict):
     @field_validator("dtype")
     @classmethod
     def _dtype(cls, value: str) -> str:
-        if value != "auto" and value not in DTYPES:
-            raise ValueError(f"unknown dtype {value!r} (choose from auto, {', '.join(DTYPES)})")
-        return value
+        return _check_dtype(value)
 
 
 class SyntheticInputs(_Strict):
@@ -116,8 +120,7 @@ class Sweep(_Strict):
     @classmethod
     def _dtypes(cls, values: list[str] | None) -> list[str] | None:
         for value in values or []:
-            if value != "auto" and value not in DTYPES:
-                raise ValueError(f"unknown dtype {value!r} (choose from auto, {', '.join(DTYPES)})")
+            _check_dtype(value)
         return values
 
     @field_validator("generation")

@@ -34,7 +34,7 @@ from ._env import environment
 from ._experiment import Cell, DatasetInputs, Experiment, expand
 from ._inputs import chat_prompt, encode, synthetic_image
 from ._measure import measure
-from ._probe import _Nvtx
+from ._probe import _Nvtx, _sequences_tensor
 from ._scoring import score
 from ._store import (
     RUN_FILE, SCHEMA_VERSION, consolidate, measurement_rows, read_cell_records, read_run, write_cell, write_json,
@@ -494,9 +494,8 @@ def _run_cell(
 
 
 def _add_predictions(batch: Batch, output: Any, tokenizer: Any, metric: str | None) -> None:
-    sequences = output.sequences if hasattr(output, "sequences") else output
     prompt = batch.inputs["input_ids"].shape[1]
-    texts = tokenizer.batch_decode(sequences[:, prompt:], skip_special_tokens=True)
+    texts = tokenizer.batch_decode(_sequences_tensor(output)[:, prompt:], skip_special_tokens=True)
     for extra, sample, text in zip(batch.extras, batch.samples, texts):
         prediction = text.strip()
         extra["prediction"] = prediction
