@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ._datasets import HF_COLUMNS
 from ._inputs import DEFAULT_PROMPT
 from ._probe import SUPPORTED_MODES, generation_mode
 from ._scoring import METRICS
@@ -86,7 +87,7 @@ class DatasetInputs(_Strict):
     def _path_needed(self) -> "DatasetInputs":
         if self.kind != "synthetic-vqa" and not self.path:
             raise ValueError(f"a {self.kind!r} data set needs a path")
-        unknown = set(self.columns) - {"id", "image", "question", "answers", "choices", "category"}
+        unknown = set(self.columns) - set(HF_COLUMNS)
         if unknown:
             raise ValueError(f"columns: unknown field(s) {sorted(unknown)}")
         return self

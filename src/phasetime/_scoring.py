@@ -177,7 +177,7 @@ _LETTER_PATTERNS = [
 
 def extract_choice(prediction: str, choices: Sequence[str]) -> str | None:
     """The option letter a prediction names, or None when it names none (or several)."""
-    letters = [string.ascii_uppercase[i] for i in range(len(choices))]
+    letters = list(string.ascii_uppercase[: len(choices)])
     text = prediction.strip()
     for pattern in _LETTER_PATTERNS:
         match = pattern.search(text)
@@ -185,9 +185,8 @@ def extract_choice(prediction: str, choices: Sequence[str]) -> str | None:
             return match.group(1).upper()
     # Option text: whole words after normalisation ("the blue circle" names "a blue circle").
     padded = f" {normalize_vqa(text)} "
-    named = [
-        letters[i] for i, choice in enumerate(choices) if normalize_vqa(choice) and f" {normalize_vqa(choice)} " in padded
-    ]
+    options = (normalize_vqa(choice) for choice in choices)
+    named = [letter for letter, option in zip(letters, options) if option and f" {option} " in padded]
     return named[0] if len(named) == 1 else None
 
 
@@ -195,7 +194,7 @@ def multiple_choice(prediction: str, answers: Sequence[str], choices: Sequence[s
     """1.0 when the extracted option is the reference (a letter or the option's text)."""
     if not choices:
         raise ValueError("multiple_choice scoring needs the sample's choices")
-    letters = [string.ascii_uppercase[i] for i in range(len(choices))]
+    letters = list(string.ascii_uppercase[: len(choices)])
     targets = set()
     for answer in answers:
         a = answer.strip()
