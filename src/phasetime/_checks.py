@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._stats import cv, mad_zscores, spearman, spearman_ci
+from ._stats import cv, mad_zscores, median, spearman, spearman_ci
 from ._summary import PARAM_COLUMNS, floats, group_indices
 
 # A configuration: every cell parameter but the output length.
@@ -52,13 +52,16 @@ class CheckResult:
         return asdict(self)
 
 
-def _scope(keys: tuple, names: list[str], varying: set[str]) -> str:
-    parts = [f"{n}={v}" for n, v in zip(names, keys) if n in varying]
-    return ", ".join(parts) or "all rows"
+def _grouped(table: pa.Table, columns: Sequence[str]) -> tuple[dict[tuple, np.ndarray], Callable[[tuple], str]]:
+    """Row indices per distinct value of the present ``columns``, and a function naming a
+    group's scope by the columns that vary in the table ("all rows" when none does)."""
+    names = [c for c in columns if c in table.column_names]
+    varying = {n for n in names if len(table.column(n).unique()) > 1}
 
+    def scope(keys: tuple) -> str:
+        return ", ".join(f"{n}={v}" for n, v in zip(names, keys) if n in varying) or "all rows"
 
-def _varying(table: pa.Table, names: list[str]) -> set[str]:
-    return {n for n in names if len(table.column(n).unique()) > 1}
+    return group_indices(table, names), scope
 
 
 def _count_check(name: str, mask: np.ndarray, methods: np.ndarray, threshold: str, detail: str) -> list[CheckResult]:
@@ -98,12 +101,11 @@ def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
 
 def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool) -> list[CheckResult]:
     """Per configuration: Spearman rho(tpot, output_tokens) with a bootstrap 95% CI."""
-    names = [c for c in CONFIG_COLUMNS if c in table.column_names]
-    varying = _varying(table, names)
+    groups, scope_of = _grouped(table, CONFIG_COLUMNS)
     n_tokens, tpot, decode = floats(table, "output_tokens"), floats(table, "tpot_ms"), floats(table, "decode_ms")
     out = []
-    for keys, idx in group_indices(table, names).items():
-        scope = _scope(keys, names, varying)
+    for keys, idx in groups.items():
+        scope = scope_of(keys)
         variants = [("tpot_vs_length", tpot[idx], n_tokens[idx], True)]
         if legacy:
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -133,11 +135,10 @@ def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool) -> list[Che
 
 def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     """Per configuration: median CV(tpot) over short-output cells vs long-output cells."""
-    names = [c for c in CONFIG_COLUMNS if c in table.column_names]
-    varying = _varying(table, names)
+    groups, scope_of = _grouped(table, CONFIG_COLUMNS)
     tpot, n_tokens = floats(table, "tpot_ms"), floats(table, "output_tokens")
     out = []
-    for keys, idx in group_indices(table, names).items():
+    for keys, idx in groups.items():
         short, long = [], []
         for n in np.unique(n_tokens[idx]):
             if not np.isfinite(n) or n < 2:
@@ -145,12 +146,12 @@ def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
             value = cv(tpot[idx][n_tokens[idx] == n])
             if value is not None:
                 (short if n <= t.short_tokens else long).append(value)
-        scope = _scope(keys, names, varying)
+        scope = scope_of(keys)
         if not short or not long:
             out.append(CheckResult("tpot_stability", scope, None, f"short/long CV <= {t.stability_ratio}", "skip",
                                    f"needs outputs of <= {t.short_tokens} and > {t.short_tokens} tokens"))
             continue
-        cv_short, cv_long = float(np.median(short)), float(np.median(long))
+        cv_short, cv_long = median(short), median(long)
         ratio = cv_short / cv_long if cv_long > 0 else math.inf
         out.append(CheckResult("tpot_stability", scope, round(ratio, 2), f"short/long CV <= {t.stability_ratio}",
                                "warn" if ratio > t.stability_ratio else "pass",
@@ -158,17 +159,12 @@ def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     return out
 
 
-def _cell_names(table: pa.Table) -> list[str]:
-    return [c for c in PARAM_COLUMNS if c in table.column_names]
-
-
 def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     """Per cell: outliers of total_ms by modified z-score; counted, never dropped."""
     total = floats(table, "total_ms")
     flagged, worst, worst_scope = 0, 0.0, ""
-    names = _cell_names(table)
-    varying = _varying(table, names)
-    for keys, idx in group_indices(table, names).items():
+    groups, scope_of = _grouped(table, PARAM_COLUMNS)
+    for keys, idx in groups.items():
         values = total[idx]
         values = values[np.isfinite(values)]
         if values.size < 3:
@@ -176,7 +172,7 @@ def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
         n_out = int((np.abs(mad_zscores(values)) > t.outlier_z).sum())
         flagged += n_out
         if n_out / values.size > worst:
-            worst, worst_scope = n_out / values.size, _scope(keys, names, varying)
+            worst, worst_scope = n_out / values.size, scope_of(keys)
     verdict = "warn" if worst > t.outlier_share else "info"
     detail = f"{flagged} of {table.num_rows} rows flagged (kept)"
     if worst > 0:
@@ -205,15 +201,14 @@ def hygiene_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Threshol
                                "" if locked else "clocks not locked at max: results may drift (nvidia-smi -lgc)"))
     total = floats(table, "total_ms")
     needed, worst_scope, repeats = 0, "", experiment.get("repeats")
-    names = _cell_names(table) + [c for c in ("sample_id",) if c in table.column_names]
-    varying = _varying(table, names)
-    for keys, idx in group_indices(table, names).items():
+    groups, scope_of = _grouped(table, (*PARAM_COLUMNS, "sample_id"))
+    for keys, idx in groups.items():
         value = cv(total[idx])
         if value is None:
             continue
         n = math.ceil(4 * 1.96**2 * value**2 / t.precision**2)
         if n > needed:
-            needed, worst_scope = n, _scope(keys, names, varying)
+            needed, worst_scope = n, scope_of(keys)
     if repeats is None:
         out.append(CheckResult("enough_repeats", "run", needed, "repeats >= n", "skip", "no run.json"))
     else:
