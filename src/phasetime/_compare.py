@@ -145,13 +145,15 @@ def compare_runs(
     common = [k for k in groups_a if k in groups_b]
     if not common:
         raise ValueError(f"no configuration cell appears in both runs (matched on {', '.join(keys) or 'nothing'})")
-    varying = [k for k, name in enumerate(keys) if len({c[k] for c in common}) > 1]
+    varying = [k for k in range(len(keys)) if len({c[k] for c in common}) > 1]
+    values_a = {phase: floats(a, phase) for phase in COMPARED_PHASES}
+    values_b = {phase: floats(b, phase) for phase in COMPARED_PHASES}
     results = []
     for cell in common:
         label = ", ".join(f"{keys[k]}={cell[k]}" for k in varying) or "all"
         for phase in COMPARED_PHASES:
-            x = floats(a, phase)[groups_a[cell]]
-            y = floats(b, phase)[groups_b[cell]]
+            x = values_a[phase][groups_a[cell]]
+            y = values_b[phase][groups_b[cell]]
             x, y = x[np.isfinite(x)], y[np.isfinite(y)]
             if x.size == 0 or y.size == 0:
                 continue
