@@ -13,10 +13,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._stats import cv, mad_zscores, median, spearman, spearman_ci
-from ._summary import PARAM_COLUMNS, floats, group_indices
+from ._summary import PARAM_COLUMNS, floats, group_indices, list_values, strings
 
 # A configuration: every cell parameter but the output length.
 CONFIG_COLUMNS = tuple(c for c in PARAM_COLUMNS if c not in ("max_new_tokens",))
@@ -78,15 +77,13 @@ def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     """Checks every row must pass: decode present, tpot only where defined, no negative phases."""
     n_tokens = floats(table, "output_tokens")
     decode, tpot, other = floats(table, "decode_ms"), floats(table, "tpot_ms"), floats(table, "other_ms")
-    methods = np.asarray(table.column("method").to_pylist(), dtype=object)
+    methods = strings(table, "method")
     negative = np.zeros(table.num_rows, dtype=bool)
     for phase in PHASE_COLUMNS:
         values = floats(table, phase)
         negative |= np.nan_to_num(values, nan=0.0) < -t.tolerance_ms
     if "itl_ms" in table.column_names:
-        itl = table.column("itl_ms").combine_chunks()
-        gaps = np.asarray(pc.list_flatten(itl).to_numpy(zero_copy_only=False), dtype=float)
-        rows = np.asarray(pc.list_parent_indices(itl).to_numpy(zero_copy_only=False))
+        gaps, rows = list_values(table, "itl_ms")
         negative[rows[gaps < -t.tolerance_ms]] = True
     return [
         *_count_check("decode_present", (n_tokens >= 2) & ~(decode > 0), methods, "no such row",

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ._stats import bootstrap_ci, cv, geometric_mean, mann_whitney_u, median, spearman
-from ._summary import PARAM_COLUMNS, floats, group_indices
+from ._summary import PARAM_COLUMNS, floats, group_indices, strings
 
 COMPARED_PHASES = ("vision_ms", "prefill_ms", "ttft_ms", "tpot_ms", "decode_ms", "total_ms")
 # Cells with more rows than this are bootstrapped m-out-of-n (see _stats.bootstrap_ci), so
@@ -34,7 +34,7 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
     methods = set(table.column("method").to_pylist()) if table.num_rows else set()
     if not {"direct", "subtract"} <= methods:
         raise ValueError(f"--methods needs a run with both methods (--method both); this one has {sorted(methods)}")
-    method = np.asarray(table.column("method").to_pylist(), dtype=object)
+    method = strings(table, "method")
     n = floats(table, "output_tokens")
     decode, other = floats(table, "decode_ms"), floats(table, "other_ms")
     keys = [c for c in PARAM_COLUMNS if c in table.column_names and c != "method"]

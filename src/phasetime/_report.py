@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ._checks import CheckResult, run_checks
 from ._stats import median
-from ._summary import SUMMARY_PHASES, cell_keys, floats, group_indices, summarize, varying
+from ._summary import SUMMARY_PHASES, cell_keys, floats, group_indices, list_values, strings, summarize, varying
 
 SWEEP_AXES = ("image_size", "max_pixels", "max_visual_tokens", "batch_size", "max_new_tokens")
 PHASE_COLORS = {"vision": "#4e79a7", "prefill": "#f28e2b", "decode": "#59a14f", "other": "#bab0ac"}
@@ -54,20 +53,14 @@ def _cell_label(cell: dict[str, Any], shown: list[str]) -> str:
 
 
 # --- plots ------------------------------------------------------------------------------------
-def plot_breakdown(summary: list[dict[str, Any]], table: pa.Table) -> str:
+def plot_breakdown(summary: list[dict[str, Any]]) -> str:
     """Stacked bars: median vision / prefill / decode / other per cell."""
-    other = floats(table, "other_ms")
-    groups = list(group_indices(table, cell_keys(table)).values())
     shown = varying(summary)
     labels = [_cell_label(c, shown) for c in summary]
     fig, ax = _figure(7.5, 0.35 * len(summary) + 1.5)
     left = np.zeros(len(summary))
     for phase in ("vision", "prefill", "decode", "other"):
-        if phase == "other":
-            values = np.array([np.nanmedian(other[idx]) for idx in groups])
-        else:
-            values = np.array([c[f"{phase}_ms_median"] or 0.0 for c in summary])
-        values = np.nan_to_num(values)
+        values = np.array([c[f"{phase}_ms_median"] or 0.0 for c in summary])
         ax.barh(labels, values, left=left, color=PHASE_COLORS[phase], label=phase)
         left += values
     ax.invert_yaxis()
@@ -80,7 +73,7 @@ def plot_breakdown(summary: list[dict[str, Any]], table: pa.Table) -> str:
 
 def plot_tpot_vs_length(table: pa.Table) -> str:
     """tpot (decode / (N - 1)) against output length, legacy decode / N as a faint overlay."""
-    n, decode, method = floats(table, "output_tokens"), floats(table, "decode_ms"), np.asarray(table.column("method").to_pylist())
+    n, decode, method = floats(table, "output_tokens"), floats(table, "decode_ms"), strings(table, "method")
     fig, ax = _figure()
     for m, marker in (("direct", "o"), ("subtract", "s")):
         sel = (method == m) & (n >= 2) & np.isfinite(decode)
@@ -108,12 +101,10 @@ def plot_itl_cdf(table: pa.Table, summary: list[dict[str, Any]]) -> str:
     keys = cell_keys(table)
     shown = varying(summary)
     by_key = {tuple(c.get(k) for k in keys): c for c in summary}
-    itl = table.column("itl_ms").combine_chunks()
-    gaps = np.asarray(pc.list_flatten(itl).to_numpy(zero_copy_only=False), dtype=float)
-    owner = np.asarray(pc.list_parent_indices(itl).to_numpy(zero_copy_only=False))
+    gaps, owner = list_values(table, "itl_ms")
     order = np.argsort(owner, kind="stable")
     gaps, owner = gaps[order], owner[order]
-    direct = np.asarray(table.column("method").to_pylist()) == "direct"
+    direct = strings(table, "method") == "direct"
     levels = np.linspace(0, 1, 201)
     drawn = 0
     for key, idx in group_indices(table, keys).items():
@@ -137,7 +128,7 @@ def plot_itl_cdf(table: pa.Table, summary: list[dict[str, Any]]) -> str:
 def representative_call(table: pa.Table) -> dict[str, Any] | None:
     """The direct call with the most decode steps whose total is closest to its cell's median."""
     steps, total = floats(table, "decode_steps"), floats(table, "total_ms")
-    method = np.asarray(table.column("method").to_pylist())
+    method = strings(table, "method")
     sel = np.flatnonzero((method == "direct") & (steps == np.nanmax(np.where(method == "direct", steps, np.nan))))
     if sel.size == 0:
         return None
@@ -242,11 +233,11 @@ def build_report(table: pa.Table, run_info: dict[str, Any] | None, checks: list[
     checks = checks if checks is not None else run_checks(table, run_info)
     shown = varying(summary)
     figures: list[tuple[str, str, str]] = [
-        ("fig-breakdown", plot_breakdown(summary, table), "Median vision / prefill / decode / other per cell."),
+        ("fig-breakdown", plot_breakdown(summary), "Median vision / prefill / decode / other per cell."),
         ("fig-tpot", plot_tpot_vs_length(table),
          "Per-token latency against output length: decode / (N - 1), with the legacy decode / N faint."),
     ]
-    if any(m == "direct" for m in table.column("method").to_pylist()):
+    if (strings(table, "method") == "direct").any():
         figures.append(("fig-itl", plot_itl_cdf(table, summary), "Inter-token latency distribution (CDF) per cell."))
         row = representative_call(table)
         if row is not None:
@@ -254,21 +245,17 @@ def build_report(table: pa.Table, run_info: dict[str, Any] | None, checks: list[
                             f"Timeline of call {row['call_id']}: every phase and decode step of one representative call."))
     axes = [a for a in SWEEP_AXES if a in shown] or ["max_new_tokens"]
     if "visual_tokens" in table.column_names and "image_size" in shown:
-        cells, visual = group_indices(table, ["cell"]), floats(table, "visual_tokens")
-        for cell in summary:  # visual tokens follow resolution: plot against them as well
-            idx = cells.get((cell.get("cell"),))
-            cell["visual_tokens"] = float(np.median(visual[idx])) if idx is not None else None
-        axes.append("visual_tokens")
+        axes.append("visual_tokens")  # visual tokens follow resolution: plot against them as well
     for axis in axes:
         figures.append((f"fig-vs-{axis}", plot_vs_parameter(summary, axis), f"Median phase latency against {axis}."))
-    if any(c.get("accuracy") is not None for c in summary):
+    scored = any(c.get("accuracy") is not None for c in summary)
+    if scored:
         figures.append(("fig-accuracy", plot_accuracy(summary), "Accuracy against median latency per cell."))
 
     env = (run_info or {}).get("environment", {})
     experiment = (run_info or {}).get("experiment", {})
     env_rows = [[html.escape(k), _fmt(v if not isinstance(v, dict) else json.dumps(v))] for k, v in env.items()]
     headers = [c.replace("_", " ") for c in shown] + ["N", "n"] + [p.removesuffix("_ms") + " med / p90" for p in SUMMARY_PHASES]
-    scored = any(c.get("accuracy") is not None for c in summary)
     rows = []
     for c in summary:
         n_tokens = c.get("output_tokens")

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ._stats import median, percentile
 
@@ -44,13 +45,28 @@ def floats(table: pa.Table, name: str) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=float)
 
 
+def strings(table: pa.Table, name: str) -> np.ndarray:
+    """A (string) column as a numpy object array, None for null."""
+    return table.column(name).to_numpy(zero_copy_only=False)
+
+
+def list_values(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list column's values flattened to float64, and the row index each value came from."""
+    column = table.column(name).combine_chunks()
+    values = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=float)
+    rows = np.asarray(pc.list_parent_indices(column).to_numpy(zero_copy_only=False))
+    return values, rows
+
+
 def summarize(table: pa.Table) -> list[dict[str, Any]]:
     """One dict per cell: its parameters, ``n`` (rows), ``output_tokens`` (median),
-    ``<phase>_median`` / ``<phase>_p90`` and ``accuracy`` (mean score, None if unscored).
+    ``<phase>_median`` / ``<phase>_p90``, ``other_ms_median``, ``visual_tokens`` (median,
+    None without the column) and ``accuracy`` (mean score, None if unscored).
     """
     keys = cell_keys(table)
     params = [c for c in PARAM_COLUMNS if c in table.column_names and c not in keys]
-    values = {name: floats(table, name) for name in (*SUMMARY_PHASES, "output_tokens", "score")}
+    values = {name: floats(table, name)
+              for name in (*SUMMARY_PHASES, "other_ms", "output_tokens", "visual_tokens", "score")}
     param_values = {c: table.column(c).to_pylist() for c in params}
     out = []
     for key, idx in group_indices(table, keys).items():
@@ -62,6 +78,8 @@ def summarize(table: pa.Table) -> list[dict[str, Any]]:
         for phase in SUMMARY_PHASES:
             entry[f"{phase}_median"] = median(values[phase][idx])
             entry[f"{phase}_p90"] = percentile(values[phase][idx], 90)
+        entry["other_ms_median"] = median(values["other_ms"][idx])
+        entry["visual_tokens"] = median(values["visual_tokens"][idx])
         scores = values["score"][idx]
         entry["accuracy"] = float(np.nanmean(scores)) if np.isfinite(scores).any() else None
         out.append(entry)
