@@ -39,3 +39,20 @@ def test_jsonl_and_parquet(results: Path, tmp_path: Path) -> None:
     assert pq.read_table(path).num_rows == 2
     with pytest.raises(ValueError, match="unknown format"):
         export(results, "xlsx")
+
+
+@pytest.mark.parametrize("command", [
+    ["export", "--format", "csv"], ["export", "--format", "jsonl"], ["export", "--format", "parquet"],
+    ["report"], ["trace"], ["check"],
+])
+def test_an_unwritable_output_is_one_line_and_leaves_nothing(results: Path, tmp_path: Path, command: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from phasetime.cli import app
+
+    target = tmp_path / "no-such-dir" / "out"
+    out = CliRunner().invoke(app, [command[0], str(results), *command[1:], "-o", str(target)])
+    assert out.exit_code == 2, out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
+    assert f"cannot write {target}: No such file or directory" in " ".join(out.output.split())
+    assert not target.parent.exists()

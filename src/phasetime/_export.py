@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from ._store import _atomic_write, read_results
+from ._store import atomic_write, read_results, write_table
 
 FORMATS = ("csv", "parquet", "jsonl")
 LEGACY_NAMES = {
@@ -51,9 +50,9 @@ def export(results: str | Path, fmt: str, output: str | Path | None = None, *, l
         table = with_legacy_names(table)
     path = Path(output) if output is not None else Path(results) / f"export.{fmt}"
     if fmt == "parquet":
-        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        write_table(path, table)
     elif fmt == "csv":
-        _atomic_write(path, lambda tmp: pacsv.write_csv(_flat(table), tmp))
+        atomic_write(path, lambda tmp: pacsv.write_csv(_flat(table), tmp))
     else:
         def write_jsonl(tmp: str) -> None:
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -61,5 +60,5 @@ def export(results: str | Path, fmt: str, output: str | Path | None = None, *, l
                     for row in batch.to_pylist():
                         fh.write(json.dumps(row) + "\n")
 
-        _atomic_write(path, write_jsonl)
+        atomic_write(path, write_jsonl)
     return path, table.num_rows

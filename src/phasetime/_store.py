@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -133,26 +133,30 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], Any]) -> None:
+    """Create ``path`` through ``write(temporary_name)`` and a rename, so that no reader
+    ever sees a half-written file; :class:`StoreError` when it cannot be written."""
+    path = Path(path)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; results are ordinary files
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
 
 
 def write_table(path: Path, table: pa.Table) -> None:
     """Write ``table`` to ``path`` as Parquet, atomically."""
-    try:
-        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc}") from exc
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -163,10 +167,7 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
             json.dump(data, fh, indent=2, sort_keys=False, default=str)
             fh.write("\n")
 
-    try:
-        _atomic_write(path, write)
-    except OSError as exc:
-        raise StoreError(f"cannot write {path}: {exc}") from exc
+    atomic_write(path, write)
 
 
 def read_run(path: str | os.PathLike[str]) -> dict[str, Any]:

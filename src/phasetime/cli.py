@@ -21,7 +21,7 @@ from ._runner import RunError, RunResult, prepare_out_dir, run_experiment
 from ._checks import CheckResult, Thresholds, failed, run_checks
 from ._compare import compare_methods, compare_runs
 from ._report import build_report
-from ._store import StoreError, _atomic_write, read_results, read_run, write_json
+from ._store import StoreError, atomic_write, read_results, read_run, write_json
 from ._trace import trace
 from ._summary import SUMMARY_PHASES, summarize, varying
 
@@ -343,7 +343,7 @@ def cmd_report(
         table = read_results(results)
         page, figures = build_report(table, _run_info(results), title=f"phasetime report: {results.name}")
         path = output or results / "report.html"
-        _atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     out_console.print(f"wrote {path} ({len(figures)} plots)", highlight=False)
 
 
