@@ -28,7 +28,10 @@ def _x(name: str, pid: int, tid: int, start_ms: float, end_ms: float, args: dict
 def call_events(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Trace events of one call, from any of its rows (call-level fields are shared)."""
     pid = int(row["call_id"])
-    label = f"call {pid}" + (f" ({row['model']}, N={row['max_new_tokens']})" if row.get("model") else "")
+    details = [str(row["model"])] if row.get("model") else []
+    if row.get("max_new_tokens") is not None:
+        details.append(f"N={row['max_new_tokens']}")
+    label = f"call {pid}" + (f" ({', '.join(details)})" if details else "")
     events: list[dict[str, Any]] = [
         {"name": "process_name", "ph": "M", "pid": pid, "args": {"name": label}},
         {"name": "thread_name", "ph": "M", "pid": pid, "tid": PHASE_TRACK, "args": {"name": "phases"}},
