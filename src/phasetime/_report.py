@@ -165,7 +165,8 @@ def plot_vs_parameter(summary: list[dict[str, Any]], axis: str) -> str:
                         label=f"{phase.removesuffix('_ms')} ({method})")
     ax.set_xlabel(axis.replace("_", " "))
     ax.set_ylabel("median ms")
-    ax.legend(fontsize=7, ncol=2, loc="upper left")
+    if ax.lines:
+        ax.legend(fontsize=7, ncol=2, loc="upper left")
     return _png(fig)
 
 
