@@ -28,7 +28,7 @@ import pyarrow as pa  # noqa: E402
 
 from phasetime._experiment import parse_experiment  # noqa: E402
 from phasetime._runner import run_experiment  # noqa: E402
-from phasetime._store import MEASUREMENTS_FILE, read_results, write_json, write_table  # noqa: E402
+from phasetime._store import MEASUREMENTS_FILE, cell_files, read_results, write_json, write_table  # noqa: E402
 
 
 def runner_cost(calls: int, workdir: Path) -> dict:
@@ -67,11 +67,12 @@ def read_speed(rows: int, workdir: Path) -> dict:
     merged.mkdir()
     write_table(merged / MEASUREMENTS_FILE, big)
     parts = workdir / "parts"
-    (parts / "cells").mkdir(parents=True)
     step = rows // 100
     for i in range(100):
-        write_table(parts / "cells" / f"cell-{i:05d}.parquet", big.slice(i * step, step))
-        write_json(parts / "cells" / f"cell-{i:05d}.json", {"status": "done", "cell": i, "rows": step})
+        part, marker = cell_files(parts, i)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        write_table(part, big.slice(i * step, step))
+        write_json(marker, {"status": "done", "cell": i, "rows": step})
     out = {"rows": rows}
     for name, path in (("merged", merged), ("parts", parts)):
         start = time.perf_counter()
