@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or update) a virtual environment with CPU torch, phasetime and its test tools.
-#   VENV=.venv TRANSFORMERS=5.24.0 bash scripts/setup.sh
+#   VENV=.venv TRANSFORMERS=5.24.0 EXTRAS=test bash scripts/setup.sh
 # torch is installed first and pinned: `torch==2.13.0` is the CPU build here, while an
 # unpinned torch would pull a CUDA build of several GB.
 set -euo pipefail
@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 TORCH="${TORCH:-2.13.0}"
 TRANSFORMERS="${TRANSFORMERS:-5.24.0}"
+EXTRAS="${EXTRAS:-test}"
 PYTHON="${PYTHON:-python3}"
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -15,5 +16,5 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install "torch==$TORCH"
-pip install -e ".[test]" "transformers==$TRANSFORMERS"
-echo "ready: $VENV (torch $TORCH, transformers $TRANSFORMERS)"
+pip install -e ".[$EXTRAS]" "transformers==$TRANSFORMERS"
+echo "ready: $VENV (torch $TORCH, transformers $TRANSFORMERS, extras $EXTRAS)"

@@ -1,9 +1,11 @@
-"""Shared fixtures: built-in tiny models and ground-truth delay injection.
+"""Shared fixtures: built-in tiny models, a virtual clock, and ground-truth delay injection.
 
 Ground truth: :func:`inject_delays` makes the vision tower, every prefill forward of the
-language model and every decode forward busy-wait for known durations. A measured phase
-must then lie between the injected time and the injected time plus a small slack (the
-tiny model's real compute and the framework's own work).
+language model and every decode forward take known durations. With a :class:`VirtualClock`
+those durations are the only thing that moves time, so a phase must come out *exactly* at
+its injected value, whatever else the machine is doing: that is how phase attribution is
+tested. On the real clock the injected time is busy-waited, and a measured phase can only
+be longer than it (a stall only adds time): real-clock tests assert lower bounds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pytest
 import torch
@@ -20,11 +22,32 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)  # steadier timings on a 2-core machine
 
-from phasetime import models  # noqa: E402
-from phasetime._inputs import build_inputs, synthetic_image  # noqa: E402
+from phasetime.experiments import models  # noqa: E402
+from phasetime.experiments.inputs import build_inputs, synthetic_image  # noqa: E402
 
-# Upper slack per phase: the tiny models compute a forward in ~1 ms on CPU.
-SLACK_MS = 6.0
+
+class VirtualClock:
+    """A clock that moves only when :meth:`advance` is called (by :func:`inject_delays`)."""
+
+    name = "virtual"
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+        self.syncs = 0
+        self.marks = 0
+
+    def advance(self, ms: float) -> None:
+        self.now_ns += round(ms * 1_000_000)
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+    def mark(self) -> int:
+        self.marks += 1
+        return self.now_ns
+
+    def resolve_ms(self, marks: Sequence[int]) -> list[float]:
+        return [(m - marks[0]) / 1e6 for m in marks] if marks else []
 
 
 def spin(ms: float) -> None:
@@ -54,16 +77,19 @@ def _cache_length(kwargs: dict[str, Any]) -> int:
 
 @contextmanager
 def inject_delays(
-    model: torch.nn.Module, vision_ms: float, prefill_ms: float, decode_ms: float, decode_jitter_ms: float = 0.0
+    model: torch.nn.Module, vision_ms: float, prefill_ms: float, decode_ms: float, decode_jitter_ms: float = 0.0,
+    clock: VirtualClock | None = None, vision_tower: torch.nn.Module | None = None,
 ) -> Iterator[None]:
-    """Make vision, each prefill forward and each decode forward take at least the given times.
+    """Make vision, each prefill forward and each decode forward take the given times.
 
-    A language-model forward is a prefill forward when the cache is empty or it is fed
-    more than one position (chunked prefill), else a decode forward. ``decode_jitter_ms``
-    adds a seeded uniform random extra to each decode step (independent of the output
-    length by construction), like the noise of a real machine.
+    With ``clock`` the time passes on that virtual clock (exactly); without, it is
+    busy-waited (at least). A language-model forward is a prefill forward when the cache
+    is empty or it is fed more than one position (chunked prefill), else a decode forward.
+    ``decode_jitter_ms`` adds a seeded uniform random extra to each decode step
+    (independent of the output length by construction), like the noise of a real machine.
     """
     rng = random.Random(0)
+    wait = clock.advance if clock is not None else spin
 
     @torch.compiler.disable
     def lm_delay(module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -73,16 +99,16 @@ def inject_delays(
         if x is None:
             x = args[0]
         if _cache_length(kwargs) == 0 or x.shape[1] > 1:
-            spin(prefill_ms)
+            wait(prefill_ms)
         else:
-            spin(decode_ms + rng.uniform(0.0, decode_jitter_ms))
+            wait(decode_ms + rng.uniform(0.0, decode_jitter_ms))
 
     @torch.compiler.disable
     def vision_delay(module: Any, args: tuple) -> None:
-        spin(vision_ms)
+        wait(vision_ms)
 
     handles = [_language_model(model).register_forward_pre_hook(lm_delay, with_kwargs=True)]
-    tower = _vision_tower(model)
+    tower = vision_tower if vision_tower is not None else _vision_tower(model)
     if tower is not None:
         handles.append(tower.register_forward_pre_hook(vision_delay))
     try:
@@ -92,14 +118,14 @@ def inject_delays(
             h.remove()
 
 
-def fastest_call(measure: Any, calls: int = 3) -> Any:
-    """The call of ``measure()`` with the smallest total among ``calls``.
+@pytest.fixture
+def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """A virtual clock that every probe and the legacy method pick by default in this test."""
+    import phasetime.core.clock as clock_module
 
-    A busy machine's stalls (preemption, a page fault) only ever add time, and injected
-    delays are lower bounds, so the fastest call is the one least disturbed: a stall in
-    one call cannot decide a test.
-    """
-    return min((measure() for _ in range(calls)), key=lambda m: m.total_ms)
+    clock = VirtualClock()
+    monkeypatch.setattr(clock_module, "clock_for", lambda device=None: clock)
+    return clock
 
 
 _CACHE: dict[str, tuple[Any, Any]] = {}
@@ -112,12 +138,36 @@ def load_tiny(name: str) -> tuple[Any, Any]:
     return _CACHE[name]
 
 
-def tiny_inputs(name: str, batch_size: int = 1, prompt: str = "Describe this image.") -> dict[str, Any]:
+def tiny_inputs(name: str, batch_size: int = 1, prompt: str = "Describe this image.", images: int = 1) -> dict[str, Any]:
     _, processor = load_tiny(name)
-    images = [synthetic_image(64)] if models.is_vision_language(processor) else []
-    return build_inputs(processor, prompt, images, batch_size=batch_size)
+    pictures = [synthetic_image(64)] * images if models.is_vision_language(processor) else []
+    return build_inputs(processor, prompt, pictures, batch_size=batch_size)
 
 
 @pytest.fixture(params=["tiny-llava", "tiny-qwen2-vl", "tiny-llama"])
 def tiny_name(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+class CliResult:
+    def __init__(self, code: int, stdout: str, stderr: str, output: str) -> None:
+        self.exit_code, self.stdout, self.stderr, self.output = code, stdout, stderr, output
+
+    def __repr__(self) -> str:
+        return f"CliResult(exit_code={self.exit_code}, output={self.output[-2000:]!r})"
+
+
+def run_cli(*args: str) -> CliResult:
+    """``phasetime ARGS`` through the console script's own entry (its error handler included)."""
+    from click.testing import CliRunner
+
+    from phasetime.cli import main
+
+    with CliRunner().isolation() as (out, err, both):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        streams = [s.getvalue().decode("utf-8", "replace") for s in (out, err, both)]
+    return CliResult(code, *streams)

@@ -14,38 +14,58 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-import phasetime._runner as runner
-from conftest import inject_delays, load_tiny
-from phasetime._checks import Thresholds, failed, run_checks
-from phasetime._compare import compare_methods, compare_runs
-from phasetime._experiment import parse_experiment
-from phasetime._report import build_report
-from phasetime._runner import run_experiment
-from phasetime._store import read_results, read_run
-from phasetime._trace import trace
-from phasetime.cli import app
+import phasetime.core.clock as clock_module
+import phasetime.experiments.models as models_module
+from conftest import VirtualClock, inject_delays, load_tiny, run_cli
+from phasetime.analysis.checks import Thresholds, failed, run_checks
+from phasetime.analysis.compare import compare_methods, compare_runs
+from phasetime.analysis.report import build_report
+from phasetime.experiments.driver import run_experiment
+from phasetime.experiments.spec import parse_experiment
+from phasetime.results import read as read_results
+from phasetime.results.files import read_json
+from phasetime.results.trace import trace
 
-cli = CliRunner()
+# Does not depend on the transformers version: run once, on the newest (scripts/test.sh).
+pytestmark = pytest.mark.anyversion
+
+
+def read_run(path: Path) -> dict:
+    return read_json(path / "run.json")
+
+
+class _Cli:
+    """``cli.invoke(app, [...])`` of the tests, through the console script's entry."""
+
+    @staticmethod
+    def invoke(_app: object, args: list[str]):
+        return run_cli(*args)
+
+
+cli = _Cli()
+app = None
 
 
 DECODE_STEP_MS = 10.0
 
 
 def delayed_run(out: Path, method: str, monkeypatch: pytest.MonkeyPatch, lengths=(1, 2, 4, 8, 16), **extra) -> Path:
-    """A run of tiny-llava whose phases take known times (decode steps: 10 ms + 0..2 ms of seeded noise).
+    """A run of tiny-llava whose phases take known times on a virtual clock (decode steps:
+    10 ms + 0..2 ms of seeded noise), so that every figure of the run is exact.
 
     The decode steps do not depend on the output length, so any correlation of tpot with
-    N is chance (plus the machine's drift); the tests assert what holds regardless.
+    N is the seeded noise's.
     """
     model, processor = load_tiny("tiny-llava")
-    monkeypatch.setattr(runner.models, "load", lambda *a, **k: (model, processor))
+    monkeypatch.setattr(models_module, "load", lambda *a, **k: (model, processor))
+    clock = VirtualClock()
+    monkeypatch.setattr(clock_module, "clock_for", lambda device=None: clock)
     exp = parse_experiment({
         "name": "gt", "models": ["tiny-llava"], "inputs": {"kind": "synthetic", "image_size": 64},
         "sweep": {"max_new_tokens": list(lengths), "method": [method]}, "repeats": 6, "warmup": 1, **extra,
     })
-    with inject_delays(model, 4.0, 6.0, DECODE_STEP_MS, decode_jitter_ms=2.0):
+    with inject_delays(model, 4.0, 6.0, DECODE_STEP_MS, decode_jitter_ms=2.0, clock=clock):
         result = run_experiment(exp, out)
     assert result.failed == 0
     return out
@@ -104,19 +124,21 @@ def test_check_fails_on_the_legacy_method_naming_the_checks(runs: dict[str, Path
 
 
 def test_check_cli_writes_json_and_exits_by_verdict(runs: dict[str, Path], tmp_path: Path) -> None:
-    from phasetime._store import write_table
+    from phasetime.results.files import write_table
 
     flat = tmp_path / "flat"
     flat.mkdir()
     write_table(flat / "measurements.parquet", correlated_table(lambda n: 1.0).replace_schema_metadata({b"phasetime.schema": b"1"}))
     ok = cli.invoke(app, ["check", str(flat)])
     assert ok.exit_code == 0 and "0 failed" in ok.output, ok.output
-    bad = cli.invoke(app, ["check", str(runs["subtract"]), "--legacy"])
+    before = sorted(p.name for p in runs["subtract"].iterdir())
+    bad = cli.invoke(app, ["check", str(runs["subtract"]), "--legacy", "-o", str(tmp_path / "check.json")])
     assert bad.exit_code == 1
+    assert sorted(p.name for p in runs["subtract"].iterdir()) == before  # check writes only where told
     summary = next(line for line in bad.output.splitlines() if " checks, " in line)
     failed_names = [name.strip() for name in summary.split("failed: ")[-1].split(",")]
     assert {"tpot_only_when_defined", "tpot_vs_length"} <= set(failed_names)
-    saved = json.loads((runs["subtract"] / "check.json").read_text())
+    saved = json.loads((tmp_path / "check.json").read_text())
     assert saved["thresholds"]["rho"] == 0.3 and any(c["verdict"] == "fail" for c in saved["checks"])
     assert any(c["check"] == "tpot_vs_length[legacy decode/N]" for c in saved["checks"])
     loose = cli.invoke(app, ["check", str(runs["subtract"]), "--rho", "0.99", "--tolerance-ms", "1"])

@@ -6,22 +6,24 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import run_cli
+from phasetime.cli import parse_int_list
+from phasetime.experiments.validate import RunError
+from phasetime.results import read as read_results
 
-from phasetime._store import read_results
-from phasetime.cli import app, parse_int_list
-from phasetime._runner import RunError
-
-runner = CliRunner()
+# Does not depend on the transformers version: run once, on the newest (scripts/test.sh).
+pytestmark = pytest.mark.anyversion
 
 PHASES = ("vision_ms", "prefill_ms", "ttft_ms", "tpot_ms", "decode_ms", "total_ms")
 
 
-def _cell(method: str, n: float, medians: tuple, p90s: tuple, accuracy: float | None = None) -> dict:
-    cell = {"method": method, "max_new_tokens": int(n), "output_tokens": n, "batch_size": 1, "n": 5, "accuracy": accuracy}
-    cell.update({f"{p}_median": v for p, v in zip(PHASES, medians)})
-    cell.update({f"{p}_p90": v for p, v in zip(PHASES, p90s)})
-    return cell
+def _cell(method: str, n: float, medians: tuple, p90s: tuple, accuracy: float | None = None):
+    from phasetime.analysis.summary import CellSummary, PhaseStats
+
+    phases = {p: PhaseStats(5, m, p90, None, None, None) for p, m, p90 in zip(PHASES, medians, p90s)}
+    phases["other_ms"] = PhaseStats(0, None, None, None, None, None)
+    return CellSummary(params={"method": method, "max_new_tokens": int(n), "batch_size": 1}, n=5, output_tokens=n,
+                       visual_tokens=None, phases=phases, accuracy=accuracy)
 
 
 GOLDEN_SUMMARY = [
@@ -32,7 +34,7 @@ GOLDEN_SUMMARY = [
 
 
 def invoke(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False)
+    return run_cli(*args)
 
 
 def test_run_writes_parquet_and_run_json(tmp_path: Path) -> None:
@@ -54,7 +56,8 @@ def test_run_writes_parquet_and_run_json(tmp_path: Path) -> None:
     assert {r["image_width"] for r in rows} == {64}
     run = json.loads((out / "run.json").read_text())
     assert run["environment"]["torch"] and run["environment"]["transformers"]
-    assert sorted(p.name for p in out.iterdir()) == ["cells", "measurements.parquet", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", ".phasetime-results", "cells", "measurements.parquet",
+                                                     "run.json"]
     assert run["experiment"]["sweep"]["method"] == ["both"]
     assert [p.name for p in tmp_path.iterdir()] == ["res"]
 
@@ -62,19 +65,28 @@ def test_run_writes_parquet_and_run_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--max-new-tokens", "0"], "must be >= 1"),
-        (["--max-new-tokens", "abc"], "integers separated by commas"),
+        (["--max-new-tokens", "0"], "must be within 1..1000000"),
+        (["--max-new-tokens", "abc"], "integers (up to 1,000,000) separated by commas"),
+        (["--max-new-tokens", "99999999999999999999"], "--max-new-tokens takes integers"),
+        (["--max-new-tokens", "5000"], "does not fit model 'tiny-llava', which has 4096 positions"),
         (["--model", "no-such-model"], "unknown model"),
+        (["--model", "x" * 300], "unknown model"),
         (["--image", "missing.png"], "image not found"),
         (["--method", "guess"], "sweep.method[0]"),
         (["--repeats", "0"], "repeats: Input should be greater than or equal to 1"),
-        (["--dtype", "int3"], "unknown dtype"),
+        (["--dtype", "int3"], "models[0].dtype: Input should be"),
+        (["--device", "foo"], "unknown device 'foo'"),
+        (["--device", "cuda:7"], "device"),
+        (["--seed", "-1"], "seed: Input should be greater than or equal to 0"),
+        (["--threads", "0"], "--threads takes"),
+        (["--image-size", "2147483648"], "image_size: Input should be less than or equal to 8192"),
+        (["--executor", "slurm"], "executor.kind"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "res"
     result = invoke("run", *args, "--out", str(out), "--quiet")
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines[0].startswith("error:") and message in result.output, result.output
     assert "Traceback" not in result.output
@@ -90,7 +102,7 @@ def test_unreadable_image_and_existing_out(tmp_path: Path) -> None:
     full.mkdir()
     (full / "keep.txt").write_text("x")
     result = invoke("run", "--out", str(full), "--quiet")
-    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert result.exit_code == 2 and "not a phasetime results directory" in result.output
     assert [p.name for p in full.iterdir()] == ["keep.txt"]
 
 
@@ -103,11 +115,13 @@ def test_parse_int_list() -> None:
 def test_summary_table_text(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    import phasetime.cli as cli
+    from phasetime.cli import consoles
+    from phasetime.cli.output import print_summary
 
     console = Console(width=100, record=True, color_system=None)
-    monkeypatch.setattr(cli, "out_console", console)
-    cli.print_summary(GOLDEN_SUMMARY, "tiny-llava: 3 cells")
+    consoles.out = console
+    print_summary(GOLDEN_SUMMARY, "tiny-llava: 3 cells")
+    consoles.reset()
     golden = Path(__file__).parent / "golden" / "summary.txt"
     assert console.export_text() == golden.read_text()
 

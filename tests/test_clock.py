@@ -7,7 +7,7 @@ import torch
 
 import phasetime
 from conftest import load_tiny, tiny_inputs
-from phasetime._clock import CudaEventClock, PerfCounterClock, clock_for
+from phasetime.core.clock import CudaEventClock, PerfCounterClock, clock_for
 
 
 class CountingClock(PerfCounterClock):

@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from phasetime._datasets import (
-    BadSample, DatasetError, Sample, format_question, load_hf, load_llava, load_manifest, synthetic_vqa,
+from phasetime.experiments.datasets import (
+    BadSample, DatasetError, Sample, format_question, load_hf, load_llava, load_manifest,
 )
-from phasetime._scoring import score
+from phasetime.experiments.synthetic import synthetic_vqa
+from phasetime.experiments.scoring import score
+
+# Does not depend on the transformers version: run once, on the newest (scripts/test.sh).
+pytestmark = pytest.mark.anyversion
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -109,3 +113,17 @@ def test_question_formatting() -> None:
     s = Sample(id="1", question="Which?", choices=("cat", "dog"))
     assert format_question(s, "Look.", "Answer with the letter.") == "Look.\nWhich?\nA. cat\nB. dog\nAnswer with the letter."
     assert format_question(Sample(id="2", question=" Q ")) == "Q"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"id": "a", "question": "caf\xe9"}\n', "not UTF-8"),
+    (b'{"id": "a", "question": ' + b"[" * 3000 + b"]" * 3000 + b"}\n", "nested too deeply"),
+    (b"[" + b"[" * 3000 + b"]" * 3000 + b"]", "nested too deeply"),
+    (b'{"id": "a"}\n', "missing 'question'"),
+    (b"[1, 2]", "expected an object"),
+])
+def test_broken_manifests_are_one_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=message):
+        load_manifest(path)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from phasetime._experiment import ExperimentError, expand, load_experiment, parse_experiment, quick_experiment
+from phasetime.experiments.plan import expand
+from phasetime.experiments.spec import ExperimentError, load_experiment, parse_experiment, quick_experiment
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -38,7 +39,7 @@ def test_problems_are_reported_with_their_path() -> None:
         ({"models": ["tiny-llava"]}, "name: Field required"),
         ({"name": "bad name", "models": ["m"]}, "name: String should match pattern"),
         ({"name": "x", "models": []}, "models: List should have at least 1 item"),
-        ({"name": "x", "models": [{"name": "m", "dtype": "int3"}]}, "models[0].dtype: unknown dtype 'int3'"),
+        ({"name": "x", "models": [{"name": "m", "dtype": "int3"}]}, "models[0].dtype: Input should be 'auto', 'float32', 'float16' or 'bfloat16'"),
         ({"name": "x", "models": ["m"], "inputs": {"kind": "manifest"}}, "inputs: a 'manifest' data set needs a path"),
         ({"name": "x", "models": ["m"], "inputs": {"kind": "csv"}}, "inputs: Input tag 'csv' found using 'kind'"),
         ({"name": "x", "models": ["m"], "metric": "vqa"}, "a metric needs a data set"),
@@ -104,3 +105,40 @@ def test_examples_are_valid(name: str) -> None:
     exp = load_experiment(EXAMPLES / f"{name}.yaml")
     assert exp.name == name and expand(exp)
     json.dumps(exp.model_dump(mode="json"))  # what run.json stores
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (b"name: x\nmodels: [tiny-llama]\ndescription: \xff\xfe\n", "not UTF-8"),
+        (b"name: x\nmodels: " + b"[" * 1200 + b"]" * 1200 + b"\n", "nested too deeply"),
+        (b"name: x\nmodels: [tiny-llama]\nsweep: {generation: [{num_beams: '4'}]}\n", "num_beams='4' must be an integer"),
+        (b"name: x\nmodels: [tiny-llama]\nsweep: {generation: [{top_k: a}]}\n", "top_k='a' must be an integer"),
+        (b"name: x\nmodels: [tiny-llama]\nsweep: {generation: [{when: 2024-01-01}]}\n", "values must be numbers"),
+        (b"name: x\nmodels: [tiny-llama]\nsweep: {generation: [{tempreature: 0.5}]}\n", "'tempreature' is not a generate() option"),
+        (b"name: x\nmodels: [tiny-llama]\nsweep: {generation: [{temperature: -1.0, do_sample: true}]}\n", "temperature=-1.0 must be > 0.0"),
+        (b"name: x\nmodels: [{name: tiny-llama, device: gpu}]\n", "unknown device 'gpu'"),
+        (b"name: x\nmodels: [{name: tiny-llama, attn_implementation: bogus}]\n", "unknown attention implementation 'bogus'"),
+        (b"name: x\nmodels: [tiny-llama]\ninputs: {kind: synthetic, images: 10000000000}\n", "inputs.images: Input should be less than or equal to 64"),
+        (b"name: x\nmodels: [tiny-llama]\ninputs: {kind: synthetic, image_size: 2147483648}\n", "less than or equal to 8192"),
+        (b"name: x\nmodels: [tiny-llama]\nseed: 1e20\n", "seed"),
+        (b"name: x\nmodels: [tiny-llama]\ninputs: {kind: manifest, path: \"a\\0b\"}\n", "NUL byte"),
+        (b"name: x\nmodels: [tiny-llama]\nsweep: {max_new_tokens: [99999999999999999999]}\n", "less than or equal to 1000000"),
+        (b"name: x\nmodels: [tiny-llama]\nexecutor: slurm\n", "executor.kind"),
+    ],
+)
+def test_bad_values_are_listed_not_raised(tmp_path: Path, text: bytes, expected: str) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert expected in str(info.value), str(info.value)
+
+
+def test_cell_keys_change_with_anything_that_shapes_the_rows() -> None:
+    base = {"name": "k", "models": ["tiny-llama"], "sweep": {"max_new_tokens": [2]}}
+    key = expand(parse_experiment(base))[0].key
+    for change in ({"repeats": 5}, {"seed": 1}, {"prompt": {"pre": "Q:"}}, {"threads": 2}, {"warmup": 0}):
+        assert expand(parse_experiment({**base, **change}))[0].key != key, change
+    for same in ({"name": "other"}, {"order": "grid"}, {"executor": "ray"}, {"description": "why"}):
+        assert expand(parse_experiment({**base, **same}))[0].key == key, same

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from phasetime import UnsupportedGeneration
-from phasetime._phases import Event, derive
+from phasetime.core.phases import Event, derive
 
 
 def ev(kind: str, t: float, tokens: int | None = None) -> Event:

@@ -9,7 +9,8 @@ import pytest
 import phasetime
 from conftest import inject_delays, load_tiny, tiny_inputs
 from phasetime import UnsupportedGeneration
-from phasetime._probe import count_output_tokens, find_vision_encoder
+from phasetime.core.generation import count_output_tokens
+from phasetime.core.vision import vision_methods, vision_modules
 
 
 def _hook_counts(model) -> int:
@@ -40,10 +41,10 @@ def test_probe_leaves_no_trace(tiny_name: str) -> None:
 
 def test_vision_lookup() -> None:
     llava, _ = load_tiny("tiny-llava")
-    owner, names = find_vision_encoder(llava)
+    owner, names = vision_methods(llava)
     assert owner is llava.base_model and "get_image_features" in names
     llama, _ = load_tiny("tiny-llama")
-    assert find_vision_encoder(llama) == []
+    assert vision_methods(llama) is None and vision_modules(llama) == []
 
 
 def test_vision_override_with_module_paths() -> None:
@@ -103,7 +104,7 @@ def test_unknown_method_is_refused() -> None:
 def test_generation_mode_agrees_with_transformers(kwargs: dict) -> None:
     import copy
 
-    from phasetime._probe import generation_mode
+    from phasetime.core.generation import generation_mode
 
     model, _ = load_tiny("tiny-llama")
     config = copy.deepcopy(model.generation_config)
@@ -135,3 +136,72 @@ def test_nvtx_without_cuda_build_is_refused() -> None:
     model, _ = load_tiny("tiny-llama")
     with pytest.raises(ValueError, match="NVTX ranges need a CUDA build"):
         phasetime.Probe(model, nvtx=True)
+
+
+def _generate_plain(model, name: str, n: int = 2):
+    return model.generate(**tiny_inputs(name), max_new_tokens=n, min_new_tokens=n)
+
+
+@pytest.mark.parametrize("order", ["lifo", "fifo"])
+def test_probes_detached_in_any_order_restore_the_model(order: str) -> None:
+    model, _ = load_tiny("tiny-llava")
+    _generate_plain(model, "tiny-llava")
+    before = _hook_counts(model)
+    first, second = phasetime.Probe(model), phasetime.Probe(model, vision=["model.vision_tower"])
+    first.attach()
+    second.attach()
+    _generate_plain(model, "tiny-llava", 3)
+    assert [m.output_tokens for m in first.measurements] == [3] and len(second.measurements) == 1
+    (first if order == "fifo" else second).detach()
+    _generate_plain(model, "tiny-llava", 2)  # the remaining probe still records
+    remaining = second if order == "fifo" else first
+    assert len(remaining.measurements) == 2
+    remaining.detach()
+    assert "generate" not in vars(model) and "get_image_features" not in vars(model.base_model)
+    assert _hook_counts(model) == before
+    assert _generate_plain(model, "tiny-llava").shape[0] == 1  # plain generate() works
+
+
+def test_measure_from_two_threads_on_one_model() -> None:
+    import threading
+
+    model, _ = load_tiny("tiny-llama")
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            results[n] = [phasetime.measure(model, tiny_inputs("tiny-llama"), max_new_tokens=n, min_new_tokens=n)
+                          for _ in range(5)]
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (3, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    # each thread got its own calls, each complete
+    assert {n: [m.output_tokens for m in ms] for n, ms in results.items()} == {3: [3] * 5, 6: [6] * 5}
+    assert all(m.decode_steps == n - 1 and len(m.itl_ms) == n - 1 for n, ms in results.items() for m in ms)
+    assert "generate" not in vars(model) and "_phasetime_hooks" not in vars(model)
+
+
+def test_subtract_refuses_untimeable_modes_before_running() -> None:
+    model, _ = load_tiny("tiny-llama")
+    calls = []
+    original = model.generate
+    model.generate = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        with pytest.raises(UnsupportedGeneration, match="beam_search"):
+            phasetime.measure(model, tiny_inputs("tiny-llama"), method="subtract", max_new_tokens=3, num_beams=4)
+    finally:
+        del model.generate
+    assert calls == []
+
+
+def test_wrong_option_types_are_refused_by_name() -> None:
+    model, _ = load_tiny("tiny-llama")
+    with pytest.raises(UnsupportedGeneration, match="num_beams='4' is not a number"):
+        phasetime.measure(model, tiny_inputs("tiny-llama"), max_new_tokens=3, num_beams="4")

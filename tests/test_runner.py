@@ -7,17 +7,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-import phasetime._runner as runner
-from phasetime._experiment import expand, load_experiment, parse_experiment
-from phasetime._runner import RunError, run_experiment
-from phasetime._store import MEASUREMENTS_FILE, read_cell_records, read_results
+import phasetime.experiments.driver as driver
+import phasetime.experiments.execute as execute
+import phasetime.results.store as store
+from phasetime.experiments.driver import RunError, run_experiment
+from phasetime.experiments.plan import expand
+from phasetime.experiments.spec import load_experiment, parse_experiment
+from phasetime.results import read as read_results
+from phasetime.results import verify
+from phasetime.results.files import MEASUREMENTS_FILE
+from conftest import run_cli
+
+
+def read_cell_records(out):
+    return verify(out).markers
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -48,7 +57,7 @@ def assert_complete(out: Path, exp) -> None:
 
 def test_kill_between_cells_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     exp, out = small(), tmp_path / "run"
-    real_write = runner.write_cell
+    real_write = driver.write_cell
     written = []
 
     def write_then_die(out_dir, index, rows, record):
@@ -57,12 +66,12 @@ def test_kill_between_cells_then_resume(tmp_path: Path, monkeypatch: pytest.Monk
         if len(written) == 2:
             raise Killed
 
-    monkeypatch.setattr(runner, "write_cell", write_then_die)
+    monkeypatch.setattr(driver, "write_cell", write_then_die)
     with pytest.raises(Killed):
         run_experiment(exp, out)
     assert sorted(read_cell_records(out)) == [0, 1]
     assert read_results(out).num_rows == 2 * exp.repeats  # finished cells are readable already
-    monkeypatch.setattr(runner, "write_cell", real_write)
+    monkeypatch.setattr(driver, "write_cell", real_write)
     result = run_experiment(exp, out, resume=True)
     assert result.skipped == 2 and result.done == 2
     assert_complete(out, exp)
@@ -71,7 +80,7 @@ def test_kill_between_cells_then_resume(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_kill_mid_cell_and_between_rows_and_marker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     exp, out = small(), tmp_path / "run"
-    real_measure = runner.measure
+    real_measure = execute.measure
     calls = []
 
     def measure_then_die(*args, **kwargs):
@@ -80,24 +89,24 @@ def test_kill_mid_cell_and_between_rows_and_marker(tmp_path: Path, monkeypatch: 
             raise Killed
         return real_measure(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "measure", measure_then_die)
+    monkeypatch.setattr(execute, "measure", measure_then_die)
     with pytest.raises(Killed):
         run_experiment(exp, out)
-    monkeypatch.setattr(runner, "measure", real_measure)
+    monkeypatch.setattr(execute, "measure", real_measure)
     assert sorted(read_cell_records(out)) == [0, 1]
 
     # Now die after a cell's rows are written but before its marker: the rows must not count.
-    real_json = runner.write_cell.__globals__["write_json"]
+    real_json = store.write_json
 
     def json_then_die(path, data):
         if Path(path).name == "cell-00002.json":
             raise Killed
         real_json(path, data)
 
-    monkeypatch.setitem(runner.write_cell.__globals__, "write_json", json_then_die)
+    monkeypatch.setattr(store, "write_json", json_then_die)
     with pytest.raises(Killed):
         run_experiment(exp, out, resume=True)
-    monkeypatch.setitem(runner.write_cell.__globals__, "write_json", real_json)
+    monkeypatch.setattr(store, "write_json", real_json)
     assert (out / "cells" / "cell-00002.parquet").exists() and 2 not in read_cell_records(out)
     assert set(read_results(out).column("cell").to_pylist()) == {0, 1}
 
@@ -105,43 +114,56 @@ def test_kill_mid_cell_and_between_rows_and_marker(tmp_path: Path, monkeypatch: 
     assert_complete(out, exp)
 
 
+KILL_AFTER_THREE_CELLS = """
+import os, signal, sys
+import phasetime.experiments.driver as driver
+real, written = driver.write_cell, []
+def write_then_kill(*args, **kwargs):
+    real(*args, **kwargs)
+    written.append(1)
+    if len(written) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: as kill -9 from outside
+driver.write_cell = write_then_kill
+from phasetime.cli import main
+main(sys.argv[1:])
+"""
+
+
 def test_kill_9_of_a_real_run_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "run"
     exp_file = tmp_path / "exp.yaml"
     exp_file.write_text(
         "name: killme\nmodels: [tiny-llama]\ninputs: {kind: synthetic, prompt: hi}\n"
-        "sweep: {max_new_tokens: [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24]}\nrepeats: 4\nwarmup: 0\n"
+        "sweep: {max_new_tokens: [2, 4, 6, 8, 10, 12]}\nrepeats: 2\nwarmup: 0\n"
     )
-    cmd = [sys.executable, "-m", "phasetime.cli", "run", str(exp_file), "--out", str(out), "--quiet"]
+    args = ["run", str(exp_file), "--out", str(out), "--quiet"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list((out / "cells").glob("*.json"))) < 3:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = len(read_cell_records(out))
-    assert 3 <= done_before < 12, "the run finished before it could be killed"
-    subprocess.run(cmd + ["--resume"], env=env, check=True, stdout=subprocess.DEVNULL)
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_THREE_CELLS, *args], env=env, capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert len(read_cell_records(out)) == 3
+    resumed = run_cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed
+    assert "3 cells done, 0 failed" in resumed.stdout and "3 already done" in resumed.stdout
     assert_complete(out, load_experiment(exp_file))
 
 
 def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     exp, out = small(), tmp_path / "run"
-    real_measure = runner.measure
+    real_measure = execute.measure
 
     def oom_for_three(model, inputs, **kwargs):
         if kwargs["max_new_tokens"] == 3:
             raise RuntimeError("CUDA out of memory (simulated)")
         return real_measure(model, inputs, **kwargs)
 
-    monkeypatch.setattr(runner, "measure", oom_for_three)
+    monkeypatch.setattr(execute, "measure", oom_for_three)
     result = run_experiment(exp, out)
     assert (result.done, result.failed) == (3, 1)
     record = read_cell_records(out)[2]
     assert record["status"] == "failed" and "out of memory" in record["error"]
     assert set(read_results(out).column("max_new_tokens").to_pylist()) == {1, 2, 4}
-    monkeypatch.setattr(runner, "measure", real_measure)
+    assert "Traceback" in record["traceback"]  # kept for whoever has to find out why
+    monkeypatch.setattr(execute, "measure", real_measure)
     result = run_experiment(exp, out, resume=True)  # failed cells are tried again
     assert (result.skipped, result.done, result.failed) == (3, 1, 0)
     assert_complete(out, exp)
@@ -173,7 +195,8 @@ def test_ctrl_c_stops_after_the_current_call(tmp_path: Path) -> None:
                 os.kill(os.getpid(), signal.SIGINT)  # the handler only sets a flag
 
     result = run_experiment(exp, out, progress=progress)
-    assert result.interrupted and result.calls == 3 and len(seen) == 3
+    # the third call was the first of the second cell: measured, but its cell is not stored
+    assert result.interrupted and len(seen) == 3 and result.calls == 2
     assert sorted(read_cell_records(out)) == [0]  # the second cell was not finished: not stored
     assert not (out / MEASUREMENTS_FILE).exists()
     run_experiment(exp, out, resume=True)
@@ -188,12 +211,17 @@ def manifest(tmp_path: Path, bad: str | None) -> Path:
     elif bad == "corrupt":
         (tmp_path / "corrupt.png").write_bytes(b"\x89PNG not really")
         records[1]["image"] = "corrupt.png"
+    elif bad == "truncated":  # a real JPEG cut short: its header reads fine, its pixels do not
+        Image.new("RGB", (64, 64), (0, 200, 0)).save(tmp_path / "full.jpg", quality=95)
+        data = (tmp_path / "full.jpg").read_bytes()
+        (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+        records[1]["image"] = "cut.jpg"
     path = tmp_path / "m.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
 
 
-@pytest.mark.parametrize("bad", ["missing", "corrupt"])
+@pytest.mark.parametrize("bad", ["missing", "corrupt", "truncated"])
 def test_bad_samples_stop_the_run_or_are_skipped(tmp_path: Path, bad: str) -> None:
     exp = small(models=["tiny-llava"], inputs={"kind": "manifest", "path": str(manifest(tmp_path, bad))},
                 metric="exact_match", sweep={"max_new_tokens": [2]}, repeats=1)
@@ -226,11 +254,18 @@ def test_example_experiments_run_end_to_end(tmp_path: Path, name: str) -> None:
     assert result.failed == 0 and not result.interrupted
     table = read_results(tmp_path / name)
     cells = expand(exp)
-    assert set(table.column("cell").to_pylist()) == {c.index for c in cells}
+    rows_per_cell: dict[int, int] = {}
+    for cell in table.column("cell").to_pylist():
+        rows_per_cell[cell] = rows_per_cell.get(cell, 0) + 1
+    samples = 1 if exp.inputs.kind == "synthetic" else len(set(table.column("sample_id").to_pylist()))
+    # by hand: repeats x samples x (batch size for a synthetic prompt, copied per row)
+    assert rows_per_cell == {c.index: exp.repeats * samples * (c.params["batch_size"] if samples == 1 else 1)
+                             for c in cells}
+    assert set(table.column("worker").to_pylist()) == {"local"}
     info = json.loads((tmp_path / name / "run.json").read_text())
     assert info["experiment"]["name"] == name and info["environment"]["python"]
     meta = pq.read_schema(tmp_path / name / MEASUREMENTS_FILE).metadata
-    assert meta[b"phasetime.schema"] == b"1"
+    assert meta[b"phasetime.schema"] == b"2"
     if name == "accuracy":
         rows = table.to_pylist()
         assert len(rows) == 2 * 20 and all(r["score"] is not None and r["prediction"] is not None for r in rows)
@@ -238,7 +273,7 @@ def test_example_experiments_run_end_to_end(tmp_path: Path, name: str) -> None:
 
 
 def test_cells_run_shuffled_within_each_model_unless_grid_order() -> None:
-    from phasetime._runner import execution_order
+    from phasetime.experiments.plan import execution_order
 
     exp = parse_experiment({"name": "o", "models": ["tiny-llama", "tiny-llava"],
                             "sweep": {"max_new_tokens": [1, 2, 4, 8, 16, 32]}, "seed": 3})

@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phasetime._stats import median, percentile
-from phasetime._summary import group_indices
+from phasetime.core.stats import median, percentile
+from phasetime.results.tables import group_indices
+
+# Does not depend on the transformers version: run once, on the newest (scripts/test.sh).
+pytestmark = pytest.mark.anyversion
 
 
-def test_percentiles_match_numpy() -> None:
-    xs = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
-    for q in (0, 10, 50, 90, 100):
-        assert percentile(xs, q) == pytest.approx(np.percentile(xs, q))
+def test_percentiles_by_hand() -> None:
+    xs = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]  # sorted: 1 1 2 3 4 5 6 9
+    # linear interpolation at position q/100 x 7 of the sorted values
+    expected = {0: 1.0, 10: 1.0, 50: 3.5, 90: 6.0 + 0.3 * 3.0, 100: 9.0}
+    for q, value in expected.items():
+        assert percentile(xs, q) == pytest.approx(value)
     assert median([1.0, None, 3.0, float("nan")]) == 2.0
     assert median(np.array([1.0, np.nan, 3.0])) == 2.0 and median(x for x in (4.0, None)) == 4.0
     assert median([]) is None
@@ -32,7 +37,7 @@ def test_group_indices_keeps_first_seen_order() -> None:
 def test_spearman_matches_scipy() -> None:
     from scipy import stats
 
-    from phasetime._stats import rank_array, spearman
+    from phasetime.core.stats import rank_array, spearman
 
     x = [1.0, 2.0, 2.0, 3.0, 5.0, 8.0, 8.0, 9.0]
     y = [2.0, 1.0, 4.0, 3.0, 7.0, 6.0, 9.0, 9.0]
@@ -43,23 +48,22 @@ def test_spearman_matches_scipy() -> None:
 
 
 def test_cv_mad_and_geometric_mean() -> None:
-    from scipy import stats
-
-    from phasetime._stats import cv, geometric_mean, mad_zscores
+    from phasetime.core.stats import cv, geometric_mean, mad_zscores
 
     xs = [10.0, 11.0, 9.0, 10.0, 30.0]
-    assert cv(xs) == pytest.approx(np.std(xs, ddof=1) / np.mean(xs))
+    # mean 14; squared deviations 16 + 9 + 25 + 16 + 256 = 322; sample variance 322 / 4 = 80.5
+    assert cv(xs) == pytest.approx(80.5 ** 0.5 / 14)
     assert cv([1.0]) is None
     z = mad_zscores(xs)
     assert z[4] == pytest.approx(0.6745 * 20 / 1.0) and abs(z[0]) == 0
     assert list(mad_zscores([5.0, 5.0, 5.0])) == [0.0, 0.0, 0.0]
-    assert geometric_mean([1.0, 4.0]) == pytest.approx(stats.gmean([1.0, 4.0]))
+    assert geometric_mean([1.0, 4.0]) == pytest.approx(2.0) and geometric_mean([2.0, 8.0, 4.0]) == pytest.approx(4.0)
 
 
 def test_mann_whitney_matches_scipy() -> None:
     from scipy import stats
 
-    from phasetime._stats import mann_whitney_u
+    from phasetime.core.stats import mann_whitney_u
 
     rng = np.random.default_rng(1)
     for x, y in (
@@ -72,7 +76,7 @@ def test_mann_whitney_matches_scipy() -> None:
 
 
 def test_bootstrap_interval_covers_the_truth() -> None:
-    from phasetime._stats import bootstrap_ci, spearman
+    from phasetime.core.stats import bootstrap_ci, spearman
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=300)
@@ -86,3 +90,12 @@ def test_bootstrap_interval_covers_the_truth() -> None:
     big_x = rng.normal(size=20000)
     lo, hi = bootstrap_ci(spearman, [big_x, big_x + rng.normal(size=20000)], paired=True, n_boot=200, max_n=2000)
     assert hi - lo < 0.05
+
+
+def test_wilson_interval_by_hand() -> None:
+    from phasetime.core.stats import wilson_interval
+
+    # 8 of 10: centre (0.8 + 1.96^2/20) / (1 + 1.96^2/10), half-width 1.96 sqrt(.16/10 + 1.96^2/400) / (1 + .38416)
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(0, 0) is None and wilson_interval(0, 5)[0] == 0.0

@@ -10,13 +10,52 @@ Public API::
         model.generate(**inputs, max_new_tokens=64)
     probe.measurements[-1]
 
-See ``docs/metrics.md`` for the exact definition of every field.
+    table = phasetime.results.read("results/my-run")        # a results directory
+    phasetime.analysis.summarize(table)
+
+The package has four floors: :mod:`phasetime.core` (measuring; torch only),
+:mod:`phasetime.results` (the schema and the results directory),
+:mod:`phasetime.experiments` and :mod:`phasetime.analysis` above them, and the command
+line on top. Everything is imported on first use, so ``import phasetime`` is cheap. See
+``docs/metrics.md`` for the exact definition of every field.
 """
 
-from ._measure import measure
-from ._probe import Probe
-from ._record import Measurement, SequenceTiming, UnsupportedGeneration
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Measurement", "Probe", "SequenceTiming", "UnsupportedGeneration", "measure", "__version__"]
+from .core.errors import PhasetimeError, UnsupportedGeneration, UsageError
+from .core.record import Measurement, SequenceTiming
+
+if TYPE_CHECKING:
+    from . import analysis, experiments, results
+    from .core.measure import measure
+    from .core.probe import Probe
+    from .experiments import models
+
+__version__ = "0.2.0"
+
+__all__ = [
+    "Measurement", "PhasetimeError", "Probe", "SequenceTiming", "UnsupportedGeneration", "UsageError", "__version__",
+    "analysis", "experiments", "measure", "models", "results",
+]
+
+_LAZY = {
+    "measure": ("phasetime.core.measure", "measure"),
+    "Probe": ("phasetime.core.probe", "Probe"),
+    "models": ("phasetime.experiments.models", None),
+    "analysis": ("phasetime.analysis", None),
+    "experiments": ("phasetime.experiments", None),
+    "results": ("phasetime.results", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value

@@ -1,0 +1,281 @@
+"""Data-quality checks of a results table: the audit that found the legacy method's flaws.
+
+:func:`run_checks` returns one :class:`CheckResult` per check and scope (a verdict of
+``pass``, ``warn``, ``fail``, ``skip`` or ``info``). Pure: no I/O; the thresholds are a
+:class:`Thresholds` with documented defaults (``docs/analysis.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ..core.errors import UsageError
+from ..core.stats import cv, mad_zscores, median, spearman, spearman_ci
+from ..results.schema import AXES, SUMMARY_PHASES
+from ..results.stability import Thresholds as StabilityThresholds
+from ..results.stability import judge_table, machine_advice, machine_warnings
+from ..results.tables import floats, group_indices, list_values, strings
+
+PARAM_COLUMNS = AXES
+# A configuration: every cell parameter but the output length.
+CONFIG_COLUMNS = tuple(c for c in AXES if c not in ("max_new_tokens",))
+PHASE_COLUMNS = SUMMARY_PHASES
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every threshold of ``phasetime check``, with its default."""
+
+    tolerance_ms: float = 0.05  # how far below zero a phase or other_ms may read (rounding)
+    rho: float = 0.3  # |Spearman rho(tpot, N)| above this, with a CI excluding 0, fails
+    min_n: int = 20  # the correlation is only judged on at least this many rows
+    stability_ratio: float = 2.0  # CV(tpot) of short outputs / long outputs above this warns
+    short_tokens: int = 8  # outputs of at most this many tokens are "short"
+    outlier_z: float = 3.5  # |modified z| above this flags an outlier (kept, not dropped)
+    outlier_share: float = 0.05  # more outliers than this share of a cell warns
+    precision: float = 0.05  # half-width of the 95% interval of a cell's mean the repeats should reach
+    cv_warn: float = 0.10  # a cell's CV (per sample) from which the stability check warns
+    cv_fail: float = 0.25  # ... and from which it fails: the run is too noisy to trust
+    spread_warn: float = 0.25  # median call this much slower than the fastest warns
+    n_boot: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("tolerance_ms", "rho", "stability_ratio", "outlier_z", "outlier_share", "precision", "cv_warn",
+                     "cv_fail", "spread_warn"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+        for name in ("precision", "cv_warn", "cv_fail", "outlier_z"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be greater than 0")
+        if self.rho > 1 or self.outlier_share > 1:
+            raise UsageError("--rho and the outlier share must be at most 1")
+        if self.cv_fail < self.cv_warn:
+            raise UsageError("--cv-fail must not be below --cv-warn")
+        if self.min_n < 3 or self.short_tokens < 1 or self.n_boot < 100:
+            raise UsageError("--min-n must be >= 3, --short-tokens >= 1 (and n_boot >= 100)")
+
+    def stability(self) -> StabilityThresholds:
+        return StabilityThresholds(cv_warn=self.cv_warn, cv_fail=self.cv_fail, spread_warn=self.spread_warn,
+                                   precision=self.precision)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    scope: str
+    value: Any
+    threshold: str
+    verdict: str  # pass, warn, fail, skip, info
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _grouped(table: pa.Table, columns: Sequence[str]) -> tuple[dict[tuple, np.ndarray], Callable[[tuple], str]]:
+    """Row indices per distinct value of the present ``columns``, and a function naming a
+    group's scope by the columns that vary in the table ("all rows" when none does)."""
+    names = [c for c in columns if c in table.column_names]
+    varying = {n for n in names if len(table.column(n).unique()) > 1}
+
+    def scope(keys: tuple) -> str:
+        return ", ".join(f"{n}={v}" for n, v in zip(names, keys) if n in varying) or "all rows"
+
+    return group_indices(table, names), scope
+
+
+def _count_check(name: str, mask: np.ndarray, methods: np.ndarray, threshold: str, detail: str) -> list[CheckResult]:
+    out = []
+    for method in sorted(set(methods.tolist())):
+        m = mask[methods == method]
+        n_bad = int(m.sum())
+        out.append(CheckResult(name, str(method), n_bad, threshold, "fail" if n_bad else "pass",
+                               f"{n_bad} of {m.size} rows {detail}" if n_bad else f"{m.size} rows checked"))
+    return out
+
+
+def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
+    """Checks every row must pass: decode present, tpot only where defined, no negative phases."""
+    n_tokens = floats(table, "output_tokens")
+    decode, tpot, other = floats(table, "decode_ms"), floats(table, "tpot_ms"), floats(table, "other_ms")
+    methods = strings(table, "method")
+    negative = np.zeros(table.num_rows, dtype=bool)
+    for phase in PHASE_COLUMNS:
+        values = floats(table, phase)
+        negative |= np.nan_to_num(values, nan=0.0) < -t.tolerance_ms
+    if "itl_ms" in table.column_names:
+        gaps, rows = list_values(table, "itl_ms")
+        negative[rows[gaps < -t.tolerance_ms]] = True
+    return [
+        *_count_check("decode_present", (n_tokens >= 2) & ~(decode > 0), methods, "no such row",
+                      "have output_tokens >= 2 but decode_ms <= 0 or missing"),
+        *_count_check("tpot_only_when_defined", (n_tokens < 2) & ~np.isnan(tpot), methods, "no such row",
+                      "have output_tokens < 2 but a tpot"),
+        *_count_check("no_negative_phase", negative, methods, f"no phase < -{t.tolerance_ms} ms", "have a negative phase"),
+        *_count_check("phases_within_total", np.nan_to_num(other, nan=0.0) < -t.tolerance_ms, methods,
+                      f"other_ms >= -{t.tolerance_ms} ms", "have phases adding up to more than the total"),
+    ]
+
+
+def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool) -> list[CheckResult]:
+    """Per configuration: Spearman rho(tpot, output_tokens) with a bootstrap 95% CI."""
+    groups, scope_of = _grouped(table, CONFIG_COLUMNS)
+    n_tokens, tpot, decode = floats(table, "output_tokens"), floats(table, "tpot_ms"), floats(table, "decode_ms")
+    out = []
+    for keys, idx in groups.items():
+        scope = scope_of(keys)
+        variants = [("tpot_vs_length", tpot[idx], n_tokens[idx], True)]
+        if legacy:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                old = np.where(n_tokens[idx] > 0, decode[idx] / n_tokens[idx], np.nan)
+            variants.append(("tpot_vs_length[legacy decode/N]", old, n_tokens[idx], False))
+        for name, y, x, judged in variants:
+            ok = np.isfinite(y) & np.isfinite(x)
+            y, x = y[ok], x[ok]
+            if len(np.unique(x)) < 2:
+                out.append(CheckResult(name, scope, None, f"|rho| <= {t.rho}", "skip", "one output length only"))
+                continue
+            rho = spearman(x, y)
+            ci = spearman_ci(x, y, n_boot=t.n_boot, seed=t.seed) if rho is not None else None
+            value = None if rho is None else round(rho, 3)
+            detail = f"n={x.size}" + (f", 95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            if not judged:
+                verdict = "info"
+            elif rho is None or x.size < t.min_n:
+                verdict = "skip"
+                detail += f" (needs n >= {t.min_n})" if rho is not None else " (constant)"
+            else:
+                significant = ci is not None and (ci[0] > 0 or ci[1] < 0)
+                verdict = "fail" if abs(rho) > t.rho and significant else "pass"
+            out.append(CheckResult(name, scope, value, f"|rho| <= {t.rho} or CI spans 0", verdict, detail))
+    return out
+
+
+def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
+    """Per configuration: median CV(tpot) over short-output cells vs long-output cells."""
+    groups, scope_of = _grouped(table, CONFIG_COLUMNS)
+    tpot, n_tokens = floats(table, "tpot_ms"), floats(table, "output_tokens")
+    out = []
+    for keys, idx in groups.items():
+        short: list[float] = []
+        long: list[float] = []
+        for n in np.unique(n_tokens[idx]):
+            if not np.isfinite(n) or n < 2:
+                continue
+            value = cv(tpot[idx][n_tokens[idx] == n])
+            if value is not None:
+                (short if n <= t.short_tokens else long).append(value)
+        scope = scope_of(keys)
+        if not short or not long:
+            out.append(CheckResult("tpot_stability", scope, None, f"short/long CV <= {t.stability_ratio}", "skip",
+                                   f"needs outputs of <= {t.short_tokens} and > {t.short_tokens} tokens"))
+            continue
+        cv_short, cv_long = float(np.median(short)), float(np.median(long))
+        ratio = cv_short / cv_long if cv_long > 0 else math.inf
+        out.append(CheckResult("tpot_stability", scope, round(ratio, 2), f"short/long CV <= {t.stability_ratio}",
+                               "warn" if ratio > t.stability_ratio else "pass",
+                               f"CV short {100 * cv_short:.1f}%, long {100 * cv_long:.1f}%"))
+    return out
+
+
+def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
+    """Per cell: outliers of total_ms by modified z-score; counted, never dropped."""
+    total = floats(table, "total_ms")
+    flagged, worst, worst_scope = 0, 0.0, ""
+    groups, scope_of = _grouped(table, PARAM_COLUMNS)
+    for keys, idx in groups.items():
+        values = total[idx]
+        values = values[np.isfinite(values)]
+        if values.size < 3:
+            continue
+        n_out = int((np.abs(mad_zscores(values)) > t.outlier_z).sum())
+        flagged += n_out
+        if n_out / values.size > worst:
+            worst, worst_scope = n_out / values.size, scope_of(keys)
+    verdict = "warn" if worst > t.outlier_share else "info"
+    detail = f"{flagged} of {table.num_rows} rows flagged (kept)"
+    if worst > 0:
+        detail += f"; most in {worst_scope} ({100 * worst:.1f}%)"
+    return [CheckResult("outliers_total_ms", "per cell", flagged, f"|z| > {t.outlier_z}, share <= {t.outlier_share}",
+                        verdict, detail)]
+
+
+def noise_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds) -> list[CheckResult]:
+    """The stability rules (``phasetime.results.stability``) on every cell and sample, and the machine."""
+    judged = judge_table(table, t.stability())
+    threshold = f"CV < {t.cv_fail:g} (warns from {t.cv_warn:g}), median/fastest < {1 + t.spread_warn:g}"
+    out = []
+    if not judged:
+        out.append(CheckResult("stability", "per cell", None, threshold, "skip", "fewer than 2 calls per cell"))
+    else:
+        order = {"pass": 0, "skip": 0, "warn": 1, "fail": 2}
+        worst = max(judged, key=lambda g: (order[g[2].verdict], g[2].cv or 0))
+        counts = {v: sum(1 for _, _, j in judged if j.verdict == v) for v in ("fail", "warn")}
+        scope = ", ".join(f"{k}={v}" for k, v in worst[0].items())
+        cvs = [j.cv for _, _, j in judged if j.cv is not None]
+        detail = (f"{counts['fail']} failing and {counts['warn']} warning of {len(judged)} groups (cell, sample, phase)"
+                  + (f"; worst: {scope}: {'; '.join(worst[2].reasons)}" if worst[2].reasons else ""))
+        verdict = "fail" if counts["fail"] else "warn" if counts["warn"] else "pass"
+        out.append(CheckResult("stability", "per cell", round(max(cvs), 3) if cvs else None, threshold, verdict, detail))
+        needed = max((j.needed or 0) for _, _, j in judged)
+        repeats = ((run_info or {}).get("experiment") or {}).get("repeats")
+        if repeats is not None:
+            out.append(CheckResult("enough_repeats", "run", needed, f"repeats ({repeats}) >= n",
+                                   "pass" if repeats >= needed else "warn",
+                                   f"n = (1.96 CV / {t.precision:g})^2 for a 95% interval within "
+                                   f"+-{100 * t.precision:g}%, noisiest group"))
+    if run_info is None:
+        out.append(CheckResult("machine", "run", None, "load <= CPUs", "skip", "no run.json"))
+    else:
+        warnings = machine_warnings(run_info)
+        out.append(CheckResult("machine", "run", len(warnings), "load <= usable CPUs, threads <= cores",
+                               "warn" if warnings else "pass", "; ".join(warnings)))
+        for advice in machine_advice(run_info):
+            out.append(CheckResult("machine_advice", "run", None, "steady clocks", "info", advice))
+    return out
+
+
+def hygiene_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds) -> list[CheckResult]:
+    """Warm-up and locked GPU clocks."""
+    out = []
+    experiment = (run_info or {}).get("experiment") or {}
+    warmup = experiment.get("warmup")
+    if warmup is None:
+        out.append(CheckResult("warmup", "run", None, ">= 1", "skip", "no run.json"))
+    else:
+        out.append(CheckResult("warmup", "run", warmup, ">= 1", "pass" if warmup >= 1 else "warn",
+                               "" if warmup >= 1 else "no warm-up: first calls include one-off costs"))
+    gpu = ((run_info or {}).get("conditions_before") or {}).get("gpu") or ((run_info or {}).get("environment") or {}).get("gpu") or {}
+    if not gpu:
+        out.append(CheckResult("clocks_locked", "run", None, "SM clock = max", "skip", "no GPU clocks recorded"))
+    else:
+        sm, top = gpu.get("clocks.sm"), gpu.get("clocks.max.sm")
+        locked = sm is not None and sm == top
+        out.append(CheckResult("clocks_locked", "run", f"{sm}/{top} MHz", "SM clock = max", "pass" if locked else "warn",
+                               "" if locked else "clocks not locked at max: results may drift (nvidia-smi -lgc)"))
+    return out
+
+
+def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
+               *, legacy: bool = False) -> list[CheckResult]:
+    """Every check on ``table``; ``legacy`` adds the correlation under the old denominator."""
+    t = thresholds or Thresholds()
+    return [
+        *row_checks(table, t),
+        *correlation_checks(table, t, legacy),
+        *stability_checks(table, t),
+        *outlier_checks(table, t),
+        *noise_checks(table, run_info, t),
+        *hygiene_checks(table, run_info, t),
+    ]
+
+
+def failed(results: list[CheckResult]) -> list[CheckResult]:
+    return [r for r in results if r.verdict == "fail"]

@@ -1,0 +1,143 @@
+"""The commands that read a results directory: verify, export, check, compare, report, trace."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app, consoles
+
+
+def _run_info(results: Path) -> dict | None:
+    """run.json of a directory that :func:`phasetime.results.read` verified (None for a lone file)."""
+    from ..results.files import RUN_FILE, read_json
+
+    file = results / RUN_FILE
+    return read_json(file) if results.is_dir() and file.exists() else None
+
+
+@app.command("verify")
+def cmd_verify(results: Annotated[Path, typer.Argument(help="A results directory.")]) -> None:
+    """Check a results directory's integrity (markers, parts, merged file, run.json); exit 1 when damaged."""
+    from ..results.integrity import verify
+    from .output import print_inventory
+
+    inventory = verify(results)
+    print_inventory(inventory)
+    if inventory.problems:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def cmd_export(
+    results: Annotated[Path, typer.Argument(help="A results directory.")],
+    format: Annotated[str, typer.Option("--format", help="One of csv, parquet, jsonl.")] = "csv",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file (default: DIR/export.<format>).")] = None,
+    legacy_names: Annotated[bool, typer.Option("--legacy-names", help="Add T_total, T_vision_total, ... columns of older scripts.")] = False,
+) -> None:
+    """Export the measurements of a results directory as CSV, Parquet or JSON lines."""
+    from ..results.export import export
+
+    path, rows = export(results, format, output, legacy_names=legacy_names)
+    consoles.out.print(f"wrote {rows} rows to {path}", highlight=False, soft_wrap=True)
+
+
+def _defaults():  # the check thresholds' defaults, without importing the analysis at start-up
+    return dict(tolerance_ms=0.05, rho=0.3, min_n=20, stability_ratio=2.0, short_tokens=8, outlier_z=3.5,
+                precision=0.05, cv_warn=0.10, cv_fail=0.25, spread_warn=0.25)
+
+
+D = _defaults()
+
+
+@app.command("check")
+def cmd_check(
+    results: Annotated[Path, typer.Argument(help="A results directory.")],
+    legacy: Annotated[bool, typer.Option("--legacy", help="Also show the correlation under the old denominator decode / N.")] = False,
+    rho: Annotated[float, typer.Option(help="Fail when |Spearman rho(tpot, N)| exceeds this (CI excluding 0).")] = D["rho"],
+    min_n: Annotated[int, typer.Option(help="Judge the correlation only on at least this many rows.")] = D["min_n"],
+    stability_ratio: Annotated[float, typer.Option(help="Warn when CV(tpot) short / long exceeds this.")] = D["stability_ratio"],
+    short_tokens: Annotated[int, typer.Option(help="Outputs of at most this many tokens are short.")] = D["short_tokens"],
+    tolerance_ms: Annotated[float, typer.Option(help="How far below 0 a phase or other_ms may read.")] = D["tolerance_ms"],
+    outlier_z: Annotated[float, typer.Option(help="Modified z-score beyond which a row is an outlier.")] = D["outlier_z"],
+    precision: Annotated[float, typer.Option(help="Half-width of the 95% interval of a cell's mean the repeats should reach.")] = D["precision"],
+    cv_warn: Annotated[float, typer.Option(help="Stability: warn from this CV of a cell's repeated calls.")] = D["cv_warn"],
+    cv_fail: Annotated[float, typer.Option(help="Stability: fail from this CV (the run is too noisy to trust).")] = D["cv_fail"],
+    spread_warn: Annotated[float, typer.Option(help="Stability: warn when the median call is this much slower than the fastest.")] = D["spread_warn"],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Audit a results directory; exit 1 when a check fails. Writes nothing unless -o is given."""
+    from ..analysis.checks import Thresholds, failed, run_checks
+    from ..results.files import write_json
+    from ..results.integrity import read
+    from .output import print_checks
+
+    thresholds = Thresholds(rho=rho, min_n=min_n, stability_ratio=stability_ratio, short_tokens=short_tokens,
+                            tolerance_ms=tolerance_ms, outlier_z=outlier_z, precision=precision, cv_warn=cv_warn,
+                            cv_fail=cv_fail, spread_warn=spread_warn)
+    table = read(results)
+    checks = run_checks(table, _run_info(results), thresholds, legacy=legacy)
+    if output is not None:
+        write_json(output, {"thresholds": asdict(thresholds), "checks": [r.to_dict() for r in checks]})
+    print_checks(checks)
+    if failed(checks):
+        raise typer.Exit(1)
+
+
+@app.command("compare")
+def cmd_compare(
+    a: Annotated[Path, typer.Argument(help="A results directory (the baseline).")],
+    b: Annotated[Optional[Path], typer.Argument(help="A second results directory to compare with A.")] = None,
+    methods: Annotated[bool, typer.Option("--methods", help="Direct vs legacy subtraction within A (a --method both run).")] = False,
+    on: Annotated[Optional[str], typer.Option(help="Parameters to match cells on, comma-separated (default: automatic).")] = None,
+) -> None:
+    """Compare direct and legacy timing in one run (--methods), or run B against run A."""
+    from ..analysis.compare import compare_methods, compare_runs
+    from ..core.errors import UsageError
+    from ..results.integrity import read
+    from .output import print_method_comparison, print_run_comparison
+
+    if methods == (b is not None):
+        raise UsageError("give either --methods with one directory, or two directories")
+    if methods:
+        print_method_comparison(compare_methods(read(a)))
+    else:
+        assert b is not None
+        keys, rows = compare_runs(read(a), read(b), on=on.split(",") if on else None)
+        print_run_comparison(keys, rows, a, b)
+
+
+@app.command("report")
+def cmd_report(
+    results: Annotated[Path, typer.Argument(help="A results directory.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file (default: DIR/report.html).")] = None,
+) -> None:
+    """Write one self-contained HTML report (tables, plots, checks) of a results directory."""
+    from ..analysis.report import build_report
+    from ..results.files import atomic_write
+    from ..results.integrity import read
+
+    table = read(results)
+    page, figures = build_report(table, _run_info(results), title=f"phasetime report: {results.name}")
+    path = output or results / "report.html"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    consoles.out.print(f"wrote {path} ({len(figures)} plots)", highlight=False, soft_wrap=True)
+
+
+@app.command("trace")
+def cmd_trace(
+    results: Annotated[Path, typer.Argument(help="A results directory.")],
+    call: Annotated[Optional[list[int]], typer.Option("--call", help="Call id (repeatable) (default: the first call).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Trace JSON file.")] = Path("trace.json"),
+) -> None:
+    """Export calls as Chrome / Perfetto trace-event JSON (open in ui.perfetto.dev)."""
+    from ..results.files import write_json
+    from ..results.integrity import read
+    from ..results.trace import trace
+
+    document = trace(read(results), call)
+    write_json(output, document)
+    consoles.out.print(f"wrote {output} ({len(document['traceEvents'])} events)", highlight=False, soft_wrap=True)

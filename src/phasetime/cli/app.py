@@ -1,0 +1,112 @@
+"""The ``phasetime`` application object, its consoles and its one error handler.
+
+Importing this module imports neither torch, transformers nor pyarrow: each command
+imports what it needs when it runs, so ``phasetime --help``, ``--version`` and argument
+errors answer at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="Direct, phase-by-phase latency of Hugging Face generate() calls.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+)
+
+
+def _console(stderr: bool) -> Console:
+    """A console; without a terminal (a pipe, a CI log) tables keep their full width."""
+    stream = sys.stderr if stderr else sys.stdout
+    tty = stream.isatty()
+    width = None if tty else int(os.environ.get("COLUMNS") or 0) or 240
+    return Console(stderr=stderr, width=width, soft_wrap=False)
+
+
+class _Consoles:
+    """Created on first use, so that tests (and pipes opened later) get the right streams."""
+
+    def __init__(self) -> None:
+        self._out: Console | None = None
+        self._err: Console | None = None
+
+    @property
+    def out(self) -> Console:
+        if self._out is None:
+            self._out = _console(False)
+        return self._out
+
+    @out.setter
+    def out(self, console: Console) -> None:
+        self._out = console
+
+    @property
+    def err(self) -> Console:
+        if self._err is None:
+            self._err = _console(True)
+        return self._err
+
+    def reset(self) -> None:
+        self._out = self._err = None
+
+
+consoles = _Consoles()
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print one line ``error: ...`` on stderr and exit with ``code``."""
+    consoles.err.print(f"[bold red]error:[/] {_escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"phasetime {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Direct, phase-by-phase latency of Hugging Face generate() calls."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: every PhasetimeError is one line (exit 2); Ctrl-C exits 130 quietly."""
+    import click
+
+    consoles.reset()
+    try:
+        from ..core.errors import PhasetimeError
+
+        try:
+            code = app(args=argv, standalone_mode=False)
+        except PhasetimeError as exc:
+            consoles.err.print(f"[bold red]error:[/] {_escape(str(exc))}", highlight=False, soft_wrap=True)
+            code = 2
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        print("interrupted", file=sys.stderr)
+        code = 130
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except BrokenPipeError:
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

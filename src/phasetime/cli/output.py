@@ -1,0 +1,144 @@
+"""Tables the commands print: summaries, checks, comparisons, a directory's inventory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from .app import consoles
+
+if TYPE_CHECKING:
+    from ..analysis.checks import CheckResult
+    from ..analysis.summary import CellSummary
+    from ..results.integrity import Inventory
+
+
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def count(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def print_summary(summary: list["CellSummary"], title: str) -> None:
+    """Per cell: the parameters that vary, rows, median output length, median (and p90 below) per phase."""
+    from ..analysis.summary import SUMMARY_PHASES, varying
+
+    shown = [c for c in varying(summary) if c not in ("max_new_tokens", "batch_size")]  # shown as N and B
+    scored = any(cell.accuracy is not None for cell in summary)
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for name in shown:
+        table.add_column(name.replace("_", " "), overflow="fold")
+    for name in ("N", "B", "n"):
+        table.add_column(name, justify="right")
+    for phase in SUMMARY_PHASES:
+        table.add_column(phase.removesuffix("_ms"), justify="right")
+    if scored:
+        table.add_column("acc", justify="right")
+    for cell in summary:
+        phases = [f"{ms(cell.phases[p].median)}\n[dim]{ms(cell.phases[p].p90)}[/]" for p in SUMMARY_PHASES]
+        table.add_row(
+            *(escape(str(cell.get(c))) for c in shown),
+            count(cell.output_tokens),
+            count(cell.get("batch_size")),
+            count(cell.n),
+            *phases,
+            *([ms(cell.accuracy)] if scored else []),
+        )
+    table.caption = (
+        "ms per cell of n rows (N output tokens, batch B): median, p90 below; "
+        "tpot = decode / (N - 1), '-' where N < 2 or not measured"
+    )
+    consoles.out.print(table)
+
+
+_VERDICT_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim", "info": "dim"}
+
+
+def print_checks(results: list["CheckResult"]) -> None:
+    """One row per check and scope; the threshold and detail in a dim line below the name."""
+    from ..analysis.checks import failed
+
+    table = Table(title="checks", title_justify="left")
+    table.add_column("check (threshold; detail)")
+    table.add_column("scope")
+    table.add_column("value", justify="right")
+    table.add_column("verdict")
+    for r in results:
+        note = escape(f"{r.threshold}; {r.detail}" if r.detail else r.threshold)
+        table.add_row(f"{escape(r.check)}\n[dim]{note}[/]", escape(r.scope), "-" if r.value is None else str(r.value),
+                      f"[{_VERDICT_STYLE[r.verdict]}]{r.verdict}[/]")
+    consoles.out.print(table)
+    bad = failed(results)
+    names = ", ".join(sorted({r.check for r in bad}))
+    # One unwrapped line, so that scripts can read the failed checks from it.
+    consoles.out.print(f"{len(results)} checks, {len(bad)} failed" + (f": {names}" if bad else ""), soft_wrap=True,
+                       highlight=False)
+
+
+def print_method_comparison(result: dict[str, Any]) -> None:
+    phases = Table(title="direct vs subtract: medians (ms)", title_justify="left")
+    for name in ("phase", "direct", "subtract", "median difference per cell", "cells"):
+        phases.add_column(name, justify="left" if name == "phase" else "right")
+    for p in result["phases"]:
+        phases.add_row(p["phase"], ms(p["direct_median"]), ms(p["subtract_median"]), ms(p["median_difference"]),
+                       str(p["cells"]))
+    consoles.out.print(phases)
+    zero = Table(title="calls with tokens but no decode time", title_justify="left")
+    for name in ("method", "calls", "decode = 0", "negative before clamping"):
+        zero.add_column(name, justify="left" if name == "method" else "right")
+    for m, z in result["zero_decode"].items():
+        zero.add_row(m, str(z["calls_with_tokens"]), pct(z["decode_zero_share"]), pct(z["negative_before_clamp_share"]))
+    consoles.out.print(zero)
+    corr = Table(title="Spearman rho of per-token latency with output length", title_justify="left")
+    for name in ("method", "denominator", "rows", "rho"):
+        corr.add_column(name, justify="left" if name in ("method", "denominator") else "right")
+    for c in result["correlation"]:
+        corr.add_row(c["method"], c["denominator"], str(c["n"]), "-" if c["rho"] is None else f"{c['rho']:+.3f}")
+    consoles.out.print(corr)
+    spread = Table(title="measurement spread (median CV over cells)", title_justify="left")
+    for name in ("method", "decode CV", "per-token CV"):
+        spread.add_column(name, justify="left" if name == "method" else "right")
+    for m, s in result["spread"].items():
+        spread.add_row(m, pct(s["decode_cv_median"]), pct(s["tpot_cv_median"]))
+    consoles.out.print(spread)
+
+
+def print_run_comparison(keys: list[str], rows: list[Any], a: Path, b: Path) -> None:
+    table = Table(title=f"{b} vs {a} (matched on {', '.join(keys) or 'nothing'})", title_justify="left")
+    for name in ("cell", "phase", "A ms", "B ms", "B/A", "95% CI", "p", "verdict"):
+        table.add_column(name, justify="left" if name in ("cell", "phase", "verdict") else "right")
+    for r in rows:
+        style = {"faster": "green", "slower": "red"}.get(r.verdict, "dim" if r.verdict == "not significant" else "")
+        table.add_row(escape(r.cell), r.phase.removesuffix("_ms"), ms(r.median_a), ms(r.median_b),
+                      "-" if r.ratio is None else f"{r.ratio:.3f}",
+                      "-" if r.ci is None else f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
+                      "-" if r.p_value is None else f"{r.p_value:.3g}",
+                      f"[{style}]{r.verdict}[/]" if style else r.verdict)
+    consoles.out.print(table)
+
+
+def print_inventory(inv: "Inventory") -> None:
+    """What ``phasetime verify`` found: cells, where their rows are, problems and notes."""
+    done = sorted(inv.done)
+    failed = sorted(i for i, m in inv.markers.items() if m.get("status") == "failed")
+    total = (inv.run or {}).get("cells")
+    consoles.out.print(f"{inv.root}: {len(done)} cells done ({inv.rows()} rows), {len(failed)} failed"
+                       + (f", of {total}" if isinstance(total, int) else ""), highlight=False, soft_wrap=True)
+    for problem in inv.problems:
+        consoles.out.print(f"[bold red]damaged[/] {escape(str(problem))}"
+                           + (" [dim](--resume measures it again)[/]" if problem.cell is not None else ""),
+                           soft_wrap=True)
+    for note in inv.notes:
+        consoles.out.print(f"[dim]note[/] {escape(note)}", soft_wrap=True)
+    consoles.out.print("intact" if not inv.problems else f"{len(inv.problems)} problem(s)", highlight=False)

@@ -1,0 +1,190 @@
+"""What a ``generate()`` call will do, read from its arguments and the model, before it runs.
+
+Pure helpers of the probe: the generation mode, the prompt length, the EOS ids, whether
+the call carries pixels, and the output length of each row from the tokens when nothing
+better was recorded. No timing here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from .errors import UnsupportedGeneration
+
+SUPPORTED_MODES = ("greedy_search", "sample")
+_MODEL_INPUT_KEYS = ("input_ids", "inputs_embeds")
+_CACHE_KEYS = ("past_key_values", "cache")
+# Keys processors use for image and video pixels. Any other key with "pixel" in its name
+# counts too (see pixel_inputs).
+PIXEL_KEYS = ("pixel_values", "pixel_values_videos", "pixel_values_images", "input_image_embeds", "image_pixel_values")
+
+
+def generation_mode(model: Any, kwargs: dict[str, Any]) -> str:
+    """The transformers generation mode a ``generate(**kwargs)`` call will run, e.g. ``"greedy_search"``.
+
+    Mirrors ``GenerationConfig.get_generation_mode`` (names are ``GenerationMode``
+    values) without copying the config, which costs ~40 us per call. Values of the wrong
+    type raise :class:`UnsupportedGeneration` naming the option.
+    """
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        return "encoder_decoder"
+    if kwargs.get("custom_generate") is not None:
+        return "custom_generate"
+    config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+
+    def get(key: str) -> Any:
+        return kwargs[key] if key in kwargs else getattr(config, key, None)
+
+    def number(key: str, default: float) -> float:
+        value = get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UnsupportedGeneration(f"generation option {key}={value!r} is not a number")
+        return value
+
+    if get("assistant_model") is not None or get("prompt_lookup_num_tokens") or get("assistant_early_exit"):
+        return "assisted_generate"
+    if get("constraints") is not None or get("force_words_ids") is not None:
+        return "constrained_beam_search"
+    do_sample = get("do_sample") is True
+    if number("num_beams", 1) > 1:
+        if number("num_beam_groups", 1) > 1:
+            return "group_beam_search"
+        return "beam_sample" if do_sample else "beam_search"
+    if not do_sample and number("top_k", 0) > 1 and number("penalty_alpha", 0) > 0:
+        return "contrastive_search"
+    if get("dola_layers") is not None:
+        return "dola_generation"
+    return "sample" if do_sample else "greedy_search"
+
+
+def check_mode(model: Any, kwargs: dict[str, Any]) -> str:
+    """The generation mode of a call, or :class:`UnsupportedGeneration` when it cannot be timed."""
+    mode = generation_mode(model, kwargs)
+    if mode not in SUPPORTED_MODES:
+        raise UnsupportedGeneration(f"generation mode {mode!r} is not supported (supported: {', '.join(SUPPORTED_MODES)})")
+    return mode
+
+
+def positions_fed(args: Sequence[Any], kwargs: dict[str, Any]) -> int | None:
+    """Token positions a forward (or generate) call is fed; None when it has no token input."""
+    for key in _MODEL_INPUT_KEYS:
+        value = kwargs.get(key)
+        if value is not None and hasattr(value, "shape"):
+            return int(value.shape[1])
+    if args and hasattr(args[0], "shape") and len(args[0].shape) >= 2:
+        return int(args[0].shape[1])
+    return None
+
+
+def prompt_length(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[int, int]:
+    """(prompt positions, positions already in a user-supplied cache) of a generate() call."""
+    fed = positions_fed(args, kwargs)
+    if fed is None:
+        raise UnsupportedGeneration("generate() was called without input_ids or inputs_embeds")
+    cached = 0
+    for key in _CACHE_KEYS:
+        cache = kwargs.get(key)
+        if cache is not None and hasattr(cache, "get_seq_length"):
+            cached = int(cache.get_seq_length())
+    return fed, cached
+
+
+def returns_prompt(args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    """Whether generate() returns prompt + new tokens (it returns only the new ones when
+    given inputs_embeds without input_ids)."""
+    return kwargs.get("input_ids") is not None or bool(args and hasattr(args[0], "shape"))
+
+
+def pixel_inputs(kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The floating-point pixel tensors among a call's arguments, by key."""
+    out = {}
+    for key, value in kwargs.items():
+        if (key in PIXEL_KEYS or "pixel" in key) and isinstance(value, torch.Tensor) and value.is_floating_point():
+            out[key] = value
+    return out
+
+
+def eos_token_ids(model: Any, kwargs: dict[str, Any]) -> set[int]:
+    """The EOS ids in force for a generate() call (call kwargs override the model's config)."""
+    eos = kwargs.get("eos_token_id")
+    if eos is None:
+        config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+        eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        return set()
+    if isinstance(eos, torch.Tensor):
+        return {int(x) for x in eos.flatten().tolist()}
+    if isinstance(eos, int):
+        return {eos}
+    return {int(x) for x in eos}
+
+
+def count_output_tokens(generated: torch.Tensor, eos_ids: Iterable[int]) -> list[int]:
+    """Output tokens per row of ``generated`` ([B, G], the new tokens only), read from the tokens.
+
+    A row ends at its first EOS, which counts; what follows is padding. The probe prefers
+    what generate()'s stopping criteria decided during the call (see ``StopRecorder``),
+    which also knows stop strings and custom criteria; this is the fallback.
+    """
+    # generated: [B, G]
+    eos = set(eos_ids)
+    lengths = []
+    for row in generated.tolist():
+        n = len(row)
+        for j, tok in enumerate(row):
+            if tok in eos:
+                n = j + 1
+                break
+        lengths.append(n)
+    return lengths
+
+
+def sequences_tensor(output: Any) -> torch.Tensor:
+    """The token tensor of generate()'s return value (a tensor or a ModelOutput)."""
+    return output.sequences if hasattr(output, "sequences") else output
+
+
+class StopRecorder:
+    """Wraps generate()'s stopping criteria to record, per step, which rows they declared done.
+
+    generate() calls its criteria once per generated token (after appending it) and
+    AND-accumulates the result into its unfinished-rows mask; the first step at which a
+    row's criteria say "done" is therefore the row's output length, whatever stopped it
+    (EOS, a stop string, a custom criterion, max length). The per-step results stay on
+    the device until the call has ended, so recording adds no synchronisation.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[Any] = []
+
+    def wrap(self, criteria: Any) -> Any:
+        recorder = self
+
+        class RecordingCriteria(type(criteria)):  # type: ignore[misc]
+            def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> Any:
+                done = super().__call__(input_ids, scores, **kwargs)
+                recorder.steps.append(done)
+                return done
+
+        wrapped = RecordingCriteria(criteria)
+        for name, value in vars(criteria).items():
+            setattr(wrapped, name, value)
+        return wrapped
+
+    def lengths(self, rows: int, generated: int) -> list[int] | None:
+        """Output tokens per row (None when the criteria were never consulted)."""
+        if not self.steps:
+            return None
+        # done: [steps, B]
+        done = torch.stack([torch.as_tensor(s, device="cpu").reshape(-1).bool() for s in self.steps])
+        if done.shape[1] != rows:
+            return None
+        lengths = []
+        for row in range(rows):
+            hits = torch.nonzero(done[:, row]).flatten()
+            lengths.append(min(int(hits[0]) + 1, generated) if hits.numel() else generated)
+        return lengths

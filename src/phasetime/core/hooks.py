@@ -1,0 +1,353 @@
+"""The hooks one model carries while any probe is attached to it, shared by every probe.
+
+A model gets one :class:`ModelHooks`, installed when the first :class:`~phasetime.Probe`
+attaches and removed when the last one detaches, in whatever order they detach: only this
+object patches the model, so no probe can capture another's patch and restore the wrong
+method. Patched methods and hooks are:
+
+* ``generate`` (the call's start and end), and for a model that brings its own generate()
+  (BLIP-2 and the like) the inner language model's ``generate`` too;
+* ``_get_stopping_criteria`` of the language model, so each row's end is recorded as
+  generate() decides it (see :class:`~phasetime.core.generation.StopRecorder`);
+* forward pre- and post-hooks on the module whose forward generate() runs;
+* the vision targets the probes asked for, reference-counted.
+
+The state of a call lives in a :class:`CallState` kept per thread: two threads can run
+measured calls on one model at once, and a hook only ever writes into the call of the
+thread it runs in. The hooks are wrapped in ``torch.compiler.disable`` so that a compiled
+forward calls them eagerly; each measures its own host time (``CallState.hook_ns``).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Hashable
+
+import torch
+
+from .errors import UnsupportedGeneration
+from .generation import StopRecorder
+from .vision import language_modules, receives
+
+if TYPE_CHECKING:
+    from .probe import Probe, _Recorder
+
+_ATTR = "_phasetime_hooks"
+_CREATE_LOCK = threading.Lock()
+INNER_LM_NAMES = ("language_model", "text_model", "text_decoder")
+
+
+def unwrap(model: Any) -> Any:
+    """The module under a ``torch.compile(model)`` wrapper (its hooks are the ones that run)."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+def brings_own_generate(model: Any) -> bool:
+    """Whether the model's class overrides GenerationMixin's generate()."""
+    generate = getattr(type(model), "generate", None)
+    return generate is not None and getattr(generate, "__qualname__", "") != "GenerationMixin.generate"
+
+
+def inner_language_model(model: Any) -> Any | None:
+    """The language model a model with its own generate() hands over to, if it is a standard one."""
+    for name in INNER_LM_NAMES:
+        inner = getattr(model, name, None)
+        if isinstance(inner, torch.nn.Module) and hasattr(inner, "generate") and not brings_own_generate(inner):
+            return inner
+    return None
+
+
+class CallState:
+    """One generate() call in one thread: who records it and what generate() decided."""
+
+    def __init__(self, recorders: list["_Recorder"], pixels: dict[str, torch.Tensor]) -> None:
+        self.recorders = recorders
+        self.pixels = pixels
+        self.stops = StopRecorder()
+        self.hook_ns = 0
+        self.inner: dict[str, Any] | None = None  # the inner generate()'s arguments and result
+        self.discovery: list[Any] = []  # global hook handles while looking for the vision encoder
+
+
+class ModelHooks:
+    """See the module docstring; get it with :meth:`for_model`, never build it directly."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.own_generate = brings_own_generate(model)
+        self.inner = inner_language_model(model) if self.own_generate else None
+        self.lm = self.inner if self.inner is not None else model
+        self.lock = threading.RLock()
+        self.local = threading.local()
+        self.probes: list["Probe"] = []
+        self.installed = False
+        self._patches: list[tuple[Any, str, bool, Any, Any]] = []
+        self._handles: list[Any] = []
+        self._targets: dict[Hashable, list[Any]] = {}  # key -> [count, undo]
+        self.discovered: torch.nn.Module | None = None
+        self._not_vision: set[int] | None = None
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module) -> "ModelHooks":
+        with _CREATE_LOCK:
+            hooks = vars(model).get(_ATTR)
+            if hooks is None:
+                hooks = cls(model)
+                object.__setattr__(model, _ATTR, hooks)
+            return hooks
+
+    # -- probes come and go ---------------------------------------------------------------
+    def add(self, probe: "Probe", vision_keys: dict[Hashable, Callable[[], Callable[[], None]]]) -> None:
+        with self.lock:
+            if not self.installed:
+                self._install()
+            try:
+                for key, install in vision_keys.items():
+                    self._acquire(key, install)
+            except BaseException:
+                self._release_all(list(vision_keys)[: len(self._targets)])
+                if not self.probes:
+                    self._uninstall()
+                raise
+            self.probes.append(probe)
+
+    def remove(self, probe: "Probe", vision_keys: list[Hashable]) -> None:
+        with self.lock:
+            if probe not in self.probes:
+                return
+            self.probes.remove(probe)
+            self._release_all(vision_keys)
+            if not self.probes:
+                self._uninstall()
+
+    def _acquire(self, key: Hashable, install: Callable[[], Callable[[], None]]) -> None:
+        entry = self._targets.get(key)
+        if entry is None:
+            self._targets[key] = [1, install()]
+        else:
+            entry[0] += 1
+
+    def _release_all(self, keys: list[Hashable]) -> None:
+        for key in keys:
+            entry = self._targets.get(key)
+            if entry is None:
+                continue
+            entry[0] -= 1
+            if entry[0] == 0:
+                del self._targets[key]
+                entry[1]()
+
+    # -- installing -------------------------------------------------------------------------
+    def _install(self) -> None:
+        self.installed = True
+        try:
+            self.patch(self.model, "generate", self._wrap_generate)
+            if self.inner is not None:
+                self.patch(self.inner, "generate", self._wrap_inner_generate)
+            if callable(getattr(self.lm, "_get_stopping_criteria", None)):
+                self.patch(self.lm, "_get_stopping_criteria", self._wrap_criteria)
+            # Our pre-hooks go first and post-hooks last, so the timed span covers any other hooks.
+            self._handles.append(self.lm.register_forward_pre_hook(self._forward_pre, with_kwargs=True, prepend=True))
+            self._handles.append(self.lm.register_forward_hook(self._forward_post))
+        except BaseException:
+            self._uninstall()
+            raise
+
+    def _uninstall(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for owner, name, had_own, previous, wrapper in reversed(self._patches):
+            if vars(owner).get(name) is not wrapper:
+                continue  # someone patched over us: our wrapper stays, inert, and calls through
+            if had_own:
+                setattr(owner, name, previous)
+            else:
+                delattr(owner, name)
+        self._patches.clear()
+        for _, undo in list(self._targets.values()):
+            undo()
+        self._targets.clear()
+        self.installed = False
+        with _CREATE_LOCK:
+            if vars(self.model).get(_ATTR) is self:
+                delattr(self.model, _ATTR)
+
+    def patch(self, owner: Any, name: str, make_wrapper: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[[], None]:
+        """Replace ``owner.name`` by a wrapper (signature kept: generate() inspects that of
+        get_image_features); returns the undo function."""
+        had_own = name in vars(owner)
+        previous = vars(owner)[name] if had_own else None
+        original = getattr(owner, name)
+        wrapper = functools.wraps(original)(make_wrapper(original))
+        setattr(owner, name, wrapper)
+        entry = (owner, name, had_own, previous, wrapper)
+        self._patches.append(entry)
+
+        def undo() -> None:
+            if entry in self._patches:
+                self._patches.remove(entry)
+                if vars(owner).get(name) is wrapper:
+                    if had_own:
+                        setattr(owner, name, previous)
+                    else:
+                        delattr(owner, name)
+
+        return undo
+
+    # -- the call -------------------------------------------------------------------------------
+    @property
+    def call(self) -> CallState | None:
+        return getattr(self.local, "call", None)
+
+    def recorders_here(self) -> list["Probe"]:
+        ident = threading.get_ident()
+        with self.lock:
+            return [p for p in self.probes if p.thread is None or p.thread == ident]
+
+    def _wrap_generate(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        hooks = self
+
+        def timed_generate(*args: Any, **kwargs: Any) -> Any:
+            if not hooks.installed:
+                return original(*args, **kwargs)
+            probes = hooks.recorders_here()
+            if not probes:
+                return original(*args, **kwargs)
+            from .probe import run_timed_call
+
+            return run_timed_call(hooks, probes, original, args, kwargs)
+
+        return timed_generate
+
+    def _wrap_inner_generate(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        hooks = self
+
+        def inner_generate(*args: Any, **kwargs: Any) -> Any:
+            state = hooks.call if hooks.installed else None
+            if state is None or state.inner is not None:
+                return original(*args, **kwargs)
+            from .probe import run_inner_call
+
+            return run_inner_call(hooks, state, original, args, kwargs)
+
+        return inner_generate
+
+    def _wrap_criteria(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        hooks = self
+
+        def get_stopping_criteria(*args: Any, **kwargs: Any) -> Any:
+            criteria = original(*args, **kwargs)
+            state = hooks.call if hooks.installed else None
+            return criteria if state is None else state.stops.wrap(criteria)
+
+        return get_stopping_criteria
+
+    def each(self, action: Callable[["_Recorder"], None]) -> None:
+        """Run ``action`` on every recorder of this thread's call, counting the time as the probe's own."""
+        state = self.call
+        if state is None:
+            return
+        start = time.perf_counter_ns()
+        for recorder in state.recorders:
+            action(recorder)
+        state.hook_ns += time.perf_counter_ns() - start
+
+    @torch.compiler.disable
+    def _forward_pre(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        state = self.call
+        if state is None:
+            return None
+        from .generation import positions_fed
+
+        tokens = positions_fed(args, kwargs)
+        if tokens is None:
+            raise UnsupportedGeneration("a forward received neither input_ids nor inputs_embeds")
+        self.each(lambda r: r.mark("forward_start", tokens))
+        return None
+
+    @torch.compiler.disable
+    def _forward_post(self, module: Any, args: Any, output: Any) -> None:
+        self.each(lambda r: r.mark("forward_end"))
+        return None
+
+    def vision_enter(self, key: Hashable) -> None:
+        self.each(lambda r: r.vision_enter(key))
+
+    def vision_exit(self, key: Hashable) -> None:
+        self.each(lambda r: r.vision_exit(key))
+
+    # -- vision targets --------------------------------------------------------------------------
+    def module_target(self, module: torch.nn.Module, key: Hashable) -> Callable[[], None]:
+        """Install pre/post hooks on ``module`` that report vision for ``key``; returns the undo."""
+        hooks = self
+
+        @torch.compiler.disable
+        def pre(mod: Any, args: Any) -> None:
+            hooks.vision_enter(key)
+
+        @torch.compiler.disable
+        def post(mod: Any, args: Any, output: Any) -> None:
+            hooks.vision_exit(key)
+
+        handles = [module.register_forward_pre_hook(pre, prepend=True), module.register_forward_hook(post)]
+
+        def undo() -> None:
+            for handle in handles:
+                handle.remove()
+
+        return undo
+
+    def method_target(self, owner: Any, name: str, key: Hashable) -> Callable[[], None]:
+        """Wrap ``owner.name`` so that its calls report vision for ``key``; returns the undo."""
+        hooks = self
+
+        def make(original: Callable[..., Any]) -> Callable[..., Any]:
+            def timed_vision(*args: Any, **kwargs: Any) -> Any:
+                hooks.vision_enter(key)
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    hooks.vision_exit(key)
+
+            return timed_vision
+
+        return self.patch(owner, name, make)
+
+    # -- discovery: the module that receives the pixels -------------------------------------------
+    def start_discovery(self, state: CallState) -> None:
+        """Watch the calls of every module outside the language model, during this call, until
+        one receives the pixels: that module is the vision encoder."""
+        root = self.model
+        if self._not_vision is None:
+            self._not_vision = language_modules(self.lm if self.inner is None else root)
+        hooks = self
+
+        @torch.compiler.disable
+        def pre(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+            if hooks.call is state and state.discovery and receives(state.pixels.values(), args, kwargs):
+                hooks.stop_discovery(state)
+                hooks.found_encoder(module)
+
+        for _, module in root.named_modules():
+            if id(module) not in self._not_vision:
+                state.discovery.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+
+    def stop_discovery(self, state: CallState) -> None:
+        for handle in state.discovery:
+            handle.remove()
+        state.discovery.clear()
+
+    def found_encoder(self, module: torch.nn.Module) -> None:
+        """Time ``module`` as the vision encoder of every automatic probe, from now on."""
+        with self.lock:
+            self.discovered = module
+            key = ("discovered", id(module))
+            for probe in self.probes:
+                if probe.automatic_vision and not probe.vision_keys:
+                    probe.vision_keys.append(key)
+                    self._acquire(key, lambda: self.module_target(module, key))
+        self.vision_enter(key)  # this call is already inside the module: its pre-hook did not run

@@ -1,0 +1,49 @@
+"""``phasetime.measure``: time one ``generate()`` call."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from .clock import Clock
+from .errors import UsageError
+from .legacy import measure_subtract
+from .probe import Probe
+from .record import Measurement
+
+METHODS = ("direct", "subtract")
+
+
+def measure(
+    model: torch.nn.Module,
+    inputs: dict[str, Any],
+    method: str = "direct",
+    *,
+    vision: Sequence[str] | None = None,
+    nvtx: bool = False,
+    clock: Clock | None = None,
+    sensors: Sequence[Any] = (),
+    **generate_kwargs: Any,
+) -> Measurement:
+    """Run ``model.generate(**inputs, **generate_kwargs)`` once and time every phase.
+
+    ``inputs`` is the dict a processor or tokenizer returns. ``method="direct"`` (the
+    default) times the phases inside the one call with a :class:`Probe`;
+    ``method="subtract"`` reproduces the legacy subtraction method as a baseline (three
+    separate calls; see ``docs/metrics.md``). ``vision`` overrides the automatic
+    vision-encoder lookup (see :class:`Probe`); ``nvtx`` names the phases in NVTX ranges;
+    ``clock`` replaces the default clock (CUDA events on CUDA, else ``perf_counter_ns``);
+    ``sensors`` sample resources at the phase boundaries. Several threads may measure one
+    model at once: each call is recorded only by its own thread's probe. Raises
+    :class:`~phasetime.UnsupportedGeneration` for a call that cannot be timed correctly.
+    """
+    if method == "direct":
+        with Probe(model, vision=vision, nvtx=nvtx, clock=clock, sensors=sensors, scope="thread") as probe:
+            model.generate(**inputs, **generate_kwargs)
+        return probe.measurements[-1]
+    if method == "subtract":
+        if vision is not None or nvtx or sensors:
+            raise UsageError("vision=, nvtx= and sensors= apply to the direct method only")
+        return measure_subtract(model, inputs, clock=clock, **generate_kwargs)
+    raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}")

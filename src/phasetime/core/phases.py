@@ -1,0 +1,206 @@
+"""Turning the probe's timestamped events into phases: one pure function, no I/O.
+
+The probe (``probe.py``) emits, for one ``generate()`` call, a flat list of
+:class:`Event`\\ s with times in milliseconds since the call started:
+
+``call_start``, ``vision_start``/``vision_end`` (outermost vision-encoder calls),
+``forward_start``/``forward_end`` (top-level model forwards; ``forward_start`` carries
+the number of token positions fed) and ``call_end``.
+
+:func:`derive` classifies forwards as prefill or decode by counting fed positions
+against the prompt length (so a 1-token prompt or a chunked prefill cannot confuse
+it), derives ``ready[k]`` for every output token, and builds a :class:`Measurement`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .errors import UnsupportedGeneration
+from .record import Measurement, SequenceTiming
+
+EVENT_KINDS = ("call_start", "call_end", "forward_start", "forward_end", "vision_start", "vision_end")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One boundary seen by the probe; ``tokens`` is set on ``forward_start`` only."""
+
+    kind: str
+    t_ms: float
+    tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Forward:
+    start_ms: float
+    end_ms: float
+    tokens: int
+
+
+def _pair_up(events: Sequence[Event], start: str, end: str) -> list[tuple[float, float, int | None]]:
+    """(start, end, tokens) of every start/end pair, in order; rejects unbalanced lists."""
+    spans: list[tuple[float, float, int | None]] = []
+    open_event: Event | None = None
+    for ev in events:
+        if ev.kind == start:
+            if open_event is not None:
+                raise ValueError(f"nested {start} events: the probe should only report the outermost call")
+            open_event = ev
+        elif ev.kind == end:
+            if open_event is None:
+                raise ValueError(f"{end} without {start}")
+            spans.append((open_event.t_ms, ev.t_ms, open_event.tokens))
+            open_event = None
+    if open_event is not None:
+        raise ValueError(f"{start} without {end}")
+    return spans
+
+
+def _call_bounds(events: Sequence[Event]) -> tuple[float, float]:
+    starts = [e.t_ms for e in events if e.kind == "call_start"]
+    ends = [e.t_ms for e in events if e.kind == "call_end"]
+    if len(starts) != 1 or len(ends) != 1:
+        raise ValueError("expected exactly one call_start and one call_end event")
+    return starts[0], ends[0]
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+class PromptCounter:
+    """Tells prefill forwards from decode forwards by counting the positions fed.
+
+    A forward is prefill while fewer than ``prompt_tokens`` positions have been consumed
+    before it. Without a KV cache every forward re-feeds the whole sequence: the first
+    consumes the prompt and every later one is a decode forward, as it should be.
+    """
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.consumed = 0
+
+    def feed(self, tokens: int) -> bool:
+        """Record a forward fed ``tokens`` positions; True when it is a prefill forward."""
+        is_prefill = self.consumed < self.prompt_tokens
+        self.consumed += tokens
+        return is_prefill
+
+
+def split_prefill(forwards: Sequence[_Forward], prompt_tokens: int) -> tuple[list[_Forward], list[_Forward]]:
+    """Split forwards into (prefill, decode); see :class:`PromptCounter`."""
+    counter = PromptCounter(prompt_tokens)
+    prefill: list[_Forward] = []
+    decode: list[_Forward] = []
+    for fwd in forwards:
+        (prefill if counter.feed(fwd.tokens) else decode).append(fwd)
+    return prefill, decode
+
+
+def derive(
+    events: Sequence[Event],
+    *,
+    prompt_tokens: int,
+    output_tokens: Sequence[int],
+    timer: str,
+    output_ids: Any = None,
+    probe_ms: float | None = None,
+    resources: dict[str, Any] | None = None,
+) -> Measurement:
+    """Build the :class:`Measurement` of one call from its events.
+
+    ``prompt_tokens`` is the number of prompt positions the model still has to consume
+    (prompt length minus any positions already in a user-supplied cache);
+    ``output_tokens`` holds the output length of every sequence (see
+    :class:`phasetime.core.generation.StopRecorder`); ``probe_ms`` and ``resources`` are
+    passed through to the record.
+    """
+    # 1. Call bounds and raw spans.
+    t_start, t_end = _call_bounds(events)
+    forwards = [_Forward(s, e, tok if tok is not None else 0) for s, e, tok in _pair_up(events, "forward_start", "forward_end")]
+    visions = [(s, e) for s, e, _ in _pair_up(events, "vision_start", "vision_end")]
+    if not output_tokens:
+        raise ValueError("output_tokens needs one entry per sequence")
+    n_max = max(output_tokens)
+
+    # 2. Prefill: the forwards that consume the prompt, without the vision nested in them
+    #    (transformers <= 5.17 encodes images inside the first forward).
+    prefill, decode = split_prefill(forwards, prompt_tokens)
+    if n_max > 0 and not prefill:
+        raise UnsupportedGeneration("no forward consumed the prompt; this generation mode is not supported")
+    nested_vision = sum(_overlap(vs, ve, f.start_ms, f.end_ms) for f in prefill for vs, ve in visions)
+    prefill_ms = sum(f.end_ms - f.start_ms for f in prefill) - nested_vision
+    vision_ms = sum(ve - vs for vs, ve in visions)
+
+    # 3. Ready times: token 1 is ready when the first decode forward starts, token k + 1
+    #    when decode forward k + 1 starts, and the last token when generate() returns.
+    #    A deferred stop check (transformers on MPS) runs one extra, discarded forward,
+    #    so len(decode) may equal n_max; any other count means a mode we cannot time.
+    if n_max > 0 and len(decode) not in (n_max - 1, n_max):
+        raise UnsupportedGeneration(
+            f"saw {len(decode)} decode forwards for {n_max} output tokens; "
+            "this generation mode does not produce one token per forward"
+        )
+    timed_decode = decode[: max(n_max - 1, 0)]  # without a deferred stop's discarded forward
+    ready = [f.start_ms - t_start for f in timed_decode]
+    if n_max > 0:
+        ready.append(decode[n_max - 1].start_ms - t_start if len(decode) == n_max else t_end - t_start)
+
+    # 4. Per-sequence values: each sequence ends at the ready time of its own last token.
+    #    Vision that ran inside decode forwards (a model re-encoding its images every step)
+    #    is vision, so it is taken out of the gaps it fell into.
+    decode_vision = [(vs, ve) for vs, ve in visions
+                     if any(_overlap(vs, ve, f.start_ms, f.end_ms) > 0 for f in decode)]
+
+    def vision_between(a: float, b: float) -> float:
+        return sum(_overlap(vs - t_start, ve - t_start, a, b) for vs, ve in decode_vision)
+
+    sequences = []
+    for i, n in enumerate(output_tokens):
+        own = ready[:n]
+        itl = tuple(b - a - vision_between(a, b) for a, b in zip(own, own[1:]))
+        decode_i = own[-1] - own[0] - vision_between(own[0], own[-1]) if n >= 2 else 0.0
+        sequences.append(
+            SequenceTiming(index=i, output_tokens=n, decode_ms=decode_i, tpot_ms=decode_i / (n - 1) if n >= 2 else None, itl_ms=itl)
+        )
+
+    # 5. Call-level phases and the raw spans (for timelines and traces).
+    spans = sorted(
+        [("vision", vs - t_start, ve - t_start) for vs, ve in visions]
+        + [("prefill", f.start_ms - t_start, f.end_ms - t_start) for f in prefill]
+        + [("decode", f.start_ms - t_start, f.end_ms - t_start) for f in timed_decode],
+        key=lambda span: span[1],
+    )
+    total_ms = t_end - t_start
+    ttft_ms = ready[0] if ready else None
+    decode_vision_ms = vision_between(ready[0], ready[-1]) if ready else 0.0
+    decode_ms = ready[-1] - ready[0] - decode_vision_ms if ready else 0.0
+    other_ms = total_ms - vision_ms - prefill_ms - decode_ms
+    return Measurement(
+        method="direct",
+        timer=timer,
+        total_ms=total_ms,
+        vision_ms=vision_ms,
+        prefill_ms=prefill_ms,
+        ttft_ms=ttft_ms,
+        decode_ms=decode_ms,
+        other_ms=other_ms,
+        decode_steps=max(n_max - 1, 0),
+        prompt_tokens=prompt_tokens,
+        sequences=tuple(sequences),
+        prefill_forwards=len(prefill),
+        vision_calls=len(visions),
+        ready_ms=tuple(ready),
+        decode_forward_ms=tuple(f.end_ms - f.start_ms for f in timed_decode),
+        spans=tuple(spans),
+        decode_vision_ms=decode_vision_ms,
+        probe_ms=probe_ms,
+        resources=dict(resources or {}),
+        output_ids=output_ids,
+    )

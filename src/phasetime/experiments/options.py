@@ -1,0 +1,152 @@
+"""Checking values before anything runs: generate() options, devices, attention implementations.
+
+Every function here raises ``ValueError`` with a message fit for the experiment file's
+problem list (pydantic adds the key's path), never a ``TypeError`` from deep inside.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from ..core.errors import UnsupportedGeneration
+from ..core.generation import SUPPORTED_MODES, generation_mode
+
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
+RESERVED = {"max_new_tokens", "min_new_tokens"}
+_BOOL = {"do_sample", "use_cache", "renormalize_logits", "remove_invalid_values", "output_attentions",
+         "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate", "token_healing",
+         "low_memory", "disable_compile", "use_mtp"}
+_INT = {"max_length", "min_length", "num_beams", "num_beam_groups", "top_k", "no_repeat_ngram_size",
+        "encoder_no_repeat_ngram_size", "num_return_sequences", "pad_token_id", "bos_token_id", "forced_bos_token_id",
+        "decoder_start_token_id", "prompt_lookup_num_tokens", "max_matching_ngram_size", "num_assistant_tokens",
+        "prefill_chunk_size", "max_cache_len", "assistant_lookbehind", "target_lookbehind", "assistant_early_exit"}
+_FLOAT = {"max_time", "temperature", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff",
+          "repetition_penalty", "encoder_repetition_penalty", "length_penalty", "guidance_scale",
+          "assistant_confidence_threshold", "penalty_alpha", "diversity_penalty"}
+_STR = {"cache_implementation", "num_assistant_tokens_schedule"}
+_INT_OR_INTS = {"eos_token_id", "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens"}
+_STR_OR_STRS = {"stop_strings"}
+_FORBIDDEN = {"transformers_version", "is_assistant", "generation_kwargs"}
+# Values above these are surely typos (and would allocate or loop for ever).
+_INT_LIMIT = 1_000_000
+# Ranges transformers checks only when generate() runs (a failed cell, not an error up front).
+_RANGES = {
+    "temperature": (0.0, None, False), "top_p": (0.0, 1.0, False), "min_p": (0.0, 1.0, True),
+    "typical_p": (0.0, 1.0, False), "top_k": (0, None, True), "repetition_penalty": (0.0, None, False),
+    "num_return_sequences": (1, 256, True), "num_beams": (1, None, True), "max_time": (0.0, None, False),
+    "no_repeat_ngram_size": (0, None, True), "epsilon_cutoff": (0.0, 1.0, True), "eta_cutoff": (0.0, 1.0, True),
+}
+
+
+def _range_problem(key: str, value: Any) -> str | None:
+    if key not in _RANGES or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    low, high, inclusive = _RANGES[key]
+    if value < low or (value == low and not inclusive):
+        return f"must be {'>=' if inclusive else '>'} {low}"
+    if high is not None and value > high:
+        return f"must be <= {high}"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_problem(key: str, value: Any) -> str | None:
+    if key in _BOOL and not isinstance(value, bool):
+        return "must be true or false"
+    if key in _INT and not _is_int(value):
+        return "must be an integer"
+    if key in _FLOAT and not (_is_int(value) or (isinstance(value, float) and math.isfinite(value))):
+        return "must be a finite number"
+    if key in _STR and not isinstance(value, str):
+        return "must be a string"
+    if key in _INT_OR_INTS and not (_is_int(value) or (isinstance(value, list) and all(_is_int(v) for v in value))):
+        return "must be an integer or a list of integers"
+    if key in _STR_OR_STRS and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+        return "must be a string or a list of strings"
+    if _is_int(value) and abs(value) > _INT_LIMIT and key not in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        return f"must be at most {_INT_LIMIT}"
+    return None
+
+
+def _known_options() -> set[str]:
+    from transformers import GenerationConfig
+
+    return {k for k in vars(GenerationConfig()) if not k.startswith("_")}
+
+
+def check_generation(options: dict[str, Any]) -> dict[str, Any]:
+    """A ``sweep.generation`` entry: known generate() options of the right types, JSON-storable,
+    a mode phasetime can time, and accepted by transformers' GenerationConfig."""
+    try:
+        json.dumps(options, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError):
+        raise ValueError("values must be numbers, strings, booleans, null or lists and mappings of them") from None
+    reserved = RESERVED & set(options)
+    if reserved:
+        raise ValueError(f"{sorted(reserved)} cannot be set here (max/min_new_tokens have their own keys)")
+    known = _known_options()
+    for key, value in options.items():
+        if key in _FORBIDDEN or key not in known:
+            raise ValueError(f"{key!r} is not a generate() option phasetime can set")
+        problem = _type_problem(key, value) or _range_problem(key, value)
+        if problem:
+            raise ValueError(f"{key}={value!r} {problem}")
+    try:
+        mode = generation_mode(None, options)
+    except UnsupportedGeneration as exc:
+        raise ValueError(str(exc)) from None
+    if mode not in SUPPORTED_MODES:
+        raise ValueError(f"{options}: generation mode {mode!r} cannot be timed (supported: greedy_search, sample)")
+    _check_with_transformers(options)
+    return options
+
+
+def _check_with_transformers(options: dict[str, Any]) -> None:
+    import warnings
+
+    from transformers import GenerationConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            GenerationConfig(**options)
+        except (ValueError, TypeError) as exc:
+            text = str(exc).strip().splitlines()
+            raise ValueError(f"transformers refuses {options}: {text[0] if text else type(exc).__name__}") from None
+
+
+def check_device(value: str) -> str:
+    if not isinstance(value, str) or not DEVICE.match(value):
+        raise ValueError(f"unknown device {value!r} (use auto, cpu, mps, cuda or cuda:N)")
+    return value
+
+
+def attention_implementations() -> list[str]:
+    """The attention implementations this transformers knows."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    return ["eager", *ALL_ATTENTION_FUNCTIONS.keys()]
+
+
+def check_attention(value: str | None) -> str | None:
+    if value is None:
+        return None
+    known = attention_implementations()
+    if value not in known and not value.startswith("kernels-community/"):
+        raise ValueError(f"unknown attention implementation {value!r} (this transformers knows {', '.join(known)})")
+    return value
+
+
+def check_text(value: str, what: str = "value") -> str:
+    """A path or name: no NUL byte, at most 4096 characters."""
+    if "\0" in value:
+        raise ValueError(f"{what} contains a NUL byte")
+    if len(value) > 4096:
+        raise ValueError(f"{what} is longer than 4096 characters")
+    return value

@@ -1,0 +1,168 @@
+"""Planning a run, purely: the cells of the grid, their order, what is left to do, and the
+task each cell becomes for an executor.
+
+Nothing here loads a model, reads a results directory or writes anything: the driver
+hands in what it found (the done cells), and gets back the :class:`CellTask` list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from .datasets import Sample
+from .spec import DatasetInputs, Experiment, ModelSpec
+
+CALL_ID_STRIDE = 1_000_000  # call ids are cell * stride + the call's number within the cell
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination of swept values for one model. ``params`` become result columns."""
+
+    index: int
+    model: ModelSpec
+    params: dict[str, Any]
+    context: str = ""  # digest of the experiment's settings that shape every cell's rows
+
+    @property
+    def key(self) -> str:
+        """A stable digest of everything that shapes the cell's rows, to recognise it when resuming."""
+        blob = json.dumps({"model": self.model.model_dump(), **self.params, "context": self.context}, sort_keys=True,
+                          default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @property
+    def load_key(self) -> tuple[Any, ...]:
+        """Cells with the same load key share one loaded model."""
+        return (self.model.name, self.params["dtype"], self.model.device, self.params["attn_implementation"],
+                self.model.trust_remote_code)
+
+    @property
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(json.loads(self.params["generation"]))
+        kwargs["max_new_tokens"] = self.params["max_new_tokens"]
+        kwargs["min_new_tokens"] = self.params["min_new_tokens"]
+        return kwargs
+
+
+def _methods(sweep_methods: list[str]) -> list[str]:
+    methods: list[str] = []
+    for method in sweep_methods:
+        for m in (("direct", "subtract") if method == "both" else (method,)):
+            if m not in methods:
+                methods.append(m)
+    return methods
+
+
+# Settings that do not change what a cell measures: its name, where and in which order cells run.
+_NOT_CONTEXT = {"name", "description", "executor", "order", "models", "sweep"}
+
+
+def context_digest(experiment: Experiment) -> str:
+    """A digest of the experiment-wide settings every cell's rows depend on (inputs, repeats, seed, ...)."""
+    data = {k: v for k, v in experiment.model_dump(mode="json").items() if k not in _NOT_CONTEXT}
+    return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def expand(experiment: Experiment) -> list[Cell]:
+    """Every cell of the grid, models outermost (so each model loads once), output length innermost."""
+    sweep = experiment.sweep
+    context = context_digest(experiment)
+    cells: list[Cell] = []
+    none: list[Any] = [None]
+    for model in experiment.models:
+        axes = itertools.product(
+            sweep.dtype or [model.dtype],
+            sweep.attn_implementation or ([model.attn_implementation] if model.attn_implementation else none),
+            _methods(list(sweep.method)),
+            sweep.image_size or none,
+            sweep.max_pixels or none,
+            sweep.max_visual_tokens or none,
+            sweep.batch_size,
+            sweep.generation,
+            sweep.max_new_tokens,
+        )
+        for dtype, attn, method, image_size, max_pixels, max_tokens, batch, generation, n in axes:
+            params = {
+                "model": model.name,
+                "dtype": dtype,
+                "attn_implementation": attn,
+                "method": method,
+                "image_size": image_size,
+                "max_pixels": max_pixels,
+                "max_visual_tokens": max_tokens,
+                "batch_size": batch,
+                "generation": json.dumps(generation, sort_keys=True),
+                "max_new_tokens": n,
+                "min_new_tokens": experiment.resolved_min_new_tokens(n),
+            }
+            cells.append(Cell(index=len(cells), model=model, params=params, context=context))
+    return cells
+
+
+def execution_order(cells: list[Cell], experiment: Experiment) -> list[Cell]:
+    """Cells grouped by loaded model (grid order of models); within a model, shuffled with
+    the experiment's seed unless ``order: grid``."""
+    if experiment.order == "grid":
+        return cells
+    rng = random.Random(experiment.seed)
+    out = []
+    for load_key in dict.fromkeys(c.load_key for c in cells):
+        group = [c for c in cells if c.load_key == load_key]
+        rng.shuffle(group)
+        out.extend(group)
+    return out
+
+
+def batches(samples: list[Sample], experiment: Experiment) -> dict[int, list[list[Sample]]]:
+    """Samples grouped into batches, per batch size. Synthetic input repeats its one prompt."""
+    out = {}
+    for size in experiment.sweep.batch_size:
+        if isinstance(experiment.inputs, DatasetInputs):
+            out[size] = [samples[i:i + size] for i in range(0, len(samples), size)]
+        else:
+            out[size] = [samples * size]
+    return out
+
+
+def calls_per_cell(experiment: Experiment, grouped: dict[int, list[list[Sample]]]) -> dict[int, int]:
+    """Calls (warm-up included) a cell of each batch size makes."""
+    return {size: experiment.warmup + experiment.repeats * len(b) for size, b in grouped.items()}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How every cell runs, beyond the experiment itself."""
+
+    skip_bad_samples: bool = False
+    nvtx: bool = False
+    threads: int | None = None  # torch intra-op threads; None: leave torch's default
+    sensors: tuple[str, ...] = ()  # names of sensors to attach (see phasetime.core.sensors)
+    cost: bool = False  # count FLOPs and bytes per phase after each cell (a replay, outside the timed calls)
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Everything a worker needs to measure one cell; picklable, no shared state."""
+
+    cell: Cell
+    experiment: Experiment
+    batches: list[list[Sample]]
+    options: RunOptions = field(default_factory=RunOptions)
+
+    @property
+    def first_call_id(self) -> int:
+        return self.cell.index * CALL_ID_STRIDE
+
+
+def tasks(cells: list[Cell], done: set[int], experiment: Experiment, samples: list[Sample],
+          options: RunOptions) -> list[CellTask]:
+    """The tasks of the cells not done yet, in execution order."""
+    grouped = batches(samples, experiment)
+    todo = execution_order([c for c in cells if c.index not in done], experiment)
+    return [CellTask(c, experiment, grouped[c.params["batch_size"]], options) for c in todo]

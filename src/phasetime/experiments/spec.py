@@ -1,0 +1,327 @@
+"""Experiment files: what to measure, declared as data and validated before anything runs.
+
+An experiment names one or more models, the inputs (a synthetic prompt + image, or a data
+set), a sweep grid, repeats, warm-up, a seed, threads, an executor and optionally a
+scoring metric. Every value is type- and range-checked here, with every problem listed by
+its path; what needs the model or the data (output length within the model's positions,
+images that decode) is checked by :mod:`.validate` before anything is written. The grid
+expands to cells in :mod:`.plan`. See ``docs/experiments.md`` for the format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..core.errors import PhasetimeError
+from .datasets import HF_COLUMNS
+from .models import DEFAULT_MODEL
+from .options import check_attention, check_device, check_generation, check_text
+from .scoring import METRICS
+
+DEFAULT_PROMPT = "Describe this image in detail."
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+MAX_TOKENS = 1_000_000
+MAX_SIDE = 8192  # an 8192 x 8192 RGB image is 200 MB
+MAX_IMAGES = 64
+MAX_SEED = 2**32 - 1
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
+Text = Annotated[str, Field(max_length=4096)]
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+MethodName = Literal["direct", "subtract", "both"]
+MetricName = Literal["vqa", "exact_match", "anls", "relaxed", "multiple_choice", "yes_no"]
+assert set(METRICS) == set(MetricName.__args__)  # type: ignore[attr-defined]
+
+
+class ExperimentError(PhasetimeError, ValueError):
+    """An experiment file that cannot be used; the message lists every problem with its path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            check_text(value)
+        return value
+
+
+class ModelSpec(_Strict):
+    """One model: a built-in name, a hub id or a local directory."""
+
+    name: Text = Field(min_length=1)
+    dtype: Dtype = "auto"
+    device: str = "auto"
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    vision: list[Text] | None = None  # module or method paths overriding the vision-encoder lookup
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return check_device(value)
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _attention(cls, value: str | None) -> str | None:
+        return check_attention(value)
+
+
+class SyntheticInputs(_Strict):
+    """One prompt, with a generated image (or a given one), repeated as the batch needs."""
+
+    kind: Literal["synthetic"] = "synthetic"
+    prompt: Text = DEFAULT_PROMPT
+    image: Text | None = None
+    image_size: Side = 336
+    images: int = Field(default=1, ge=0, le=MAX_IMAGES)  # images per prompt on a VLM (0: text only)
+
+
+class DatasetInputs(_Strict):
+    """A data set: a manifest, LLaVA eval questions, a Hugging Face data set on disk, or synthetic VQA."""
+
+    kind: Literal["manifest", "llava", "hf", "synthetic-vqa"]
+    path: Text | None = None
+    answers: Text | None = None  # llava: the answers file
+    image_folder: Text | None = None  # llava: where images live (default: beside the questions)
+    split: Text | None = None  # hf
+    columns: dict[str, Text] = Field(default_factory=dict)  # hf: phasetime field -> column
+    limit: Annotated[int, Field(ge=1, le=10**9)] | None = None
+    samples: Annotated[int, Field(ge=1, le=100_000)] = 20  # synthetic-vqa
+    multiple_choice: bool = False  # synthetic-vqa
+    image_size: Annotated[int, Field(ge=8, le=MAX_SIDE)] = 224  # synthetic-vqa: drawing size
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "DatasetInputs":
+        if self.kind != "synthetic-vqa" and not self.path:
+            raise ValueError(f"a {self.kind!r} data set needs a path")
+        unknown = set(self.columns) - set(HF_COLUMNS)
+        if unknown:
+            raise ValueError(f"columns: unknown field(s) {sorted(unknown)}")
+        return self
+
+
+class PromptSpec(_Strict):
+    """Text around each question; the processor's chat template wraps the result."""
+
+    pre: Text = ""
+    post: Text = ""
+
+
+class Sweep(_Strict):
+    """The grid: every list is an axis; cells are the product of all axes."""
+
+    max_new_tokens: list[Tokens] = Field(default_factory=lambda: [32], min_length=1)
+    batch_size: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [1], min_length=1)
+    image_size: list[Side] | None = None  # images resized so the longer side is this
+    max_pixels: list[Annotated[int, Field(ge=1, le=MAX_SIDE * MAX_SIDE)]] | None = None  # dynamic resolution
+    max_visual_tokens: list[Tokens] | None = None  # the same, counted in visual tokens
+    dtype: list[Dtype] | None = None  # overrides each model's dtype
+    attn_implementation: list[str] | None = None
+    method: list[MethodName] = Field(default_factory=lambda: list[MethodName](["direct"]), min_length=1)
+    generation: list[dict[str, Any]] = Field(default_factory=lambda: [dict[str, Any]()], min_length=1)
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _attention(cls, values: list[str] | None) -> list[str] | None:
+        for value in values or []:
+            check_attention(value)
+        return values
+
+    @field_validator("generation")
+    @classmethod
+    def _generation(cls, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for options in values:
+            check_generation(options)
+        return values
+
+    @model_validator(mode="after")
+    def _one_resolution_axis(self) -> "Sweep":
+        if self.max_pixels and self.max_visual_tokens:
+            raise ValueError("sweep either max_pixels or max_visual_tokens, not both")
+        return self
+
+
+class ExecutorSpec(_Strict):
+    """Where cells run: this process (``local``) or a Ray cluster (``ray``)."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: Text | None = None  # ray: an existing cluster ("auto", "ray://host:10001"); None starts one
+    workers: Annotated[int, Field(ge=1, le=4096)] | None = None  # ray: default one per GPU, else one per CPU
+    gpus_per_worker: Annotated[float, Field(ge=0, le=64)] | None = None  # default 1 on a cluster with GPUs
+    cpus_per_worker: Annotated[float, Field(ge=0, le=1024)] = 1.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 1  # a cell whose worker died runs again this often
+
+
+class Experiment(_Strict):
+    """A whole experiment file (see ``docs/experiments.md``)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    description: Text = ""
+    models: list[ModelSpec] = Field(min_length=1, max_length=1000)
+    inputs: Annotated[Union[SyntheticInputs, DatasetInputs], Field(discriminator="kind")] = SyntheticInputs()
+    prompt: PromptSpec = PromptSpec()
+    sweep: Sweep = Sweep()
+    metric: MetricName | None = None
+    min_new_tokens: Union[Literal["max"], Annotated[int, Field(ge=0, le=MAX_TOKENS)], None] = None
+    repeats: Annotated[int, Field(ge=1, le=100_000)] = 3
+    warmup: Annotated[int, Field(ge=0, le=10_000)] = 1
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    # torch intra-op threads (and OMP/MKL): "auto" is 1 on a CPU model (see docs/metrics.md,
+    # "Threads"), torch's default on CUDA.
+    threads: Union[Literal["auto"], Annotated[int, Field(ge=1, le=1024)]] = "auto"
+    # Execution order of a model's cells. "shuffled" (seeded) keeps a machine's slow drift
+    # from lining up with a swept parameter (output length, say) and posing as its effect.
+    order: Literal["shuffled", "grid"] = "shuffled"
+    executor: ExecutorSpec = ExecutorSpec()
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _names_as_models(cls, value: Any) -> Any:
+        if isinstance(value, (str, dict)):
+            value = [value]
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _kind_as_executor(cls, value: Any) -> Any:
+        return {"kind": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _metric_needs_answers(self) -> "Experiment":
+        if self.metric is not None and self.inputs.kind == "synthetic":
+            raise ValueError("a metric needs a data set with answers (inputs.kind: manifest, llava, hf or synthetic-vqa)")
+        return self
+
+    def resolved_min_new_tokens(self, max_new_tokens: int) -> int:
+        """``min_new_tokens`` of a cell: equal to max (exact lengths) unless scored or told otherwise."""
+        value = self.min_new_tokens
+        if value is None:
+            value = 0 if self.metric is not None else "max"
+        return max_new_tokens if value == "max" else min(int(value), max_new_tokens)
+
+
+_BRANCHES = ("synthetic", "manifest", "llava", "hf", "synthetic-vqa")
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s)"]
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            elif part in _BRANCHES and path.endswith("inputs"):
+                continue  # the discriminated union's branch name is noise in a path
+            else:
+                path += ("." if path else "") + str(part)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {path or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
+    """Validate a parsed experiment (a dict); :class:`ExperimentError` lists every problem."""
+    if not isinstance(data, dict):
+        raise ExperimentError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise ExperimentError(_format_errors(exc, source)) from None
+    except RecursionError:
+        raise ExperimentError(f"{source}: nested too deeply") from None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML (or JSON) file; relative data paths are resolved against it."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise ExperimentError(f"cannot read {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ExperimentError(f"{p}: not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise ExperimentError(f"{p}: nested too deeply") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        raise ExperimentError(f"{p}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    experiment = parse_experiment(data, str(p))
+    return _resolve_paths(experiment, p.parent)
+
+
+def _resolve_paths(experiment: Experiment, base: Path) -> Experiment:
+    def resolve(value: str | None) -> str | None:
+        if value is None or Path(value).is_absolute():
+            return value
+        return str((base / value).resolve())
+
+    inputs = experiment.inputs
+    if isinstance(inputs, DatasetInputs):
+        inputs = inputs.model_copy(
+            update={"path": resolve(inputs.path), "answers": resolve(inputs.answers), "image_folder": resolve(inputs.image_folder)}
+        )
+    elif inputs.image is not None:
+        inputs = inputs.model_copy(update={"image": resolve(inputs.image)})
+
+    def local(name: str) -> str | None:
+        """The resolved name of a local model directory or model-building file, else None."""
+        file, sep, function = name.rpartition(":")
+        try:
+            if sep and file.endswith(".py") and (base / file).is_file():
+                return f"{resolve(file)}:{function}"
+            return resolve(name) if (base / name).is_dir() else None
+        except OSError:  # a name too long for a path, say: not local
+            return None
+
+    models = [m.model_copy(update={"name": local(m.name)}) if local(m.name) else m for m in experiment.models]
+    return experiment.model_copy(update={"inputs": inputs, "models": models})
+
+
+def quick_experiment(
+    *,
+    model: str = DEFAULT_MODEL,
+    max_new_tokens: list[int] | tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+    min_new_tokens: int | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    prompt: str = DEFAULT_PROMPT,
+    image: str | None = None,
+    image_size: int = 336,
+    batch_size: int = 1,
+    method: str = "direct",
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int = 0,
+    threads: int | str = "auto",
+    executor: str = "local",
+    address: str | None = None,
+) -> Experiment:
+    """The experiment behind ``phasetime run --model ...``: one model, synthetic input, an output-length sweep."""
+    data = {
+        "name": "run",
+        "models": [{"name": model, "dtype": dtype, "device": device}],
+        "inputs": {"kind": "synthetic", "prompt": prompt, "image": image, "image_size": image_size},
+        "sweep": {"max_new_tokens": list(max_new_tokens), "batch_size": [batch_size], "method": [method]},
+        "min_new_tokens": "max" if min_new_tokens is None else min_new_tokens,
+        "repeats": repeats,
+        "warmup": warmup,
+        "seed": seed,
+        "threads": threads,
+        "executor": {"kind": executor, "address": address},
+    }
+    return parse_experiment(data, "options")

@@ -1,0 +1,127 @@
+"""Everything a run can check before it writes a byte: models, devices, output lengths
+against the model's positions, NVTX, the data set, and every image fully decoded.
+
+:func:`prepare` returns what the run needs (samples, the bad ones, cells, device, threads)
+or raises :class:`RunError`, one line naming the value the user wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.errors import PhasetimeError
+from . import models
+from .conditions import resolve_threads
+from .datasets import BadSample, DatasetError, Sample, load_hf, load_llava, load_manifest, take
+from .inputs import synthetic_image
+from .plan import Cell, expand
+from .spec import DatasetInputs, Experiment
+from .synthetic import synthetic_vqa
+
+
+class RunError(PhasetimeError, ValueError):
+    """Bad input to a run: reported as one line, before anything is written."""
+
+
+@dataclass
+class Prepared:
+    cells: list[Cell]
+    samples: list[Sample]
+    bad: list[tuple[str, str]]  # (sample id, reason) of samples skipped with --skip-bad-samples
+    device: Any
+    threads: int | None
+
+
+def load_samples(experiment: Experiment) -> list[Sample]:
+    """The experiment's samples (for synthetic inputs: the one prompt)."""
+    inputs = experiment.inputs
+    if not isinstance(inputs, DatasetInputs):
+        if inputs.image is not None:
+            images: tuple[Any, ...] = (inputs.image,) * inputs.images
+        else:
+            images = (synthetic_image(inputs.image_size, experiment.seed),) * inputs.images
+        return [Sample(id="synthetic", question=inputs.prompt, images=images)]
+    try:
+        if inputs.kind == "manifest":
+            samples = load_manifest(inputs.path or "")
+        elif inputs.kind == "llava":
+            samples = load_llava(inputs.path or "", inputs.answers, inputs.image_folder)
+        elif inputs.kind == "hf":
+            samples = load_hf(inputs.path or "", inputs.columns, inputs.split)
+        else:
+            samples = synthetic_vqa(inputs.samples, seed=experiment.seed, image_size=inputs.image_size,
+                                    multiple_choice=inputs.multiple_choice)
+    except DatasetError as exc:
+        raise RunError(str(exc)) from None
+    samples = take(samples, inputs.limit)
+    if not samples:
+        raise RunError("the data set has no samples")
+    if experiment.metric is not None:
+        missing = [s.id for s in samples if not s.answers]
+        if missing:
+            raise RunError(f"metric {experiment.metric!r} needs answers; sample {missing[0]!r} has none")
+        if experiment.metric == "multiple_choice":
+            no_choices = [s.id for s in samples if not s.choices]
+            if no_choices:
+                raise RunError(f"multiple_choice needs choices; sample {no_choices[0]!r} has none")
+    return samples
+
+
+def decode_images(samples: list[Sample]) -> list[tuple[Sample, str]]:
+    """(sample, reason) for every sample whose image files cannot be fully decoded."""
+    bad = []
+    for sample in samples:
+        if all(not isinstance(i, (str, bytes)) and not hasattr(i, "__fspath__") for i in sample.images):
+            continue  # in-memory images only
+        try:
+            sample.load_images()
+        except BadSample as exc:
+            bad.append((sample, str(exc).split(": ", 1)[-1]))
+    return bad
+
+
+def _check_models(experiment: Experiment, cells: list[Cell]) -> Any:
+    longest = max(experiment.sweep.max_new_tokens)
+    device = None
+    for i, spec in enumerate(experiment.models):
+        try:
+            models.check_name(spec.name)
+            dev = models.resolve_device(spec.device)
+            for dtype in experiment.sweep.dtype or [spec.dtype]:
+                models.resolve_dtype(dtype, dev)
+        except models.ModelLoadError as exc:
+            raise RunError(f"models[{i}]: {exc}") from None
+        device = device or dev
+        positions = models.max_positions(spec.name, spec.trust_remote_code)
+        if positions is not None and longest >= positions:
+            raise RunError(f"sweep.max_new_tokens: {longest} does not fit model {spec.name!r}, which has "
+                           f"{positions} positions (prompt included)")
+    return device
+
+
+def prepare(experiment: Experiment, *, skip_bad_samples: bool = False, nvtx: bool = False) -> Prepared:
+    """Check everything that can be checked before a model loads; see the module docstring."""
+    cells = expand(experiment)
+    device = _check_models(experiment, cells)
+    if nvtx:
+        from ..core.probe import _Nvtx
+
+        try:
+            _Nvtx()
+        except PhasetimeError as exc:
+            raise RunError(f"--nvtx: {exc}") from None
+    samples = load_samples(experiment)
+    bad = decode_images(samples)
+    if bad and not isinstance(experiment.inputs, DatasetInputs):
+        raise RunError(f"inputs.image: {bad[0][1]}")
+    if bad and not skip_bad_samples:
+        sample, reason = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise RunError(f"sample {sample.id!r}: {reason}{more} (pass --skip-bad-samples to record it as failed and go on)")
+    bad_ids = {s.id for s, _ in bad}
+    samples = [s for s in samples if s.id not in bad_ids]
+    if not samples:
+        raise RunError("every sample is bad")
+    threads = resolve_threads(experiment.threads, device.type)
+    return Prepared(cells, samples, [(s.id, reason) for s, reason in bad], device, threads)

@@ -1,0 +1,44 @@
+"""Reading columns of a results table as numpy arrays, and grouping its rows: the small
+helpers every reader of results (stability rules, summaries, checks, reports) shares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def group_indices(table: pa.Table, keys: list[str]) -> dict[tuple, np.ndarray]:
+    """Row indices per distinct value of ``keys`` (nulls included), in first-seen order."""
+    if not keys:
+        return {(): np.arange(table.num_rows)}
+    indexed = table.select(keys).append_column("__row", pa.array(np.arange(table.num_rows), pa.int64()))
+    grouped = indexed.group_by(keys, use_threads=False).aggregate([("__row", "list")])
+    out = {}
+    key_values = [grouped.column(k).to_pylist() for k in keys]
+    for i, rows in enumerate(grouped.column("__row_list").to_pylist()):
+        out[tuple(v[i] for v in key_values)] = np.asarray(rows)
+    return dict(sorted(out.items(), key=lambda item: item[1][0]))
+
+
+def floats(table: pa.Table, name: str) -> np.ndarray:
+    """A column as float64 (null -> NaN); all-NaN when the column is absent or holds no numbers."""
+    if name not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    column = table.column(name)
+    if pa.types.is_null(column.type):
+        return np.full(table.num_rows, np.nan)
+    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)
+
+
+def strings(table: pa.Table, name: str) -> np.ndarray:
+    """A (string) column as a numpy object array, None for null."""
+    return table.column(name).to_numpy(zero_copy_only=False)
+
+
+def list_values(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list column's values flattened to float64, and the row index each value came from."""
+    column = table.column(name).combine_chunks()
+    values = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=float)
+    rows = np.asarray(pc.list_parent_indices(column).to_numpy(zero_copy_only=False))
+    return values, rows
