@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .core.errors import PhasetimeError, UnsupportedGeneration, UsageError
 from .core.record import Measurement, SequenceTiming
+from .core.version import VERSION
 
 if TYPE_CHECKING:
     from . import analysis, experiments, results
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from .core.probe import Probe
     from .experiments import models
 
-__version__ = "0.2.0"
+__version__ = VERSION
 
 __all__ = [
     "Measurement", "PhasetimeError", "Probe", "SequenceTiming", "UnsupportedGeneration", "UsageError", "__version__",

@@ -74,9 +74,9 @@ def _escape(text: str) -> str:
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from ..core.version import VERSION
 
-        typer.echo(f"phasetime {__version__}")
+        typer.echo(f"phasetime {VERSION}")
         raise typer.Exit()
 
 
@@ -90,8 +90,6 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: every PhasetimeError is one line (exit 2); Ctrl-C exits 130 quietly."""
-    import click
-
     consoles.reset()
     try:
         from ..core.errors import PhasetimeError
@@ -101,12 +99,14 @@ def main(argv: list[str] | None = None) -> None:
         except PhasetimeError as exc:
             consoles.err.print(f"[bold red]error:[/] {_escape(str(exc))}", highlight=False, soft_wrap=True)
             code = 2
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         code = 130
-    except click.ClickException as exc:
-        exc.show()
-        code = exc.exit_code
     except BrokenPipeError:
         code = 1
+    except Exception as exc:
+        if not (hasattr(exc, "show") and hasattr(exc, "exit_code")):
+            raise  # a bug of ours: keep its traceback
+        exc.show()  # a usage error (unknown option, bad value): click's own message
+        code = exc.exit_code
     sys.exit(code if isinstance(code, int) else 0)

@@ -29,7 +29,7 @@ import torch
 
 from .errors import UnsupportedGeneration
 from .generation import StopRecorder
-from .vision import language_modules, receives
+from .targets import VisionTargets
 
 if TYPE_CHECKING:
     from .probe import Probe, _Recorder
@@ -87,8 +87,7 @@ class ModelHooks:
         self._patches: list[tuple[Any, str, bool, Any, Any]] = []
         self._handles: list[Any] = []
         self._targets: dict[Hashable, list[Any]] = {}  # key -> [count, undo]
-        self.discovered: torch.nn.Module | None = None
-        self._not_vision: set[int] | None = None
+        self.targets = VisionTargets(self)
 
     @classmethod
     def for_model(cls, model: torch.nn.Module) -> "ModelHooks":
@@ -106,7 +105,7 @@ class ModelHooks:
                 self._install()
             try:
                 for key, install in vision_keys.items():
-                    self._acquire(key, install)
+                    self.acquire(key, install)
             except BaseException:
                 self._release_all(list(vision_keys)[: len(self._targets)])
                 if not self.probes:
@@ -123,7 +122,7 @@ class ModelHooks:
             if not self.probes:
                 self._uninstall()
 
-    def _acquire(self, key: Hashable, install: Callable[[], Callable[[], None]]) -> None:
+    def acquire(self, key: Hashable, install: Callable[[], Callable[[], None]]) -> None:
         entry = self._targets.get(key)
         if entry is None:
             self._targets[key] = [1, install()]
@@ -279,75 +278,3 @@ class ModelHooks:
 
     def vision_exit(self, key: Hashable) -> None:
         self.each(lambda r: r.vision_exit(key))
-
-    # -- vision targets --------------------------------------------------------------------------
-    def module_target(self, module: torch.nn.Module, key: Hashable) -> Callable[[], None]:
-        """Install pre/post hooks on ``module`` that report vision for ``key``; returns the undo."""
-        hooks = self
-
-        @torch.compiler.disable
-        def pre(mod: Any, args: Any) -> None:
-            hooks.vision_enter(key)
-
-        @torch.compiler.disable
-        def post(mod: Any, args: Any, output: Any) -> None:
-            hooks.vision_exit(key)
-
-        handles = [module.register_forward_pre_hook(pre, prepend=True), module.register_forward_hook(post)]
-
-        def undo() -> None:
-            for handle in handles:
-                handle.remove()
-
-        return undo
-
-    def method_target(self, owner: Any, name: str, key: Hashable) -> Callable[[], None]:
-        """Wrap ``owner.name`` so that its calls report vision for ``key``; returns the undo."""
-        hooks = self
-
-        def make(original: Callable[..., Any]) -> Callable[..., Any]:
-            def timed_vision(*args: Any, **kwargs: Any) -> Any:
-                hooks.vision_enter(key)
-                try:
-                    return original(*args, **kwargs)
-                finally:
-                    hooks.vision_exit(key)
-
-            return timed_vision
-
-        return self.patch(owner, name, make)
-
-    # -- discovery: the module that receives the pixels -------------------------------------------
-    def start_discovery(self, state: CallState) -> None:
-        """Watch the calls of every module outside the language model, during this call, until
-        one receives the pixels: that module is the vision encoder."""
-        root = self.model
-        if self._not_vision is None:
-            self._not_vision = language_modules(self.lm if self.inner is None else root)
-        hooks = self
-
-        @torch.compiler.disable
-        def pre(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-            if hooks.call is state and state.discovery and receives(state.pixels.values(), args, kwargs):
-                hooks.stop_discovery(state)
-                hooks.found_encoder(module)
-
-        for _, module in root.named_modules():
-            if id(module) not in self._not_vision:
-                state.discovery.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-
-    def stop_discovery(self, state: CallState) -> None:
-        for handle in state.discovery:
-            handle.remove()
-        state.discovery.clear()
-
-    def found_encoder(self, module: torch.nn.Module) -> None:
-        """Time ``module`` as the vision encoder of every automatic probe, from now on."""
-        with self.lock:
-            self.discovered = module
-            key = ("discovered", id(module))
-            for probe in self.probes:
-                if probe.automatic_vision and not probe.vision_keys:
-                    probe.vision_keys.append(key)
-                    self._acquire(key, lambda: self.module_target(module, key))
-        self.vision_enter(key)  # this call is already inside the module: its pre-hook did not run

@@ -103,6 +103,57 @@ def split_prefill(forwards: Sequence[_Forward], prompt_tokens: int) -> tuple[lis
     return prefill, decode
 
 
+def _ready_times(decode: list[_Forward], n_max: int, t_start: float, t_end: float) -> list[float]:
+    """``ready[1..N]``: token 1 is ready when the first decode forward starts, token k + 1
+    when decode forward k + 1 starts, and the last token when generate() returns.
+
+    A deferred stop check (transformers on MPS) runs one extra, discarded forward, so
+    ``len(decode)`` may equal ``n_max``; any other count means a mode we cannot time.
+    """
+    if n_max > 0 and len(decode) not in (n_max - 1, n_max):
+        raise UnsupportedGeneration(
+            f"saw {len(decode)} decode forwards for {n_max} output tokens; "
+            "this generation mode does not produce one token per forward"
+        )
+    ready = [f.start_ms - t_start for f in decode[: max(n_max - 1, 0)]]
+    if n_max > 0:
+        ready.append(decode[n_max - 1].start_ms - t_start if len(decode) == n_max else t_end - t_start)
+    return ready
+
+
+class _DecodeVision:
+    """Vision that ran inside decode forwards (a model re-encoding its images every step): it is
+    vision, so it is taken out of the decode time it fell into."""
+
+    def __init__(self, visions: list[tuple[float, float]], decode: list[_Forward], t_start: float) -> None:
+        self.spans = [(vs - t_start, ve - t_start) for vs, ve in visions
+                      if any(_overlap(vs, ve, f.start_ms, f.end_ms) > 0 for f in decode)]
+
+    def between(self, a: float, b: float) -> float:
+        return sum(_overlap(vs, ve, a, b) for vs, ve in self.spans)
+
+
+def _sequences(ready: list[float], output_tokens: Sequence[int], nested: _DecodeVision) -> tuple[SequenceTiming, ...]:
+    """Per-sequence decode values: each sequence ends at the ready time of its own last token."""
+    out = []
+    for i, n in enumerate(output_tokens):
+        own = ready[:n]
+        itl = tuple(b - a - nested.between(a, b) for a, b in zip(own, own[1:]))
+        decode = own[-1] - own[0] - nested.between(own[0], own[-1]) if n >= 2 else 0.0
+        out.append(SequenceTiming(index=i, output_tokens=n, decode_ms=decode,
+                                  tpot_ms=decode / (n - 1) if n >= 2 else None, itl_ms=itl))
+    return tuple(out)
+
+
+def _spans(visions: list[tuple[float, float]], prefill: list[_Forward], decode: list[_Forward],
+           t_start: float) -> tuple[tuple[str, float, float], ...]:
+    """Every timed interval as (name, start, end) from the call start, in time order."""
+    spans = ([("vision", vs - t_start, ve - t_start) for vs, ve in visions]
+             + [("prefill", f.start_ms - t_start, f.end_ms - t_start) for f in prefill]
+             + [("decode", f.start_ms - t_start, f.end_ms - t_start) for f in decode])
+    return tuple(sorted(spans, key=lambda span: span[1]))
+
+
 def derive(
     events: Sequence[Event],
     *,
@@ -136,69 +187,35 @@ def derive(
         raise UnsupportedGeneration("no forward consumed the prompt; this generation mode is not supported")
     nested_vision = sum(_overlap(vs, ve, f.start_ms, f.end_ms) for f in prefill for vs, ve in visions)
     prefill_ms = sum(f.end_ms - f.start_ms for f in prefill) - nested_vision
-    vision_ms = sum(ve - vs for vs, ve in visions)
 
-    # 3. Ready times: token 1 is ready when the first decode forward starts, token k + 1
-    #    when decode forward k + 1 starts, and the last token when generate() returns.
-    #    A deferred stop check (transformers on MPS) runs one extra, discarded forward,
-    #    so len(decode) may equal n_max; any other count means a mode we cannot time.
-    if n_max > 0 and len(decode) not in (n_max - 1, n_max):
-        raise UnsupportedGeneration(
-            f"saw {len(decode)} decode forwards for {n_max} output tokens; "
-            "this generation mode does not produce one token per forward"
-        )
+    # 3. Ready times, and each sequence's own decode.
+    ready = _ready_times(decode, n_max, t_start, t_end)
     timed_decode = decode[: max(n_max - 1, 0)]  # without a deferred stop's discarded forward
-    ready = [f.start_ms - t_start for f in timed_decode]
-    if n_max > 0:
-        ready.append(decode[n_max - 1].start_ms - t_start if len(decode) == n_max else t_end - t_start)
+    nested = _DecodeVision(visions, decode, t_start)
+    sequences = _sequences(ready, output_tokens, nested)
 
-    # 4. Per-sequence values: each sequence ends at the ready time of its own last token.
-    #    Vision that ran inside decode forwards (a model re-encoding its images every step)
-    #    is vision, so it is taken out of the gaps it fell into.
-    decode_vision = [(vs, ve) for vs, ve in visions
-                     if any(_overlap(vs, ve, f.start_ms, f.end_ms) > 0 for f in decode)]
-
-    def vision_between(a: float, b: float) -> float:
-        return sum(_overlap(vs - t_start, ve - t_start, a, b) for vs, ve in decode_vision)
-
-    sequences = []
-    for i, n in enumerate(output_tokens):
-        own = ready[:n]
-        itl = tuple(b - a - vision_between(a, b) for a, b in zip(own, own[1:]))
-        decode_i = own[-1] - own[0] - vision_between(own[0], own[-1]) if n >= 2 else 0.0
-        sequences.append(
-            SequenceTiming(index=i, output_tokens=n, decode_ms=decode_i, tpot_ms=decode_i / (n - 1) if n >= 2 else None, itl_ms=itl)
-        )
-
-    # 5. Call-level phases and the raw spans (for timelines and traces).
-    spans = sorted(
-        [("vision", vs - t_start, ve - t_start) for vs, ve in visions]
-        + [("prefill", f.start_ms - t_start, f.end_ms - t_start) for f in prefill]
-        + [("decode", f.start_ms - t_start, f.end_ms - t_start) for f in timed_decode],
-        key=lambda span: span[1],
-    )
+    # 4. Call-level phases and the raw spans (for timelines and traces).
     total_ms = t_end - t_start
-    ttft_ms = ready[0] if ready else None
-    decode_vision_ms = vision_between(ready[0], ready[-1]) if ready else 0.0
+    vision_ms = sum(ve - vs for vs, ve in visions)
+    decode_vision_ms = nested.between(ready[0], ready[-1]) if ready else 0.0
     decode_ms = ready[-1] - ready[0] - decode_vision_ms if ready else 0.0
-    other_ms = total_ms - vision_ms - prefill_ms - decode_ms
     return Measurement(
         method="direct",
         timer=timer,
         total_ms=total_ms,
         vision_ms=vision_ms,
         prefill_ms=prefill_ms,
-        ttft_ms=ttft_ms,
+        ttft_ms=ready[0] if ready else None,
         decode_ms=decode_ms,
-        other_ms=other_ms,
+        other_ms=total_ms - vision_ms - prefill_ms - decode_ms,
         decode_steps=max(n_max - 1, 0),
         prompt_tokens=prompt_tokens,
-        sequences=tuple(sequences),
+        sequences=sequences,
         prefill_forwards=len(prefill),
         vision_calls=len(visions),
         ready_ms=tuple(ready),
         decode_forward_ms=tuple(f.end_ms - f.start_ms for f in timed_decode),
-        spans=tuple(spans),
+        spans=_spans(visions, prefill, timed_decode, t_start),
         decode_vision_ms=decode_vision_ms,
         probe_ms=probe_ms,
         resources=dict(resources or {}),

@@ -137,11 +137,11 @@ class Probe:
             if not isinstance(module, torch.nn.Module):
                 raise UsageError(f"vision path {path!r} resolves to a {type(module).__name__}, not a module or method")
             key = ("module", id(module))
-            targets[key] = lambda: hooks.module_target(module, key)
+            targets[key] = lambda: hooks.targets.module_target(module, key)
 
         def add_method(owner: Any, name: str) -> None:
             key = ("method", id(owner), name)
-            targets[key] = lambda: hooks.method_target(owner, name, key)
+            targets[key] = lambda: hooks.targets.method_target(owner, name, key)
 
         if self.vision_paths is not None:
             for path in self.vision_paths:
@@ -159,10 +159,10 @@ class Probe:
             owner, names = methods
             for name in names:
                 add_method(owner, name)
-        elif hooks.discovered is not None:
-            key = ("discovered", id(hooks.discovered))
-            found = hooks.discovered
-            targets[key] = lambda: hooks.module_target(found, key)
+        elif hooks.targets.discovered is not None:
+            key = ("discovered", id(hooks.targets.discovered))
+            found = hooks.targets.discovered
+            targets[key] = lambda: hooks.targets.module_target(found, key)
         else:
             for path, module in vision_modules(model):
                 add_module(module, path)
@@ -181,8 +181,8 @@ class Probe:
             owner, found = methods
             prefix = names.get(id(owner), type(owner).__name__)
             return [f"{prefix + '.' if prefix else ''}{name}()" for name in found]
-        if hooks.discovered is not None:
-            return [f"{names.get(id(hooks.discovered), '?')} (found through the pixel tensor)"]
+        if hooks.targets.discovered is not None:
+            return [f"{names.get(id(hooks.targets.discovered), '?')} (found through the pixel tensor)"]
         return [path for path, _ in vision_modules(self.target)] or ["nothing found yet"]
 
 
@@ -243,7 +243,7 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
     prompt, cached = (0, 0) if hooks.own_generate else prompt_length(args, kwargs)
     state = CallState([_Recorder(p, prompt - cached) for p in probes], pixel_inputs(kwargs))
     if state.pixels and any(p.automatic_vision and not p.vision_keys for p in probes) and not hooks.own_generate:
-        hooks.start_discovery(state)
+        hooks.targets.start_discovery(state)
     hooks.local.call = state
     try:
         for r in state.recorders:
@@ -263,7 +263,7 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
             r.clock.sync()
     finally:
         hooks.local.call = None
-        hooks.stop_discovery(state)
+        hooks.targets.stop_discovery(state)
         for r in state.recorders:
             if r.nvtx is not None:
                 r.nvtx.close_all()

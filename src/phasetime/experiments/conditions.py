@@ -145,10 +145,10 @@ def environment(device: Any) -> dict[str, Any]:
     import torch
     import transformers
 
-    from .. import __version__
+    from ..core.version import VERSION
 
     env: dict[str, Any] = {
-        "phasetime": __version__,
+        "phasetime": VERSION,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),

@@ -1,0 +1,97 @@
+"""Vision targets of the shared model hooks: modules and methods timed as vision, and the
+discovery of an unknown encoder through the pixel tensor it receives.
+
+Owned by a :class:`phasetime.core.hooks.ModelHooks` (``hooks.targets``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Hashable
+
+import torch
+
+from .vision import language_modules, receives
+
+if TYPE_CHECKING:
+    from .hooks import CallState, ModelHooks
+
+
+class VisionTargets:
+    """The vision targets of one model's hooks (see the module docstring)."""
+
+    def __init__(self, hooks: "ModelHooks") -> None:
+        self.hooks = hooks
+        self.discovered: torch.nn.Module | None = None
+        self.not_vision: set[int] | None = None
+
+    def module_target(self, module: torch.nn.Module, key: Hashable) -> Callable[[], None]:
+        """Install pre/post hooks on ``module`` that report vision for ``key``; returns the undo."""
+        hooks = self.hooks
+
+        @torch.compiler.disable
+        def pre(mod: Any, args: Any) -> None:
+            hooks.vision_enter(key)
+
+        @torch.compiler.disable
+        def post(mod: Any, args: Any, output: Any) -> None:
+            hooks.vision_exit(key)
+
+        handles = [module.register_forward_pre_hook(pre, prepend=True), module.register_forward_hook(post)]
+
+        def undo() -> None:
+            for handle in handles:
+                handle.remove()
+
+        return undo
+
+    def method_target(self, owner: Any, name: str, key: Hashable) -> Callable[[], None]:
+        """Wrap ``owner.name`` so that its calls report vision for ``key``; returns the undo."""
+        hooks = self.hooks
+
+        def make(original: Callable[..., Any]) -> Callable[..., Any]:
+            def timed_vision(*args: Any, **kwargs: Any) -> Any:
+                hooks.vision_enter(key)
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    hooks.vision_exit(key)
+
+            return timed_vision
+
+        return self.hooks.patch(owner, name, make)
+
+    # -- discovery: the module that receives the pixels -------------------------------------------
+    def start_discovery(self, state: CallState) -> None:
+        """Watch the calls of every module outside the language model, during this call, until
+        one receives the pixels: that module is the vision encoder."""
+        root = self.hooks.model
+        if self.not_vision is None:
+            self.not_vision = language_modules(self.hooks.lm if self.hooks.inner is None else root)
+        hooks = self.hooks
+
+        @torch.compiler.disable
+        def pre(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+            if hooks.call is state and state.discovery and receives(state.pixels.values(), args, kwargs):
+                self.stop_discovery(state)
+                self.found_encoder(module)
+
+        for _, module in root.named_modules():
+            if id(module) not in self.not_vision:
+                state.discovery.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+
+    def stop_discovery(self, state: CallState) -> None:
+        for handle in state.discovery:
+            handle.remove()
+        state.discovery.clear()
+
+    def found_encoder(self, module: torch.nn.Module) -> None:
+        """Time ``module`` as the vision encoder of every automatic probe, from now on."""
+        hooks = self.hooks
+        with hooks.lock:
+            self.discovered = module
+            key = ("discovered", id(module))
+            for probe in hooks.probes:
+                if probe.automatic_vision and not probe.vision_keys:
+                    probe.vision_keys.append(key)
+                    hooks.acquire(key, lambda: self.module_target(module, key))
+        hooks.vision_enter(key)  # this call is already inside the module: its pre-hook did not run
