@@ -22,10 +22,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from phasetime._checks import run_checks  # noqa: E402
-from phasetime._compare import compare_methods, compare_runs  # noqa: E402
-from phasetime._report import build_report  # noqa: E402
-from phasetime._store import MEASUREMENTS_FILE, SCHEMA_VERSION, read_results, read_run, write_json, write_table  # noqa: E402
+from phasetime.analysis.checks import run_checks  # noqa: E402
+from phasetime.analysis.compare import compare_methods, compare_runs  # noqa: E402
+from phasetime.analysis.report import build_report  # noqa: E402
+from phasetime.results import read as read_results  # noqa: E402
+from phasetime.results.files import MEASUREMENTS_FILE, RUN_FILE, cell_files, read_json, write_json, write_table  # noqa: E402
+from phasetime.results.schema import SCHEMA_VERSION  # noqa: E402
+
+
+def read_run(path: Path) -> dict:
+    return read_json(path / RUN_FILE)
 
 LENGTHS = (2, 4, 8, 12, 16, 24, 32, 48, 64, 128)
 SIZES = (112, 224, 336, 448, 672)
@@ -78,7 +84,13 @@ def synthetic_run(rows: int, decode_scale: float, seed: int) -> pa.Table:
 def write_run(path: Path, table: pa.Table) -> None:
     path.mkdir(parents=True)
     write_table(path / MEASUREMENTS_FILE, table)
-    write_json(path / "run.json", {"experiment": {"warmup": 2, "repeats": 10000}, "environment": {"device": "cuda"}})
+    write_json(path / RUN_FILE, {"schema_version": SCHEMA_VERSION, "experiment": {"warmup": 2, "repeats": 10000},
+                                 "environment": {"device": "cuda"}})
+    counts = table.group_by("cell").aggregate([("cell", "count")])
+    for cell, rows in zip(counts.column("cell").to_pylist(), counts.column("cell_count").to_pylist()):
+        marker = cell_files(path, cell)[1]
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        write_json(marker, {"status": "done", "cell": cell, "rows": rows})
 
 
 def timed(label: str, fn) -> float:

@@ -34,10 +34,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import phasetime  # noqa: E402
-from phasetime import models  # noqa: E402
-from phasetime._clock import clock_for, time_call  # noqa: E402
-from phasetime._inputs import build_inputs, synthetic_image  # noqa: E402
-from phasetime._stats import median, spearman  # noqa: E402
+from phasetime.core.clock import clock_for, time_call  # noqa: E402
+from phasetime.core.stats import median, spearman  # noqa: E402
+from phasetime.experiments import models  # noqa: E402
+from phasetime.experiments.inputs import build_inputs, synthetic_image  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -26,9 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from phasetime._experiment import parse_experiment  # noqa: E402
-from phasetime._runner import run_experiment  # noqa: E402
-from phasetime._store import MEASUREMENTS_FILE, cell_files, read_results, write_json, write_table  # noqa: E402
+from phasetime.experiments.driver import run_experiment  # noqa: E402
+from phasetime.experiments.spec import parse_experiment  # noqa: E402
+from phasetime.results import read as read_results  # noqa: E402
+from phasetime.results.files import MEASUREMENTS_FILE, RUN_FILE, cell_files, read_json, write_json, write_table  # noqa: E402
 
 
 def runner_cost(calls: int, workdir: Path) -> dict:
@@ -63,16 +64,19 @@ def read_speed(rows: int, workdir: Path) -> dict:
     reps = -(-rows // seed.num_rows)
     big = pa.concat_tables([seed] * reps).slice(0, rows)
     big = big.set_column(big.column_names.index("cell"), "cell", pa.array(np.arange(rows) // (rows // 100), pa.int64()))
-    merged = workdir / "merged"
-    merged.mkdir()
-    write_table(merged / MEASUREMENTS_FILE, big)
-    parts = workdir / "parts"
+    run = read_json(workdir / "cost" / RUN_FILE)
+    run.pop("cell_keys", None)
+    merged, parts = workdir / "merged", workdir / "parts"
     step = rows // 100
-    for i in range(100):
-        part, marker = cell_files(parts, i)
-        part.parent.mkdir(parents=True, exist_ok=True)
-        write_table(part, big.slice(i * step, step))
-        write_json(marker, {"status": "done", "cell": i, "rows": step})
+    for directory in (merged, parts):
+        (directory / "cells").mkdir(parents=True)
+        write_json(directory / RUN_FILE, run)
+        for i in range(100):
+            part, marker = cell_files(directory, i)
+            if directory is parts:
+                write_table(part, big.slice(i * step, step))
+            write_json(marker, {"status": "done", "cell": i, "rows": step})
+    write_table(merged / MEASUREMENTS_FILE, big)
     out = {"rows": rows}
     for name, path in (("merged", merged), ("parts", parts)):
         start = time.perf_counter()

@@ -103,17 +103,38 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
     assert any("process 999999" in note and "no longer running" in note for note in result.notes)
 
 
+HOLD_AFTER_FIRST_CELL = """
+import sys, time
+from pathlib import Path
+import phasetime.experiments.driver as driver
+real, release = driver.write_cell, Path(sys.argv[1])
+def write_and_wait(*args, **kwargs):
+    real(*args, **kwargs)
+    print("holding", flush=True)
+    while not release.exists():  # the test lets go once the second run has tried
+        time.sleep(0.05)
+driver.write_cell = write_and_wait
+from phasetime.cli import main
+main(sys.argv[2:])
+"""
+
+
 def test_two_concurrent_runs_one_runs_the_other_refuses(tmp_path: Path) -> None:
-    out = tmp_path / "run"
+    out, release = tmp_path / "run", tmp_path / "release"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "phasetime.cli", "run", *QUICK[:-1], "--max-new-tokens", "1,2,3,4,5,6,7,8",
-           "--repeats", "3", "--quiet", "--out", str(out), "--resume"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=300), p.stdout.read() + p.stderr.read()) for p in procs]
-    codes = sorted(code for code, _ in results)
-    refused = [text for code, text in results if code == 2]
-    assert codes == [0, 2] and "in use by another phasetime run" in refused[0], results
-    assert read(out).num_rows == 8 * 3  # every cell exactly once
+    args = ["run", *QUICK[:-1], "--max-new-tokens", "1,2,3", "--repeats", "2", "--quiet", "--out", str(out)]
+    first = subprocess.Popen([sys.executable, "-c", HOLD_AFTER_FIRST_CELL, str(release), *args], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "holding"  # mid-run, lock held
+        second = run_cli(*args, "--resume")
+        assert second.exit_code == 2 and "in use by another phasetime run" in second.output, second
+        assert f"process {first.pid}" in second.output
+    finally:
+        release.touch()
+        first.wait(timeout=300)
+    assert first.returncode == 0, first.stderr.read() if first.stderr else ""
+    assert read(out).num_rows == 3 * 2  # every cell exactly once
 
 
 def test_check_reads_a_read_only_directory_and_writes_nothing(tmp_path: Path) -> None:

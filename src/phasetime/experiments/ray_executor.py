@@ -83,6 +83,9 @@ class RayExecutor:
     def _connect(self) -> None:
         ray = self.ray
         if not ray.is_initialized():
+            # Ray starts its workers niced (15) by default: measured calls would then yield
+            # the CPU to anything else on the machine. phasetime's workers run at normal priority.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             try:
                 ray.init(address=self.spec.address, include_dashboard=False, log_to_driver=False,
                          logging_level="ERROR", ignore_reinit_error=True)
