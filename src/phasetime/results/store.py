@@ -35,7 +35,7 @@ def write_cell(out: str | os.PathLike[str], index: int, rows: list[dict[str, Any
         raise StoreError(f"cannot create {part.parent}: {exc.strerror or exc}") from None
     table = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
     if table.num_rows:
-        write_table(part, table)
+        write_table(part, table, part=True)
     else:
         part.unlink(missing_ok=True)
     write_json(marker, {**record, "cell": index, "rows": table.num_rows})

@@ -8,10 +8,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 
+_SMALL = 2000
+
+
 def group_indices(table: pa.Table, keys: list[str]) -> dict[tuple, np.ndarray]:
     """Row indices per distinct value of ``keys`` (nulls included), in first-seen order."""
     if not keys:
         return {(): np.arange(table.num_rows)}
+    if table.num_rows <= _SMALL:
+        # A cell's rows, say: a dict is ~50x faster than Arrow's group_by at this size.
+        rows: dict[tuple, list[int]] = {}
+        for i, key in enumerate(zip(*(table.column(k).to_pylist() for k in keys))):
+            rows.setdefault(key, []).append(i)
+        return {key: np.asarray(idx) for key, idx in rows.items()}
     indexed = table.select(keys).append_column("__row", pa.array(np.arange(table.num_rows), pa.int64()))
     grouped = indexed.group_by(keys, use_threads=False).aggregate([("__row", "list")])
     out = {}
