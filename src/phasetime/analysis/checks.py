@@ -40,7 +40,7 @@ class Thresholds:
     outlier_share: float = 0.05  # more outliers than this share of a cell warns
     precision: float = 0.05  # half-width of the 95% interval of a cell's mean the repeats should reach
     cv_warn: float = 0.10  # a cell's CV (per sample) from which the stability check warns
-    cv_fail: float = 0.25  # ... and from which it fails: the run is too noisy to trust
+    cv_fail: float = 0.20  # robust CV (1.4826 MAD / median) from which it fails: too noisy to trust
     spread_warn: float = 0.25  # median call this much slower than the fastest warns
     n_boot: int = 1000
     seed: int = 0
@@ -210,16 +210,17 @@ def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
 def noise_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds) -> list[CheckResult]:
     """The stability rules (``phasetime.results.stability``) on every cell and sample, and the machine."""
     judged = judge_table(table, t.stability())
-    threshold = f"CV < {t.cv_fail:g} (warns from {t.cv_warn:g}), median/fastest < {1 + t.spread_warn:g}"
+    threshold = (f"robust CV < {t.cv_fail:g}; CV without outliers < {t.cv_warn:g} and median/fastest < "
+                 f"{1 + t.spread_warn:g} (else warn)")
     out = []
     if not judged:
         out.append(CheckResult("stability", "per cell", None, threshold, "skip", "fewer than 2 calls per cell"))
     else:
         order = {"pass": 0, "skip": 0, "warn": 1, "fail": 2}
-        worst = max(judged, key=lambda g: (order[g[2].verdict], g[2].cv or 0))
+        worst = max(judged, key=lambda g: (order[g[2].verdict], g[2].robust_cv or 0))
         counts = {v: sum(1 for _, _, j in judged if j.verdict == v) for v in ("fail", "warn")}
         scope = ", ".join(f"{k}={v}" for k, v in worst[0].items())
-        cvs = [j.cv for _, _, j in judged if j.cv is not None]
+        cvs = [j.robust_cv for _, _, j in judged if j.robust_cv is not None]
         detail = (f"{counts['fail']} failing and {counts['warn']} warning of {len(judged)} groups (cell, sample, phase)"
                   + (f"; worst: {scope}: {'; '.join(worst[2].reasons)}" if worst[2].reasons else ""))
         verdict = "fail" if counts["fail"] else "warn" if counts["warn"] else "pass"

@@ -191,7 +191,8 @@ padding:0 1em;color:#222} h1{font-size:1.6em} h2{border-bottom:1px solid #ddd;pa
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0} td,th{border:1px solid #ddd;padding:.25em .5em;
 text-align:right} th{background:#f4f4f4} td.l,th.l{text-align:left} figure{margin:1em 0} figure img{max-width:100%}
 figcaption{font-size:.85em;color:#555} .pass{color:#1a7f37} .fail{color:#cf222e;font-weight:bold} .warn{color:#9a6700}
-.skip,.info{color:#666} pre{background:#f6f8fa;padding:.6em;font-size:.8em;overflow:auto;max-height:24em}
+.skip,.info{color:#666} .banner{border:2px solid #d4a72c;background:#fff8c5;padding:.6em 1em;margin:1em 0}
+.banner.fail{border-color:#cf222e;background:#ffebe9} pre{background:#f6f8fa;padding:.6em;font-size:.8em;overflow:auto;max-height:24em}
 """
 
 # Marks the page once every plot has decoded, so a headless browser test can tell.
@@ -225,6 +226,20 @@ def _fmt(value: Any) -> str:
 def _figure_html(fig_id: str, png: str, caption: str) -> str:
     return (f"<figure id='{fig_id}'><img alt='{html.escape(caption)}' src='data:image/png;base64,{png}'>"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def stability_banner(checks: list[CheckResult], run_info: dict[str, Any] | None) -> str:
+    """A banner above everything when the run was unstable or measured on a busy machine."""
+    lines = [f"{r.check}: {r.detail}" for r in checks
+             if r.check in ("stability", "machine") and r.verdict in ("warn", "fail")]
+    lines += [f"during the run: {w}" for w in ((run_info or {}).get("warnings") or [])[:8]]
+    if not lines:
+        return ""
+    failing = any(r.check == "stability" and r.verdict == "fail" for r in checks)
+    head = ("These numbers are too noisy to trust" if failing else "These numbers are noisier than they should be")
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return (f"<div id='stability-banner' class='banner {'fail' if failing else 'warn'}'><b>{head}.</b> "
+            f"Rerun on a quiet machine (see docs/analysis.md, Stability).<ul>{items}</ul></div>")
 
 
 def build_report(table: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None = None,
@@ -275,6 +290,7 @@ def build_report(table: pa.Table, run_info: dict[str, Any] | None, checks: list[
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style><script>{_SCRIPT}</script></head><body>",
         f"<h1>{html.escape(title)}</h1>",
+        stability_banner(checks, run_info),
         f"<p>{table.num_rows} rows in {len(summary)} cells; checks: {len(checks) - n_fail} without failure, "
         f"<span class='{'fail' if n_fail else 'pass'}'>{n_fail} failed</span>. Times in ms; "
         "definitions in phasetime's docs/metrics.md.</p>",

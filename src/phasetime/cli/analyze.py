@@ -47,7 +47,7 @@ def cmd_export(
 
 def _defaults():  # the check thresholds' defaults, without importing the analysis at start-up
     return dict(tolerance_ms=0.05, rho=0.3, min_n=20, stability_ratio=2.0, short_tokens=8, outlier_z=3.5,
-                precision=0.05, cv_warn=0.10, cv_fail=0.25, spread_warn=0.25)
+                precision=0.05, cv_warn=0.10, cv_fail=0.20, spread_warn=0.25)
 
 
 D = _defaults()
@@ -64,8 +64,8 @@ def cmd_check(
     tolerance_ms: Annotated[float, typer.Option(help="How far below 0 a phase or other_ms may read.")] = D["tolerance_ms"],
     outlier_z: Annotated[float, typer.Option(help="Modified z-score beyond which a row is an outlier.")] = D["outlier_z"],
     precision: Annotated[float, typer.Option(help="Half-width of the 95% interval of a cell's mean the repeats should reach.")] = D["precision"],
-    cv_warn: Annotated[float, typer.Option(help="Stability: warn from this CV of a cell's repeated calls.")] = D["cv_warn"],
-    cv_fail: Annotated[float, typer.Option(help="Stability: fail from this CV (the run is too noisy to trust).")] = D["cv_fail"],
+    cv_warn: Annotated[float, typer.Option(help="Stability: warn from this CV of a cell's repeated calls (outliers left out).")] = D["cv_warn"],
+    cv_fail: Annotated[float, typer.Option(help="Stability: fail from this robust CV, 1.4826 MAD / median (too noisy to trust).")] = D["cv_fail"],
     spread_warn: Annotated[float, typer.Option(help="Stability: warn when the median call is this much slower than the fastest.")] = D["spread_warn"],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the results as JSON here.")] = None,
 ) -> None:

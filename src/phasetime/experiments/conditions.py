@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,26 @@ def gpu_conditions(index: int) -> dict[str, Any]:
     return facts
 
 
+def cpu_seconds() -> dict[str, float] | None:
+    """CPU time the whole machine and this process (with its children) have used so far, and a
+    monotonic clock: two of these give the CPUs other work used in between."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: everything but idle and iowait is busy
+    values = [int(v) for v in fields]
+    busy = sum(values) - values[3] - (values[4] if len(values) > 4 else 0)
+    own = os.times()
+    return {"machine_busy_s": busy / ticks, "process_s": own.user + own.system + own.children_user + own.children_system,
+            "monotonic_s": time.monotonic()}
+
+
 def snapshot(device: Any) -> dict[str, Any]:
-    """What changes during a run: time, load average and, on CUDA, the GPU's state."""
+    """What changes during a run: time, load average, CPU time used, and on CUDA the GPU's state."""
     snap: dict[str, Any] = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            "load_average": load_average()}
+                            "load_average": load_average(), "cpu_seconds": cpu_seconds()}
     if getattr(device, "type", None) == "cuda":
         import torch
 

@@ -2,20 +2,25 @@
 as cells finish), by ``phasetime check`` (the ``stability`` check) and by the report (its
 banner).
 
-The rules follow pyperf's ``check`` and go further (docs/analysis.md, "Stability"):
+The rules start from pyperf's ``check`` and make them robust (docs/analysis.md, "Stability").
+For the repeated calls of one sample in one cell:
 
-* spread: the coefficient of variation (sample stdev / mean) of the repeated calls of one
-  sample in one cell warns from ``cv_warn`` (10%, pyperf's threshold) and fails from
-  ``cv_fail`` (25%: a 95% interval of the mean of 5 calls is then about +-30% wide);
-* stalls: the median call more than ``spread_warn`` (25%) slower than the fastest one
-  (pyperf looks at the extremes: a maximum 50% above the mean warns there, and here);
-* repeats: fewer calls than needed for a 95% interval of the mean within +-``precision``
-  (5%), n = (1.96 CV / precision)^2, is reported (``needed``; the ``enough_repeats`` check
-  warns), not counted against the cell's stability;
-* the machine: a load average above the usable CPUs, before or after the run, warns; so do
-  more torch threads than physical cores. A CPU frequency governor other than
-  ``performance`` and GPU clocks below their maximum are reported as advice, as pyperf's
-  ``system tune`` would.
+* **fails** when the robust coefficient of variation, 1.4826 MAD / median, reaches
+  ``cv_fail`` (20%): half the calls are then more than ~13.5% away from the median, and the
+  median itself is not to be trusted;
+* **warns** when the CV (stdev / mean) of the calls that are not outliers reaches ``cv_warn``
+  (10%, pyperf's threshold), or when the median call is ``spread_warn`` (25%) or more above the
+  fastest (stalls that hit most calls). pyperf applies its CV rule to all values, so that one
+  stalled call (a page fault, a VM's hiccup) warns about a measurement whose median it does not
+  move; here such calls are outliers (modified z-score above 3.5), named in the reasons and
+  counted by the ``outliers_total_ms`` check, but they do not make the cell unstable;
+* repeats: the calls needed for a 95% interval of the mean within +-``precision`` (5%),
+  n = (1.96 CV / precision)^2, are reported (``needed``; the ``enough_repeats`` check warns);
+* the machine: other processes using more CPU during the run than the CPUs the run left
+  free (from the machine's and the run's own CPU time, before and after), a load average
+  above the usable CPUs before or after the run, or more torch threads than physical cores
+  warn. A CPU frequency governor other than ``performance`` and GPU clocks below their
+  maximum are reported as advice, as pyperf's ``system tune`` would.
 
 Pure functions over numbers and run.json dictionaries; no I/O.
 """
@@ -28,25 +33,25 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.stats import mad_zscores
+
 JUDGED = ("total_ms", "tpot_ms")  # the phases whose spread is judged per cell
+OUTLIER_Z = 3.5
 
 
 @dataclass(frozen=True)
 class Thresholds:
     cv_warn: float = 0.10
-    cv_fail: float = 0.25
+    cv_fail: float = 0.20
     spread_warn: float = 0.25
-    max_warn: float = 0.50
     precision: float = 0.05
     min_repeats: int = 3  # fewer calls than this: the spread is not judged
 
     def __post_init__(self) -> None:
-        for name in ("cv_warn", "cv_fail", "spread_warn", "max_warn", "precision"):
+        for name in ("cv_warn", "cv_fail", "spread_warn", "precision"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"stability threshold {name} must be a positive number, got {value!r}")
-        if self.cv_fail < self.cv_warn:
-            raise ValueError("the stability failure threshold must not be below the warning threshold")
         if self.min_repeats < 2:
             raise ValueError("min_repeats must be at least 2")
 
@@ -56,9 +61,10 @@ class Judgement:
     """The verdict on one group of repeated calls: pass, warn or fail, with the reasons."""
 
     n: int
-    cv: float | None
+    cv: float | None  # stdev / mean of the calls that are not outliers
+    robust_cv: float | None  # 1.4826 MAD / median of all calls
     spread: float | None  # median / fastest - 1
-    max_excess: float | None  # max / mean - 1
+    outliers: int
     needed: int | None  # repeats for the asked precision
     verdict: str
     reasons: tuple[str, ...] = field(default_factory=tuple)
@@ -75,27 +81,42 @@ def judge(values: Sequence[float] | np.ndarray, t: Thresholds = Thresholds(), wh
     x = x[np.isfinite(x)]
     n = int(x.size)
     if n < t.min_repeats or x.mean() <= 0:
-        return Judgement(n, None, None, None, None, "skip", (f"{n} calls (needs {t.min_repeats})",))
-    mean = float(x.mean())
-    cv = float(x.std(ddof=1) / mean)
-    fastest, median = float(x.min()), float(np.median(x))
+        return Judgement(n, None, None, None, 0, None, "skip", (f"{n} calls (needs {t.min_repeats})",))
+    median, fastest = float(np.median(x)), float(x.min())
+    robust_cv = 1.4826 * float(np.median(np.abs(x - median))) / median
+    inliers = x[np.abs(mad_zscores(x)) <= OUTLIER_Z]
+    cv = float(inliers.std(ddof=1) / inliers.mean()) if inliers.size >= 2 else 0.0
     spread = median / fastest - 1 if fastest > 0 else math.inf
-    max_excess = float(x.max()) / mean - 1
-    needed = needed_repeats(cv, t.precision)
     reasons, verdict = [], "pass"
-    if cv >= t.cv_fail:
-        reasons.append(f"CV of {what} {100 * cv:.0f}% (fails from {100 * t.cv_fail:.0f}%)")
+    if robust_cv >= t.cv_fail:
+        reasons.append(f"robust CV of {what} {100 * robust_cv:.0f}% (fails from {100 * t.cv_fail:.0f}%)")
         verdict = "fail"
-    elif cv >= t.cv_warn:
+    if cv >= t.cv_warn:
         reasons.append(f"CV of {what} {100 * cv:.0f}% (warns from {100 * t.cv_warn:.0f}%)")
-        verdict = "warn"
+        verdict = verdict if verdict == "fail" else "warn"
     if spread >= t.spread_warn:
         reasons.append(f"median {what} {100 * spread:.0f}% above the fastest call")
         verdict = verdict if verdict == "fail" else "warn"
-    if max_excess >= t.max_warn:
-        reasons.append(f"slowest {what} {100 * max_excess:.0f}% above the mean")
-        verdict = verdict if verdict == "fail" else "warn"
-    return Judgement(n, cv, spread, max_excess, needed, verdict, tuple(reasons))
+    outliers = n - int(inliers.size)
+    if outliers and reasons:
+        reasons.append(f"{outliers} outlier call(s)")
+    return Judgement(n, cv, robust_cv, spread, outliers, needed_repeats(max(cv, robust_cv), t.precision), verdict,
+                     tuple(reasons))
+
+
+def other_work_cpus(run: dict[str, Any]) -> float | None:
+    """CPUs other processes kept busy, on average, while the run measured (from the machine's
+    and the run's own CPU time before and after it; None when either is missing)."""
+    before = (run.get("conditions_before") or {}).get("cpu_seconds")
+    after = (run.get("conditions_after") or {}).get("cpu_seconds")
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return None
+    try:
+        elapsed = after["monotonic_s"] - before["monotonic_s"]
+        other = (after["machine_busy_s"] - before["machine_busy_s"]) - (after["process_s"] - before["process_s"])
+    except (KeyError, TypeError):
+        return None
+    return max(0.0, other / elapsed) if elapsed > 0 else None
 
 
 def machine_warnings(run: dict[str, Any] | None) -> list[str]:
@@ -105,6 +126,11 @@ def machine_warnings(run: dict[str, Any] | None) -> list[str]:
     env = run.get("environment") or {}
     usable = env.get("usable_cpus") or env.get("logical_cpus")
     out = []
+    other = other_work_cpus(run) if ((run.get("executor") or {}).get("executor") in (None, "local")) else None
+    threads = env.get("torch_threads") or 1
+    if other is not None and isinstance(usable, int) and other > max(usable - threads, 0) + 0.25:
+        out.append(f"other processes kept {other:.1f} of {usable} CPUs busy while the run measured (it needed "
+                   f"{threads}): the calls competed for the CPU")
     for when in ("conditions_before", "conditions_after"):
         load = ((run.get(when) or {}).get("load_average") or [None])[0]
         if isinstance(load, (int, float)) and isinstance(usable, int) and load > usable:
@@ -161,7 +187,10 @@ def table_warnings(table: Any, t: Thresholds = Thresholds(), label: str = "") ->
     lines = []
     for scope, _, j in judge_table(table, t):
         if j.verdict in ("warn", "fail"):
-            where = label or ", ".join(f"{k}={v}" for k, v in scope.items())
-            sample = f" sample {scope['sample_id']}" if scope.get("sample_id") not in (None, "synthetic") else ""
-            lines.append(f"{where}{sample}: {'; '.join(j.reasons)}")
+            if label:
+                sample = scope.get("sample_id")
+                where = label + (f" sample {sample}" if sample not in (None, "synthetic") else "")
+            else:
+                where = ", ".join(f"{k}={v}" for k, v in scope.items())
+            lines.append(f"{where}: {'; '.join(j.reasons)}")
     return lines
