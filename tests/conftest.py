@@ -79,6 +79,7 @@ def _cache_length(kwargs: dict[str, Any]) -> int:
 def inject_delays(
     model: torch.nn.Module, vision_ms: float, prefill_ms: float, decode_ms: float, decode_jitter_ms: float = 0.0,
     clock: VirtualClock | None = None, vision_tower: torch.nn.Module | None = None,
+    language_model: torch.nn.Module | None = None,
 ) -> Iterator[None]:
     """Make vision, each prefill forward and each decode forward take the given times.
 
@@ -107,7 +108,8 @@ def inject_delays(
     def vision_delay(module: Any, args: tuple) -> None:
         wait(vision_ms)
 
-    handles = [_language_model(model).register_forward_pre_hook(lm_delay, with_kwargs=True)]
+    lm = language_model if language_model is not None else _language_model(model)
+    handles = [lm.register_forward_pre_hook(lm_delay, with_kwargs=True)]
     tower = vision_tower if vision_tower is not None else _vision_tower(model)
     if tower is not None:
         handles.append(tower.register_forward_pre_hook(vision_delay))

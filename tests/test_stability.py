@@ -39,8 +39,9 @@ def test_stalls_that_hit_most_calls_warn() -> None:
     assert j.verdict == "warn" and "median total_ms 30% above the fastest call" in j.reasons
 
 
-def test_too_few_calls_are_not_judged() -> None:
+def test_too_few_calls_or_a_zero_median_are_not_judged() -> None:
     assert judge([1.0, 5.0]).verdict == "skip"
+    assert judge([0.0, 0.0, 0.0, 0.05, 0.05]).verdict == "skip"  # a legacy tpot clamped to 0
     with pytest.raises(ValueError):
         Thresholds(cv_warn=0.0)
 

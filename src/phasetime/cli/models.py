@@ -1,7 +1,11 @@
-"""Commands about models: the built-ins."""
+"""Commands about models: the built-ins, and what phasetime times in a model."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .app import app, consoles
@@ -18,3 +22,42 @@ def cmd_models() -> None:
     for name, doc in models.BUILTIN.items():
         table.add_row(name + (" (default)" if name == models.DEFAULT_MODEL else ""), doc)
     consoles.out.print(table)
+
+
+@app.command("inspect")
+def cmd_inspect(
+    model: Annotated[str, typer.Argument(help="Built-in name, hub id or local directory.")],
+    image: Annotated[Optional[str], typer.Option(help="Image file for the call (default: a generated one).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, float16 or bfloat16.")] = "auto",
+    vision: Annotated[Optional[list[str]], typer.Option(help="Module or method path to time as vision (repeatable).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code.")] = False,
+) -> None:
+    """Time one short call and show what phasetime times as vision, prefill and decode in MODEL."""
+    from ..experiments.inspection import inspect_model
+
+    found = inspect_model(model, image=image, device=device, dtype=dtype, vision=vision,
+                          trust_remote_code=trust_remote_code)
+    out = consoles.out
+    out.print(f"[bold]{escape(found.model)}[/]: {found.model_class}, {found.parameters:,} parameters, "
+              f"{found.dtype} on {found.device}", highlight=False, soft_wrap=True)
+    out.print(f"takes images: {'yes' if found.takes_images else 'no'}; generation mode: {found.generation_mode}",
+              highlight=False)
+    if found.own_generate:
+        out.print(f"own generate(): {escape(found.own_generate)}", highlight=False, soft_wrap=True)
+    timed = ", ".join(found.vision) if found.takes_images else "nothing (the model takes no images)"
+    out.print("vision is timed as: " + escape(timed), highlight=False, soft_wrap=True)
+    m = found.measurement
+    if m is not None:
+        out.print(f"vision ran: {escape(found.vision_placement)} ({m.vision_calls} call(s), {m.vision_ms:.2f} ms)",
+                  highlight=False, soft_wrap=True)
+        out.print(f"prefill: {m.prefill_forwards} forward(s) consuming {m.prompt_tokens} prompt positions, "
+                  f"{m.prefill_ms:.2f} ms; decode: {m.decode_steps} forwards for {m.sequences[0].output_tokens} tokens "
+                  f"(N - 1), tpot {m.sequences[0].tpot_ms or 0:.2f} ms", highlight=False, soft_wrap=True)
+        out.print(f"call: total {m.total_ms:.2f} ms, ttft {m.ttft_ms or 0:.2f} ms, other {m.other_ms:.2f} ms, "
+                  f"probe's own time {m.probe_ms or 0:.3f} ms", highlight=False, soft_wrap=True)
+    for warning in found.warnings:
+        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    if found.error:
+        out.print(f"[bold red]cannot be timed:[/] {escape(found.error)}", soft_wrap=True)
+        raise typer.Exit(1)

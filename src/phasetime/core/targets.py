@@ -6,11 +6,15 @@ Owned by a :class:`phasetime.core.hooks.ModelHooks` (``hooks.targets``).
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import torch
 
 from .vision import language_modules, receives
+
+# model -> the vision encoder discovery found in it (weak: forgets models that are gone)
+_DISCOVERED: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
 
 if TYPE_CHECKING:
     from .hooks import CallState, ModelHooks
@@ -21,7 +25,8 @@ class VisionTargets:
 
     def __init__(self, hooks: "ModelHooks") -> None:
         self.hooks = hooks
-        self.discovered: torch.nn.Module | None = None
+        # an encoder found in an earlier call outlives the hooks that found it
+        self.discovered: torch.nn.Module | None = _DISCOVERED.get(hooks.model)
         self.not_vision: set[int] | None = None
 
     def module_target(self, module: torch.nn.Module, key: Hashable) -> Callable[[], None]:
@@ -77,7 +82,8 @@ class VisionTargets:
 
         for _, module in root.named_modules():
             if id(module) not in self.not_vision:
-                state.discovery.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+                # first among the module's pre-hooks, as the probe's own are
+                state.discovery.append(module.register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
 
     def stop_discovery(self, state: CallState) -> None:
         for handle in state.discovery:
@@ -88,7 +94,7 @@ class VisionTargets:
         """Time ``module`` as the vision encoder of every automatic probe, from now on."""
         hooks = self.hooks
         with hooks.lock:
-            self.discovered = module
+            self.discovered = _DISCOVERED[hooks.model] = module
             key = ("discovered", id(module))
             for probe in hooks.probes:
                 if probe.automatic_vision and not probe.vision_keys:

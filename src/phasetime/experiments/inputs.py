@@ -84,4 +84,5 @@ def encode(processor: Any, texts: list[str], images: list[list[Image.Image]], de
         encoded = processor(images=images, text=texts, return_tensors="pt", padding=True)
     else:
         encoded = tokenizer_of(processor)(texts, return_tensors="pt", padding=True)
-    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in encoded.items()}
+    # Some processors return training labels (PaliGemma): generate() would compute a loss with them.
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in encoded.items() if k != "labels"}

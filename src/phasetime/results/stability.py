@@ -80,9 +80,11 @@ def judge(values: Sequence[float] | np.ndarray, t: Thresholds = Thresholds(), wh
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
     n = int(x.size)
-    if n < t.min_repeats or x.mean() <= 0:
+    if n < t.min_repeats:
         return Judgement(n, None, None, None, 0, None, "skip", (f"{n} calls (needs {t.min_repeats})",))
     median, fastest = float(np.median(x)), float(x.min())
+    if median <= 0:  # the legacy method's clamped decode, say: nothing to judge a spread against
+        return Judgement(n, None, None, None, 0, None, "skip", (f"median {what} is {median:g}",))
     robust_cv = 1.4826 * float(np.median(np.abs(x - median))) / median
     inliers = x[np.abs(mad_zscores(x)) <= OUTLIER_Z]
     cv = float(inliers.std(ddof=1) / inliers.mean()) if inliers.size >= 2 else 0.0
