@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from phasetime.experiments.plan import expand
-from phasetime.experiments.spec import ExperimentError, load_experiment, parse_experiment, quick_experiment
+from phasetime.experiments.quick import quick_experiment
+from phasetime.experiments.spec import ExperimentError, load_experiment, parse_experiment
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -243,6 +243,23 @@ def noise_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds
     return out
 
 
+def utilization_checks(table: pa.Table) -> list[CheckResult]:
+    """A phase that reads above the device's roof (utilisation > 1) is physically impossible:
+    its timing, its cost model or the roof is wrong."""
+    if "prefill_flops" not in table.column_names or table.column("prefill_flops").null_count == table.num_rows:
+        return []
+    from .summary import summarize
+
+    worst, where = 0.0, ""
+    for cell in summarize(table):
+        for phase, t in cell.throughput.items():
+            for name, value in (("compute", t.mfu), ("bandwidth", t.mbu)):
+                if value is not None and value > worst:
+                    worst, where = value, f"{phase} {name} in cell {cell.cell if cell.cell is not None else cell.params}"
+    return [CheckResult("utilization", "per cell", round(worst, 3), "<= 1 (of the roof)", "fail" if worst > 1 else "pass",
+                        f"highest: {where}" if where else "")]
+
+
 def hygiene_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds) -> list[CheckResult]:
     """Warm-up and locked GPU clocks."""
     out = []
@@ -274,6 +291,7 @@ def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, threshol
         *stability_checks(table, t),
         *outlier_checks(table, t),
         *noise_checks(table, run_info, t),
+        *utilization_checks(table),
         *hygiene_checks(table, run_info, t),
     ]
 

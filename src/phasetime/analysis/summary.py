@@ -10,14 +10,15 @@ import numpy as np
 import pyarrow as pa
 
 from ..core.stats import cv, percentile, wilson_interval
-from ..results.schema import AXES, SUMMARY_PHASES
+from ..results.schema import AXES, SUMMARY_PHASES, names
 from ..results.tables import floats, group_indices, list_values, strings
 
-__all__ = ["AXES", "CellSummary", "PhaseStats", "SUMMARY_PHASES", "cell_keys", "floats", "group_indices",
+__all__ = ["AXES", "CellSummary", "PhaseStats", "SUMMARY_PHASES", "Throughput", "cell_keys", "floats", "group_indices",
            "list_values", "strings", "summarize", "varying"]
 
 # other_ms is summarised too (the report draws it), after the phases tables show.
 SUMMARISED = (*SUMMARY_PHASES, "other_ms")
+RESOURCES = tuple(c for c in names("resource") if c != "energy_coarse")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,27 @@ class PhaseStats:
 
 
 @dataclass(frozen=True)
+class Throughput:
+    """What one phase of one cell achieved (median work over median time) against the roof."""
+
+    flops_per_s: float | None
+    bytes_per_s: float | None
+    intensity: float | None  # FLOP per byte
+    mfu: float | None  # achieved FLOP/s / the device's peak
+    mbu: float | None  # achieved bytes/s / the device's peak bandwidth
+
+    @classmethod
+    def of(cls, flops: float | None, moved: float | None, ms: float | None, roof_flops: float | None,
+           roof_bytes: float | None) -> "Throughput":
+        seconds = ms / 1000 if ms and ms > 0 else None
+        fs = flops / seconds if flops is not None and seconds else None
+        bs = moved / seconds if moved is not None and seconds else None
+        return cls(fs, bs, flops / moved if flops is not None and moved else None,
+                   fs / roof_flops if fs is not None and roof_flops else None,
+                   bs / roof_bytes if bs is not None and roof_bytes else None)
+
+
+@dataclass(frozen=True)
 class CellSummary:
     """One cell: its parameters, its rows' count and every phase's :class:`PhaseStats`."""
 
@@ -53,7 +75,8 @@ class CellSummary:
     accuracy_ci: tuple[float, float] | None = None
     scored: int = 0
     cell: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    throughput: dict[str, Throughput] = field(default_factory=dict)  # vision, prefill, decode (with --cost)
+    resources: dict[str, float | None] = field(default_factory=dict)  # median of each resource column present
 
     def median(self, phase: str) -> float | None:
         return self.phases[phase].median
@@ -80,6 +103,8 @@ def summarize(table: pa.Table) -> list[CellSummary]:
     keys = cell_keys(table)
     params = [c for c in AXES if c in table.column_names and c not in keys]
     values = {name: floats(table, name) for name in (*SUMMARISED, "output_tokens", "visual_tokens", "score")}
+    present = [c for c in RESOURCES if c in table.column_names and table.column(c).null_count < table.num_rows]
+    resource_values = {c: floats(table, c) for c in present}
     param_values = {c: table.column(c).to_pylist() for c in params}
     out = []
     for key, idx in group_indices(table, keys).items():
@@ -88,18 +113,30 @@ def summarize(table: pa.Table) -> list[CellSummary]:
             cell_params.setdefault(c, param_values[c][idx[0]])
         scores = values["score"][idx]
         scored = scores[np.isfinite(scores)]
+        medians = {c: percentile(v[idx], 50) for c, v in resource_values.items()}
+        phases = {p: PhaseStats.of(values[p][idx]) for p in SUMMARISED}
         out.append(CellSummary(
             params=cell_params,
             n=int(len(idx)),
             output_tokens=percentile(values["output_tokens"][idx], 50),
             visual_tokens=percentile(values["visual_tokens"][idx], 50),
-            phases={p: PhaseStats.of(values[p][idx]) for p in SUMMARISED},
+            phases=phases,
             accuracy=float(scored.mean()) if scored.size else None,
             accuracy_ci=wilson_interval(float(scored.sum()), int(scored.size)) if scored.size else None,
             scored=int(scored.size),
             cell=cell_params.get("cell"),
+            throughput=_throughput(medians, phases),
+            resources=medians,
         ))
     return out
+
+
+def _throughput(medians: dict[str, float | None], phases: dict[str, PhaseStats]) -> dict[str, Throughput]:
+    if medians.get("prefill_flops") is None:
+        return {}
+    roof_flops, roof_bytes = medians.get("roof_flops_per_s"), medians.get("roof_bytes_per_s")
+    return {p: Throughput.of(medians.get(f"{p}_flops"), medians.get(f"{p}_bytes"), phases[f"{p}_ms"].median,
+                             roof_flops, roof_bytes) for p in ("vision", "prefill", "decode")}
 
 
 def varying(summary: list[CellSummary]) -> list[str]:

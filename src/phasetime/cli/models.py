@@ -61,3 +61,39 @@ def cmd_inspect(
     if found.error:
         out.print(f"[bold red]cannot be timed:[/] {escape(found.error)}", soft_wrap=True)
         raise typer.Exit(1)
+
+
+@app.command("roof")
+def cmd_roof(
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, float16 or bfloat16 (default: the device's usual one).")] = "auto",
+    measure: Annotated[bool, typer.Option("--measure", help="Measure this machine (a matmul and a copy) instead of "
+                                                            "trusting the datasheet; cached per device.")] = False,
+) -> None:
+    """The device's peak FLOP/s and memory bandwidth: datasheet figures, or measured here."""
+    from ..core.roof import DATASHEETS, datasheet, device_name, roof
+    from ..experiments import models
+
+    dev = models.resolve_device(device)
+    chosen = str(models.resolve_dtype(dtype, dev)).removeprefix("torch.")
+    name = device_name(dev)
+    sheet = datasheet(name, chosen) if dev.type == "cuda" else None
+    out = consoles.out
+    out.print(f"{escape(name)}, {chosen}", highlight=False)
+    if sheet is not None:
+        out.print(f"datasheet: {sheet.flops_per_s / 1e12:.1f} TFLOP/s, {sheet.bytes_per_s / 1e12:.2f} TB/s "
+                  f"({escape(sheet.source.removeprefix('datasheet: '))})", highlight=False, soft_wrap=True)
+    elif dev.type == "cuda":
+        out.print("no datasheet figures for this GPU: measuring", highlight=False)
+    if measure or sheet is None:
+        found = roof(dev, chosen, measured=True)
+        out.print(f"measured:  {found.flops_per_s / 1e12:.3f} TFLOP/s, {found.bytes_per_s / 1e9:.1f} GB/s "
+                  "(a square matmul, a large copy; cached in ~/.cache/phasetime/roof.json)", highlight=False)
+    table = Table(title="datasheet figures phasetime knows (dense, TFLOP/s and TB/s)", title_justify="left")
+    for column in ("GPU", "FP32", "TF32", "BF16/FP16", "memory"):
+        table.add_column(column, justify="left" if column == "GPU" else "right")
+    for s in DATASHEETS:
+        f = s.flops
+        table.add_row(s.name, f"{f['float32'] / 1e12:g}", f"{f['tf32'] / 1e12:g}" if "tf32" in f else "-",
+                      f"{f['bfloat16'] / 1e12:g}", f"{s.bandwidth / 1e12:g}")
+    out.print(table)

@@ -58,6 +58,9 @@ def cmd_run(
     threads: Annotated[Optional[str], typer.Option(help="torch intra-op threads, or 'auto': 1 on CPU, torch's default on CUDA (default: auto, or the file's).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where cells run: local or ray (default: local, or the file's).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto); without it Ray starts one here.")] = None,
+    memory: Annotated[bool, typer.Option("--memory", help="Also record peak memory per phase, the KV cache and the weights.")] = False,
+    cost: Annotated[bool, typer.Option("--cost", help="Also count FLOPs and bytes per phase (a replay) against the device's roof.")] = False,
+    energy: Annotated[bool, typer.Option("--energy", help="Also read the GPU's energy per phase (NVML; syncs at phase boundaries).")] = False,
     model: Annotated[Optional[str], typer.Option(help=f"Built-in name, hub id or local directory (default: {HELP_DEFAULTS['model']}).")] = None,
     max_new_tokens: Annotated[Optional[str], typer.Option(help=f"Output lengths, comma-separated (default: {HELP_DEFAULTS['max_new_tokens']}).")] = None,
     min_new_tokens: Annotated[Optional[int], typer.Option(help="(default: equal to max new tokens)")] = None,
@@ -85,7 +88,8 @@ def cmd_run(
         raise RunError(f"--{next(iter(given)).replace('_', '-')} applies only without an experiment file")
     if "max_new_tokens" in given:
         given["max_new_tokens"] = parse_int_list(given["max_new_tokens"], "--max-new-tokens")
-    overrides = {"threads": _threads(threads), "executor": executor, "address": address}
+    overrides = {"threads": _threads(threads), "executor": executor, "address": address,
+                 "resources": {k: True for k, on in (("memory", memory), ("cost", cost), ("energy", energy)) if on}}
     from ..experiments.conditions import apply_threads
 
     if isinstance(overrides["threads"], int):
@@ -106,15 +110,18 @@ def cmd_run(
 
 
 def _experiment(file: Path | None, given: dict[str, Any], overrides: dict[str, Any]) -> Any:
-    from ..experiments.spec import load_experiment, parse_experiment, quick_experiment
+    from ..experiments.quick import quick_experiment
+    from ..experiments.spec import load_experiment, parse_experiment
 
     if file is None:
-        quick_args = {**given, **{k: v for k, v in overrides.items() if v is not None}}
+        quick_args = {**given, **{k: v for k, v in overrides.items() if v is not None and k != "resources"},
+                      **overrides["resources"]}
         return quick_experiment(**quick_args)
     exp = load_experiment(file)
-    if all(v is None for v in overrides.values()):
+    if all(not v for v in overrides.values()):
         return exp
     data = exp.model_dump(mode="json")
+    data["resources"] = {**data["resources"], **overrides["resources"]}
     if overrides["threads"] is not None:
         data["threads"] = overrides["threads"]
     if overrides["executor"] is not None or overrides["address"] is not None:

@@ -270,7 +270,7 @@ class ModelHooks:
 
     @torch.compiler.disable
     def _forward_post(self, module: Any, args: Any, output: Any) -> None:
-        self.each(lambda r: r.mark("forward_end"))
+        self.each(lambda r: r.mark("forward_end", output=output))
         return None
 
     def vision_enter(self, key: Hashable) -> None:

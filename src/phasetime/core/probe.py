@@ -198,12 +198,12 @@ class _Recorder:
         self.decode_step = 0
         self.nvtx = probe.nvtx
 
-    def mark(self, kind: str, tokens: int | None = None) -> None:
+    def mark(self, kind: str, tokens: int | None = None, output: Any = None) -> None:
         if self.nvtx is not None and kind.endswith("_end"):
             self.nvtx.pop()
         self.marks.append((kind, self.clock.mark(), tokens))
         for sensor in self.probe.sensors:
-            sensor.sample(kind)
+            sensor.sample(kind, tokens, output)
         if self.nvtx is not None and kind.endswith("_start"):
             self.nvtx.push(self._range_name(kind, tokens))
 
@@ -249,7 +249,7 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
         for r in state.recorders:
             r.clock.sync()
             for sensor in r.probe.sensors:
-                sensor.start()
+                sensor.start(r.counter.prompt_tokens)
         for r in state.recorders:
             r.mark("call_start")
         if hooks.own_generate:
@@ -323,6 +323,6 @@ def _finish(r: _Recorder, state: CallState, prompt_tokens: int, lengths: list[in
             "or pass vision=[] to time the call without vision")
     resources: dict[str, Any] = {}
     for sensor in r.probe.sensors:
-        resources.update(sensor.finish(events))
+        resources.update(sensor.finish(prompt_tokens))
     return derive(events, prompt_tokens=prompt_tokens, output_tokens=lengths, timer=r.clock.name, output_ids=output,
                   probe_ms=state.hook_ns / 1e6, resources=resources)

@@ -11,7 +11,8 @@ which it never imports.
 from __future__ import annotations
 
 from .driver import RunResult, run_experiment
-from .spec import Experiment, ExperimentError, load_experiment, parse_experiment, quick_experiment
+from .quick import quick_experiment
+from .spec import Experiment, ExperimentError, load_experiment, parse_experiment
 from .validate import RunError
 
 __all__ = ["Experiment", "ExperimentError", "RunError", "RunResult", "load_experiment", "parse_experiment",

@@ -30,6 +30,7 @@ from .batch import CellError, add_predictions, prepare_batch, resize
 from .conditions import apply_threads
 from .datasets import BadSample
 from .plan import CellTask
+from .resources import CellResources
 
 CallFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
@@ -169,6 +170,8 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
     vision = cell.model.vision if method == "direct" else None
     nvtx = options.nvtx and method == "direct"  # the legacy method's three calls are not phases
     prepared, failed = _images(task, models.is_vision_language(processor))
+    resources = CellResources(experiment.resources, model)
+    sensors = resources.sensors_for(method)
     tokenizer = models.tokenizer_of(processor)
     threads = torch.get_num_threads()
     params = {**cell.params, "cell": cell.index, "metric": experiment.metric, "threads": threads,
@@ -184,14 +187,15 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
     for _ in range(experiment.warmup):
         kept, images = prepared[0]
         batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
-        measure(model, batch.inputs, method=method, vision=vision, nvtx=nvtx, **kwargs)
+        measure(model, batch.inputs, method=method, vision=vision, nvtx=nvtx, sensors=sensors, **kwargs)
         tick(True)
     rows: list[dict[str, Any]] = []
     call_id = task.first_call_id  # unique in the directory, and the same when a cell is re-run
     for repeat in range(experiment.repeats):
         for kept, images in prepared:
             batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
-            m = measure(model, batch.inputs, method=method, vision=vision, nvtx=nvtx, **kwargs)
+            m = measure(model, batch.inputs, method=method, vision=vision, nvtx=nvtx, sensors=sensors, **kwargs)
+            m = resources.add_cost(m, model, batch.inputs, kwargs, vision)
             add_predictions(batch, m.output_ids, tokenizer, experiment.metric)
             rows.extend(measurement_rows(m, call_id=call_id, repeat=repeat, params=params, extras=batch.extras))
             call_id += 1

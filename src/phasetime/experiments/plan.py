@@ -142,8 +142,6 @@ class RunOptions:
     skip_bad_samples: bool = False
     nvtx: bool = False
     threads: int | None = None  # torch intra-op threads; None: leave torch's default
-    sensors: tuple[str, ...] = ()  # names of sensors to attach (see phasetime.core.sensors)
-    cost: bool = False  # count FLOPs and bytes per phase after each cell (a replay, outside the timed calls)
 
 
 @dataclass(frozen=True)

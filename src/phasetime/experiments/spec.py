@@ -161,6 +161,14 @@ class ExecutorSpec(_Strict):
     retries: Annotated[int, Field(ge=0, le=10)] = 1  # a cell whose worker died runs again this often
 
 
+class ResourcesSpec(_Strict):
+    """What the probe records beside time (docs/metrics.md, "Resources")."""
+
+    memory: bool = False  # peak memory per phase, KV cache, weights by part
+    cost: bool = False  # FLOPs (in a replay) and bytes per phase, against the device's roof
+    energy: bool = False  # GPU energy per phase (NVML; synchronises at phase boundaries)
+
+
 class Experiment(_Strict):
     """A whole experiment file (see ``docs/experiments.md``)."""
 
@@ -182,6 +190,7 @@ class Experiment(_Strict):
     # from lining up with a swept parameter (output length, say) and posing as its effect.
     order: Literal["shuffled", "grid"] = "shuffled"
     executor: ExecutorSpec = ExecutorSpec()
+    resources: ResourcesSpec = ResourcesSpec()
 
     @field_validator("models", mode="before")
     @classmethod
@@ -290,38 +299,3 @@ def _resolve_paths(experiment: Experiment, base: Path) -> Experiment:
 
     models = [m.model_copy(update={"name": local(m.name)}) if local(m.name) else m for m in experiment.models]
     return experiment.model_copy(update={"inputs": inputs, "models": models})
-
-
-def quick_experiment(
-    *,
-    model: str = DEFAULT_MODEL,
-    max_new_tokens: list[int] | tuple[int, ...] = (1, 2, 4, 8, 16, 32),
-    min_new_tokens: int | None = None,
-    repeats: int = 5,
-    warmup: int = 2,
-    prompt: str = DEFAULT_PROMPT,
-    image: str | None = None,
-    image_size: int = 336,
-    batch_size: int = 1,
-    method: str = "direct",
-    device: str = "auto",
-    dtype: str = "auto",
-    seed: int = 0,
-    threads: int | str = "auto",
-    executor: str = "local",
-    address: str | None = None,
-) -> Experiment:
-    """The experiment behind ``phasetime run --model ...``: one model, synthetic input, an output-length sweep."""
-    data = {
-        "name": "run",
-        "models": [{"name": model, "dtype": dtype, "device": device}],
-        "inputs": {"kind": "synthetic", "prompt": prompt, "image": image, "image_size": image_size},
-        "sweep": {"max_new_tokens": list(max_new_tokens), "batch_size": [batch_size], "method": [method]},
-        "min_new_tokens": "max" if min_new_tokens is None else min_new_tokens,
-        "repeats": repeats,
-        "warmup": warmup,
-        "seed": seed,
-        "threads": threads,
-        "executor": {"kind": executor, "address": address},
-    }
-    return parse_experiment(data, "options")

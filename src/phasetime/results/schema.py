@@ -26,6 +26,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from ..core.cost import COST_COLUMNS
+from ..core.energy import ENERGY_COLUMNS
+from ..core.sensors import MemorySensor, SensorColumn
+
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 ROLES = ("id", "call", "phase", "raw", "axis", "parameter", "sample", "placement", "resource")
@@ -102,6 +106,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("device", _S, "placement", "", "the device the model ran on, e.g. `cuda:0` or `cpu`"),
     Column("worker", _S, "placement", "", "the executor's worker (`local`, or a Ray worker's id)"),
 )
+
+_TYPES = {"float": _F, "int": _I64, "str": _S}
+
+
+def _resource(column: SensorColumn) -> Column:
+    return Column(column.name, _TYPES[column.kind], "resource", column.unit, column.doc)
+
+
+# What the sensors record (null unless a run asked for them: --memory, --cost, --energy).
+COLUMNS = COLUMNS + tuple(_resource(c) for c in (*MemorySensor.columns, *COST_COLUMNS, *ENERGY_COLUMNS))
 
 BY_NAME = {c.name: c for c in COLUMNS}
 NAMES = tuple(c.name for c in COLUMNS)

@@ -1,0 +1,227 @@
+"""Sensors: resources sampled at the probe's phase boundaries, attributed to the same phases.
+
+A sensor is one class plus its columns. The probe calls :meth:`Sensor.start` before the call,
+:meth:`Sensor.sample` at every boundary it marks (call start and end, vision start and end,
+each forward's start and end, with the forward's output at its end) and :meth:`Sensor.finish`
+after the call, which returns the sensor's column values. Which interval belongs to which
+phase is decided here once, by :class:`PhaseIntervals`, the way :func:`~phasetime.core.phases.derive`
+decides it: forwards are prefill until the prompt is consumed, decode after; vision wins
+inside a forward. Without sensors the probe does none of this.
+
+Sensors (see docs/metrics.md, "Resources"):
+
+* :class:`MemorySensor` (``--memory``): on CUDA the peak allocated and reserved bytes within
+  vision, prefill and decode (allocator statistics are host-side: no synchronisation); on CPU
+  the process's resident memory at the boundaries (coarse); the KV cache's bytes after prefill
+  and at the end; the model's weights by part.
+* :class:`~phasetime.core.cost.FlopSensor` (``--cost``, in a replay of the call, never in the
+  timed one): FLOPs per phase.
+* :class:`~phasetime.core.energy.EnergySensor` (``--energy``, CUDA): the GPU's energy counter.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
+
+from .phases import PromptCounter
+
+if TYPE_CHECKING:
+    import torch
+
+# This module imports torch only inside functions: the results floor reads the sensors'
+# column declarations without it.
+
+
+@dataclass(frozen=True)
+class SensorColumn:
+    """A results column a sensor fills (``kind``: "float" or "int")."""
+
+    name: str
+    unit: str
+    doc: str
+    kind: str = "float"
+
+
+class Sensor(Protocol):
+    name: str
+    columns: tuple[SensorColumn, ...]
+
+    def start(self, prompt_tokens: int) -> None: ...
+
+    def sample(self, kind: str, tokens: int | None = None, output: Any = None) -> None: ...
+
+    def finish(self, prompt_tokens: int) -> dict[str, Any]: ...
+
+
+PHASES = ("vision", "prefill", "decode")
+
+
+class PhaseIntervals:
+    """Turns the boundary kinds a sensor saw into the phase of each interval between them.
+
+    ``phase_after(i)`` is the phase from boundary i to boundary i + 1: vision inside a vision
+    span, prefill or decode inside a forward (by counting the prompt's positions), else
+    ``"other"``.
+    """
+
+    def __init__(self, kinds: Sequence[tuple[str, int | None]], prompt_tokens: int) -> None:
+        counter = PromptCounter(prompt_tokens)
+        self.phases: list[str] = []
+        forward, vision = None, 0
+        for kind, tokens in kinds:
+            if kind == "forward_start":
+                forward = "prefill" if counter.feed(tokens or 0) else "decode"
+            elif kind == "forward_end":
+                forward = None
+            elif kind == "vision_start":
+                vision += 1
+            elif kind == "vision_end":
+                vision -= 1
+            self.phases.append("vision" if vision > 0 else forward or "other")
+
+    def phase_after(self, i: int) -> str:
+        return self.phases[i]
+
+
+def cache_bytes(output: Any) -> int | None:
+    """Bytes held by the key/value cache a forward returned (None when it returned none)."""
+    import torch
+
+    # a ModelOutput is a dict of the fields set: "cache" since transformers 5.24,
+    # "past_key_values" before (reading the old name as an attribute there warns)
+    getter = getattr(output, "get", None)
+    cache = (getter("cache") or getter("past_key_values")) if callable(getter) else None
+    if cache is None:
+        return None
+    total = 0
+    for layer in getattr(cache, "layers", []) or []:
+        for name in ("keys", "values"):
+            tensor = getattr(layer, name, None)
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * tensor.element_size()
+    if not getattr(cache, "layers", None):  # older caches: lists of tensors
+        for tensors in (getattr(cache, "key_cache", []), getattr(cache, "value_cache", [])):
+            total += sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    return total
+
+
+class _Rss:
+    """The process's resident memory: ``/proc/self/statm`` read through a descriptor kept open
+    (a few microseconds), else psutil (other systems)."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        try:
+            self.fd: int | None = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            import psutil
+
+            self.fd, self.process = None, psutil.Process()
+
+    def __call__(self) -> int:
+        if self.fd is not None:
+            return int(os.pread(self.fd, 128, 0).split()[1]) * self.page
+        return int(self.process.memory_info().rss)
+
+    def __del__(self) -> None:
+        if getattr(self, "fd", None) is not None:
+            os.close(self.fd)  # type: ignore[arg-type]
+
+
+class MemorySensor:
+    """Peak memory per phase, the KV cache's size, and the weights by part; see the module docstring."""
+
+    name = "memory"
+    columns = (
+        *(SensorColumn(f"mem_{p}_peak_bytes", "bytes", f"CUDA: peak bytes allocated during {p}; CPU: peak resident "
+                                                       f"memory of the process at {p}'s boundaries", "int")
+          for p in PHASES),
+        *(SensorColumn(f"mem_{p}_reserved_bytes", "bytes", f"CUDA: peak bytes the allocator reserved during {p}", "int")
+          for p in PHASES),
+        SensorColumn("kv_prefill_bytes", "bytes", "bytes held by the KV cache after the prefill", "int"),
+        SensorColumn("kv_end_bytes", "bytes", "bytes held by the KV cache at the end of the call", "int"),
+        SensorColumn("weights_vision_bytes", "bytes", "parameter bytes of the vision tower", "int"),
+        SensorColumn("weights_projector_bytes", "bytes", "parameter bytes of the projector", "int"),
+        SensorColumn("weights_language_bytes", "bytes", "parameter bytes of everything else (the language model)", "int"),
+    )
+
+    def __init__(self, model: "torch.nn.Module", weights: dict[str, int] | None = None) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = next(model.parameters()).device
+        self.cuda = self.device.type == "cuda"
+        self.weights = weights if weights is not None else weight_bytes(model)
+        self.rss = _Rss() if not self.cuda else None
+        self.samples: list[tuple[str, int | None, int, int]] = []
+        self.counter = PromptCounter(0)
+        self.kv_prefill: int | None = None
+        self.prefill_ending = False
+        self.last_output: Any = None
+
+    def start(self, prompt_tokens: int) -> None:
+        self.samples.clear()
+        self.counter = PromptCounter(prompt_tokens)
+        self.kv_prefill, self.prefill_ending, self.last_output = None, False, None
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+
+    def sample(self, kind: str, tokens: int | None = None, output: Any = None) -> None:
+        if self.cuda:
+            allocated = self.torch.cuda.max_memory_allocated(self.device)
+            reserved = self.torch.cuda.max_memory_reserved(self.device)
+            self.torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            assert self.rss is not None
+            allocated, reserved = self.rss(), 0
+        self.samples.append((kind, tokens, allocated, reserved))
+        if kind == "forward_start":
+            # the forward that consumes the prompt's last positions ends the prefill
+            self.prefill_ending = self.counter.feed(tokens or 0) and self.counter.consumed >= self.counter.prompt_tokens
+        elif kind == "forward_end":
+            if self.prefill_ending and self.kv_prefill is None:
+                self.kv_prefill = cache_bytes(output)
+            self.last_output = output
+
+    def finish(self, prompt_tokens: int) -> dict[str, Any]:
+        intervals = PhaseIntervals([(k, t) for k, t, _, _ in self.samples], prompt_tokens)
+        peaks = {p: 0 for p in PHASES}
+        reserved = {p: 0 for p in PHASES}
+        for i, (_, _, allocated, res) in enumerate(self.samples[1:], 1):
+            # on CUDA a sample holds the peak since the previous boundary; on CPU the current
+            # RSS, which belongs to both intervals it separates
+            phases = {intervals.phase_after(i - 1)} | (set() if self.cuda else {intervals.phase_after(i)})
+            for phase in phases & set(PHASES):
+                peaks[phase] = max(peaks[phase], allocated)
+                reserved[phase] = max(reserved[phase], res)
+        out: dict[str, Any] = {f"mem_{p}_peak_bytes": peaks[p] or None for p in PHASES}
+        out.update({f"mem_{p}_reserved_bytes": (reserved[p] or None) if self.cuda else None for p in PHASES})
+        out["kv_prefill_bytes"] = self.kv_prefill
+        out["kv_end_bytes"] = cache_bytes(self.last_output)
+        self.last_output = None  # do not keep the cache alive
+        out.update({f"weights_{part}_bytes": value for part, value in self.weights.items()})
+        return out
+
+
+def weight_bytes(model: "torch.nn.Module") -> dict[str, int]:
+    """Parameter bytes of the vision tower(s), the projector(s) and the rest."""
+    from .vision import PROJECTOR_NAMES, VISION_MODULE_NAMES
+
+    seen: set[int] = set()
+    parts = {"vision": 0, "projector": 0, "language": 0}
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        part = "vision" if leaf in VISION_MODULE_NAMES else "projector" if leaf in PROJECTOR_NAMES else None
+        if part is None:
+            continue
+        for p in module.parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                parts[part] += p.numel() * p.element_size()
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            parts["language"] += p.numel() * p.element_size()
+    return parts

@@ -1,0 +1,45 @@
+"""The experiment behind ``phasetime run --model ...``: built from command-line options."""
+
+from __future__ import annotations
+
+from .models import DEFAULT_MODEL
+from .spec import DEFAULT_PROMPT, Experiment, parse_experiment
+
+
+def quick_experiment(
+    *,
+    model: str = DEFAULT_MODEL,
+    max_new_tokens: list[int] | tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+    min_new_tokens: int | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    prompt: str = DEFAULT_PROMPT,
+    image: str | None = None,
+    image_size: int = 336,
+    batch_size: int = 1,
+    method: str = "direct",
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int = 0,
+    threads: int | str = "auto",
+    executor: str = "local",
+    address: str | None = None,
+    memory: bool = False,
+    cost: bool = False,
+    energy: bool = False,
+) -> Experiment:
+    """The experiment behind ``phasetime run --model ...``: one model, synthetic input, an output-length sweep."""
+    data = {
+        "name": "run",
+        "models": [{"name": model, "dtype": dtype, "device": device}],
+        "inputs": {"kind": "synthetic", "prompt": prompt, "image": image, "image_size": image_size},
+        "sweep": {"max_new_tokens": list(max_new_tokens), "batch_size": [batch_size], "method": [method]},
+        "min_new_tokens": "max" if min_new_tokens is None else min_new_tokens,
+        "repeats": repeats,
+        "warmup": warmup,
+        "seed": seed,
+        "threads": threads,
+        "executor": {"kind": executor, "address": address},
+        "resources": {"memory": memory, "cost": cost, "energy": energy},
+    }
+    return parse_experiment(data, "options")

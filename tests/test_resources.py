@@ -1,0 +1,133 @@
+"""Resources per phase against independent counts: FLOPs by hand, KV bytes from the config,
+weights from the parameters, energy from a fake NVML on the virtual clock, the roof."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+import phasetime
+from conftest import VirtualClock, inject_delays, load_tiny, tiny_inputs
+from phasetime.core.cost import count_flops
+from phasetime.core.energy import EnergySensor
+from phasetime.core.roof import datasheet, roof
+from phasetime.core.sensors import MemorySensor, weight_bytes
+
+
+def llama_inputs(t: int) -> dict:
+    ids = torch.arange(5, 5 + t)[None, :]
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def test_prefill_and_decode_flops_match_a_hand_count() -> None:
+    model, _ = load_tiny("tiny-llama")
+    c = model.config
+    head = c.hidden_size // c.num_attention_heads
+    linear = sum(p.numel() for p in model.model.layers.parameters() if p.dim() == 2)  # q, k, v, o, gate, up, down
+
+    def forward(t: int, s: int) -> int:
+        # 2 x weights x new positions, the output layer on the last position only (generate
+        # keeps one logit row), and attention: scores and weighted values over s positions
+        return 2 * linear * t + 2 * c.hidden_size * c.vocab_size + c.num_hidden_layers * 2 * 2 * c.num_attention_heads * t * s * head
+
+    for t in (8, 32):
+        replay = count_flops(model, llama_inputs(t), {"max_new_tokens": 4, "min_new_tokens": 4})
+        flops = replay.resources
+        assert flops["prefill_flops"] == pytest.approx(forward(t, t), rel=0.01)
+        assert flops["decode_flops"] == pytest.approx(sum(forward(1, t + k) for k in range(1, 4)), rel=0.01)
+        assert flops["vision_flops"] == 0
+
+
+def test_kv_and_weight_bytes_match_the_model() -> None:
+    model, _ = load_tiny("tiny-llama")
+    c = model.config
+    per_position = 2 * c.num_hidden_layers * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 4
+    sensor = MemorySensor(model)
+    m = phasetime.measure(model, llama_inputs(20), sensors=[sensor], max_new_tokens=5, min_new_tokens=5)
+    assert m.resources["kv_prefill_bytes"] == 20 * per_position  # float32: 4 bytes
+    assert m.resources["kv_end_bytes"] == (20 + 4) * per_position  # the last token is never fed back
+    assert all(m.resources[f"mem_{p}_peak_bytes"] > 0 for p in ("prefill", "decode"))
+    llava, _ = load_tiny("tiny-llava")
+    parts = weight_bytes(llava)
+    size = lambda module: sum(p.numel() * p.element_size() for p in module.parameters())  # noqa: E731
+    assert parts["vision"] == size(llava.model.vision_tower)
+    assert parts["projector"] == size(llava.model.multi_modal_projector)
+    assert sum(parts.values()) == size(llava)
+
+
+class FakeNvml:
+    """A GPU drawing a constant 100 W, its counter read from the virtual clock (millijoules)."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return f"gpu{index}"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: str) -> float:
+        return 100.0 * self.clock.now_ns / 1e6  # 100 W = 100 mJ per ms
+
+
+def test_energy_per_phase_from_the_counter() -> None:
+    model, _ = load_tiny("tiny-llava")
+    clock = VirtualClock()
+    now = lambda: clock.now_ns / 1e9  # noqa: E731
+    sensor = EnergySensor(torch.device("cpu"), nvml=FakeNvml(clock), interval_ms=10.0, now=now)
+    with inject_delays(model, 20.0, 30.0, 10.0, clock=clock):
+        m = phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[sensor], max_new_tokens=4,
+                              min_new_tokens=4)
+    r = m.resources
+    assert r["energy_vision_j"] == pytest.approx(2.0) and r["energy_prefill_j"] == pytest.approx(3.0)
+    assert r["energy_decode_j"] == pytest.approx(3.0) and r["energy_total_j"] == pytest.approx(8.0)
+    assert r["energy_coarse"] is None  # every phase lasted at least two 10 ms counter steps
+    short = EnergySensor(torch.device("cpu"), nvml=FakeNvml(clock), interval_ms=12.0, now=now)
+    with inject_delays(model, 20.0, 30.0, 10.0, clock=clock):
+        m = phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[short], max_new_tokens=2,
+                              min_new_tokens=2)
+    assert m.resources["energy_coarse"] == "vision,decode"  # 20 ms and 10 ms: under two 12 ms steps
+
+
+def test_the_roof_from_datasheets_and_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    h100 = datasheet("NVIDIA H100 80GB HBM3", "bfloat16")
+    assert h100 is not None and h100.flops_per_s == 989e12 and h100.bytes_per_s == 3.35e12
+    assert datasheet("NVIDIA H100 PCIe", "bfloat16").flops_per_s == 756e12
+    assert datasheet("NVIDIA A100-SXM4-40GB", "float16").bytes_per_s == 1.555e12
+    assert datasheet("NVIDIA H200", "float32").flops_per_s == 67e12 and datasheet("Some GPU", "float32") is None
+    monkeypatch.setenv("PHASETIME_CACHE", str(tmp_path))
+    measured = roof(torch.device("cpu"), "float32")
+    assert measured.source == "measured" and measured.flops_per_s > 1e8 and measured.bytes_per_s > 1e8
+    assert (tmp_path / "roof.json").exists() and roof(torch.device("cpu"), "float32") == measured  # cached
+
+
+def test_a_run_with_memory_and_cost_fills_every_column(tmp_path: Path) -> None:
+    from phasetime.analysis import summarize
+    from phasetime.experiments.driver import run_experiment
+    from phasetime.experiments.spec import parse_experiment
+    from phasetime.results import read
+
+    exp = parse_experiment({"name": "r", "models": ["tiny-llava"], "inputs": {"kind": "synthetic", "image_size": 64},
+                            "sweep": {"max_new_tokens": [4]}, "repeats": 2, "warmup": 0,
+                            "resources": {"memory": True, "cost": True}})
+    run_experiment(exp, tmp_path / "r")
+    table = read(tmp_path / "r")
+    for column in ("mem_vision_peak_bytes", "kv_prefill_bytes", "weights_vision_bytes", "vision_flops", "prefill_flops",
+                   "decode_flops", "vision_bytes", "prefill_bytes", "decode_bytes", "roof_flops_per_s", "probe_ms"):
+        assert table.column(column).null_count == 0, column
+    cell = summarize(table)[0]
+    decode = cell.throughput["decode"]
+    assert decode.flops_per_s == pytest.approx(cell.resources["decode_flops"] / (cell.median("decode_ms") / 1000))
+    assert 0 < decode.mfu < 1 and 0 < decode.mbu < 1
+
+
+def test_a_utilization_above_the_roof_fails_the_check() -> None:
+    from phasetime.analysis import check
+
+    table = pa.table({"cell": [0, 0], "method": ["direct"] * 2, "output_tokens": [4, 4], "decode_ms": [1.0, 1.0],
+                      "tpot_ms": [0.33, 0.33], "total_ms": [5.0, 5.0], "prefill_ms": [1.0, 1.0], "vision_ms": [1.0, 1.0],
+                      "prefill_flops": [1e9, 1e9], "decode_flops": [1e12, 1e12], "vision_flops": [1e9, 1e9],
+                      "roof_flops_per_s": [1e12, 1e12], "roof_bytes_per_s": [1e11, 1e11]})
+    result = next(r for r in check(table) if r.check == "utilization")
+    assert result.verdict == "fail" and result.value == 1000.0  # 1e12 FLOP in 1 ms on a 1e12 FLOP/s roof
