@@ -1,10 +1,11 @@
-"""check, compare and report on a results directory of 1,000,000 rows (target: < 30 s each).
+"""check, compare and report on a results directory of 1,000,000 rows (target: < 30 s each, report < 10 MB).
 
 The rows are synthetic but shaped like a real run made with ``--method both``: 100 cells
 (2 methods x 10 output lengths x 5 image sizes), 10,000 rows each, every list column
 (ITL gaps, ready times, decode forwards, spans) filled. Run B is run A with decode 3%
-slower, for ``compare A B``. Each command is timed as the CLI runs it: reading the
-directory included.
+slower, for ``compare A B`` and ``report A B``. Each command is timed as the CLI runs it:
+reading the directory included; the two reports run the real command in a fresh process
+(Python start and imports included) and their file sizes are printed.
 
     python benchmarks/analysis.py [--rows 1000000]
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +27,6 @@ import pyarrow as pa  # noqa: E402
 
 from phasetime.analysis.checks import run_checks  # noqa: E402
 from phasetime.analysis.compare import compare_methods, compare_runs  # noqa: E402
-from phasetime.analysis.report import build_report  # noqa: E402
 from phasetime.results import read as read_results  # noqa: E402
 from phasetime.results.files import MEASUREMENTS_FILE, RUN_FILE, cell_files, read_json, write_json, write_table  # noqa: E402
 from phasetime.results.schema import SCHEMA_VERSION  # noqa: E402
@@ -113,7 +115,11 @@ def main() -> None:
         timed("check", lambda: run_checks(read_results(a), read_run(a), legacy=True))
         timed("compare --methods", lambda: compare_methods(read_results(a)))
         timed("compare A B", lambda: compare_runs(read_results(a), read_results(b)))
-        timed("report", lambda: build_report(read_results(a), read_run(a)))
+        for label, args_ in (("report", [a]), ("report A B", [a, b])):
+            page = Path(tmp) / "page.html"
+            timed(label + " (CLI)", lambda: subprocess.run([sys.executable, "-m", "phasetime", "report", *map(str, args_),
+                                                           "-o", str(page)], check=True, capture_output=True))
+            print(f"{'  file size':<28} {page.stat().st_size / 2**20:6.2f} MiB")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,30 @@ from phasetime.experiments import models  # noqa: E402
 from phasetime.experiments.inputs import build_inputs, synthetic_image  # noqa: E402
 
 
+def self_accounted(model, inputs, n: int, repeats: int, device) -> dict:
+    """The host time the probe spends in its own hooks (``probe_ms``), per call and per forward,
+    with no sensor and with each sensor (energy only on CUDA, where NVML exists)."""
+    from phasetime.core.sensors import MemorySensor
+
+    variants = {"none": lambda: [], "memory": lambda: [MemorySensor(model)]}
+    if device.type == "cuda":
+        try:
+            from phasetime.core.energy import EnergySensor
+
+            EnergySensor(device)
+            variants["energy"] = lambda: [EnergySensor(device, interval_ms=0.0)]
+        except Exception as exc:  # no NVML bindings here
+            print(f"(energy sensor not measured: {exc})")
+    out = {}
+    for name, sensors in variants.items():
+        runs = [phasetime.measure(model, inputs, sensors=sensors(), max_new_tokens=n, min_new_tokens=n)
+                for _ in range(max(repeats, 5))]
+        probe = median([m.probe_ms for m in runs])
+        out[name] = {"probe_ms": probe, "us_per_forward": 1000 * probe / (n - 1 + 1),
+                     "share_pct": 100 * probe / median([m.total_ms for m in runs])}
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -126,6 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
           f"min {result['coverage_min_pct']:.2f}%")
     print(f"Spearman rho(tpot, N) = {result['spearman_tpot_vs_n']:+.3f}; "
           f"legacy rho(decode/N, N) = {result['spearman_legacy_decode_over_n_vs_n']:+.3f}")
+    result["self_accounted"] = self_accounted(model, inputs, max(lengths), args.repeats, device)
+    print(f"probe's own host time (probe_ms, self-accounted), N = {max(lengths)}:")
+    print("| sensors | probe ms per call | probe us per forward | share of total_ms |")
+    print("|---|---|---|---|")
+    for name, row in result["self_accounted"].items():
+        print(f"| {name} | {row['probe_ms']:.3f} | {row['us_per_forward']:.1f} | {row['share_pct']:.3f}% |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2)

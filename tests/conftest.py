@@ -173,3 +173,24 @@ def run_cli(*args: str) -> CliResult:
             code = exc.code if isinstance(exc.code, int) else 1
         streams = [s.getvalue().decode("utf-8", "replace") for s in (out, err, both)]
     return CliResult(code, *streams)
+
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+
+
+@pytest.fixture(scope="session")
+def example_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The three example experiments, run once per session: name -> (experiment, results directory)."""
+    from pathlib import Path
+
+    from phasetime.experiments.driver import run_experiment
+    from phasetime.experiments.spec import load_experiment
+
+    base = tmp_path_factory.mktemp("examples")
+    out = {}
+    for name in ("latency", "motivation", "accuracy"):
+        file = Path(EXAMPLES) / f"{name}.yaml"
+        experiment = load_experiment(file)
+        result = run_experiment(experiment, base / name, source=file)
+        out[name] = (experiment, base / name, result)
+    return out

@@ -248,11 +248,10 @@ def test_resolution_sweep_changes_visual_tokens(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["latency", "motivation", "accuracy"])
-def test_example_experiments_run_end_to_end(tmp_path: Path, name: str) -> None:
-    exp = load_experiment(EXAMPLES / f"{name}.yaml")
-    result = run_experiment(exp, tmp_path / name, source=EXAMPLES / f"{name}.yaml")
+def test_example_experiments_run_end_to_end(example_runs, name: str) -> None:
+    exp, out, result = example_runs[name]
     assert result.failed == 0 and not result.interrupted
-    table = read_results(tmp_path / name)
+    table = read_results(out)
     cells = expand(exp)
     rows_per_cell: dict[int, int] = {}
     for cell in table.column("cell").to_pylist():
@@ -262,9 +261,9 @@ def test_example_experiments_run_end_to_end(tmp_path: Path, name: str) -> None:
     assert rows_per_cell == {c.index: exp.repeats * samples * (c.params["batch_size"] if samples == 1 else 1)
                              for c in cells}
     assert set(table.column("worker").to_pylist()) == {"local"}
-    info = json.loads((tmp_path / name / "run.json").read_text())
+    info = json.loads((out / "run.json").read_text())
     assert info["experiment"]["name"] == name and info["environment"]["python"]
-    meta = pq.read_schema(tmp_path / name / MEASUREMENTS_FILE).metadata
+    meta = pq.read_schema(out / MEASUREMENTS_FILE).metadata
     assert meta[b"phasetime.schema"] == b"2"
     if name == "accuracy":
         rows = table.to_pylist()

@@ -113,16 +113,22 @@ def cmd_compare(
 @app.command("report")
 def cmd_report(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file (default: DIR/report.html).")] = None,
+    other: Annotated[Optional[Path], typer.Argument(help="A second results directory: report it against the first.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file (default: DIR/report.html, or DIR/compare.html with two).")] = None,
+    on: Annotated[Optional[str], typer.Option(help="With two runs: parameters to match cells on (default: automatic).")] = None,
 ) -> None:
-    """Write one self-contained HTML report (tables, plots, checks) of a results directory."""
-    from ..analysis.report import build_report
+    """Write one self-contained, interactive HTML report of a run (or of run B against run A)."""
+    from ..analysis.report import build_comparison_report, build_report
     from ..results.files import atomic_write
     from ..results.integrity import read
 
-    table = read(results)
-    page, figures = build_report(table, _run_info(results), title=f"phasetime report: {results.name}")
-    path = output or results / "report.html"
+    if other is None:
+        page, figures = build_report(read(results), _run_info(results), title=f"phasetime report: {results.name}")
+        path = output or results / "report.html"
+    else:
+        page, figures = build_comparison_report(read(results), read(other), str(results), str(other),
+                                                on=on.split(",") if on else None)
+        path = output or results / "compare.html"
     atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     consoles.out.print(f"wrote {path} ({len(figures)} plots)", highlight=False, soft_wrap=True)
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from ..core.stats import mad_zscores
 
@@ -88,7 +90,7 @@ def judge(values: Sequence[float] | np.ndarray, t: Thresholds = Thresholds(), wh
     robust_cv = 1.4826 * float(np.median(np.abs(x - median))) / median
     inliers = x[np.abs(mad_zscores(x)) <= OUTLIER_Z]
     cv = float(inliers.std(ddof=1) / inliers.mean()) if inliers.size >= 2 else 0.0
-    spread = median / fastest - 1 if fastest > 0 else math.inf
+    spread = median / fastest - 1 if fastest > 0 else 0.0  # a zero fastest call: nothing to compare with
     reasons, verdict = [], "pass"
     if robust_cv >= t.cv_fail:
         reasons.append(f"robust CV of {what} {100 * robust_cv:.0f}% (fails from {100 * t.cv_fail:.0f}%)")
@@ -166,10 +168,13 @@ def machine_advice(run: dict[str, Any] | None) -> list[str]:
 
 def judge_table(table: Any, t: Thresholds = Thresholds()) -> list[tuple[dict[str, Any], str, Judgement]]:
     """Every (cell, sample) group of a results table judged on each phase of :data:`JUDGED`:
-    (the group's keys, the phase, the judgement). Rows of one call count once."""
+    (the group's keys, the phase, the judgement). Rows of one call count once; rows of the
+    legacy subtraction method are left out (their spread is the method's, not the machine's)."""
     from .tables import floats, group_indices
 
-    keys = [k for k in ("cell", "method", "max_new_tokens", "sample_id") if k in table.column_names]
+    if "method" in table.column_names:  # the legacy baseline's spread is not a measurement's
+        table = table.filter(pa.compute.equal(table.column("method"), "direct"))
+    keys = [k for k in ("cell", "max_new_tokens", "sample_id") if k in table.column_names]
     first = floats(table, "sequence") == 0 if "sequence" in table.column_names else np.ones(table.num_rows, bool)
     columns = {phase: floats(table, phase) for phase in JUDGED}
     out = []

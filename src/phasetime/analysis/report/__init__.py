@@ -1,0 +1,182 @@
+"""``phasetime report``: one self-contained, interactive HTML file of a run, or of run B against run A.
+
+The figures are Plotly charts built from the run's summary (per-cell medians and quartiles:
+a million rows become a few hundred numbers before anything is drawn) and drawn by the
+plotting library's own JavaScript, embedded in the file (about 4.8 MB), so it opens offline.
+Sections: stability banner, environment, configuration, medians per cell, the phase breakdown
+(a negative ``other``, possible only with the legacy method, drawn left of zero), per-token
+latency against output length (a panel per model, a line per configuration, interquartile
+bands, the legacy denominator dashed), phases against every swept parameter, a 2-D sweep's
+dominant phase, inter-token latency, one call's timeline, accuracy against latency with the
+Pareto front, the roofline and memory per phase (with ``--cost`` / ``--memory``), and the checks.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ...results.stability import judge_table
+from ..checks import CheckResult, run_checks
+from ..compare import compare_runs
+from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, varying
+from . import figures as f
+from . import figures_more as g
+from .labels import labels as make_labels
+from .page import banner, clean, figure_html, fmt, page, table
+
+SWEEP_AXES = ("image_size", "max_pixels", "max_visual_tokens", "batch_size", "max_new_tokens")
+ROW_PHASES = ("vision_ms", "prefill_ms", "decode_ms", "other_ms", "total_ms", "ttft_ms", "tpot_ms")
+
+
+def representative_call(table: pa.Table) -> dict[str, Any] | None:
+    """The direct call with the most decode steps whose total is closest to its cells' median."""
+    if "decode_steps" not in table.column_names or "method" not in table.column_names:
+        return None
+    steps, total, method = floats(table, "decode_steps"), floats(table, "total_ms"), strings(table, "method")
+    direct = method == "direct"
+    if not direct.any():
+        return None
+    sel = np.flatnonzero(direct & (steps == np.nanmax(np.where(direct, steps, np.nan))))
+    best = sel[np.argmin(np.abs(total[sel] - np.median(total[sel])))]
+    return table.slice(int(best), 1).to_pylist()[0]
+
+
+def _summary_table(summary: list[CellSummary], labels: list[str], unstable: set[Any]) -> str:
+    shown = varying(summary)
+    scored = any(c.accuracy is not None for c in summary)
+    headers = ["cell", *[c.replace("_", " ") for c in shown], "N", "n",
+               *[p.removesuffix("_ms") + " median [q1, q3]" for p in ROW_PHASES]] + (["accuracy [95% CI]"] if scored else [])
+    rows = []
+    for cell, label in zip(summary, labels):
+        mark = " <span class='unstable' title='unstable: see the banner and the checks'>⚠</span>" if cell.cell in unstable else ""
+        row = [html.escape(label) + mark, *[fmt(cell.get(k)) for k in shown], fmt(cell.output_tokens, 0), fmt(cell.n)]
+        for p in ROW_PHASES:
+            s = cell.phases[p]
+            row.append(f"{fmt(s.median)} <span class='q'>[{fmt(s.q1)}, {fmt(s.q3)}]</span>" if s.median is not None else "-")
+        if scored:
+            ci = cell.accuracy_ci
+            row.append(f"{fmt(cell.accuracy, 3)} <span class='q'>[{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]</span>" if ci else "-")
+        rows.append(row)
+    return table(headers, rows, left=1 + len(shown))
+
+
+def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], unstable: set[Any]) -> list[tuple[str, str, str, Any]]:
+    """(id, title, caption, figure) of every figure the run has data for."""
+    out: list[tuple[str, str, str, Any]] = [
+        ("fig-breakdown", "Where the time goes", "Median vision, prefill, decode and other per cell (ms), stacked; the "
+         "bar's end is the median total (black tick). Hover for the exact sum. A negative 'other' (only the legacy "
+         "subtraction produces one: its phases add up to more than its call) is drawn to the left of zero. ⚠ marks a "
+         "cell whose repeated calls are unstable.", f.breakdown(summary, labels, unstable)),
+        ("fig-tpot", "Per-token latency against output length", "Median decode / (N - 1) per configuration with its "
+         "interquartile band; dashed: the legacy decode / N, biased low for short outputs. A panel per model.",
+         f.tpot_vs_length(summary)),
+    ]
+    shown = varying(summary)
+    axes = [a for a in SWEEP_AXES if a in shown]
+    if "visual_tokens" in table_.column_names and ("image_size" in shown or "max_pixels" in shown):
+        summary_vt = [c for c in summary if c.visual_tokens is not None]
+        out.append(("fig-vs-visual_tokens", "Phases against visual tokens", "Median phases against the image's "
+                    "placeholder tokens in the prompt, with interquartile bands.", f.vs_parameter(
+                        [_with(c, "visual_tokens", c.visual_tokens) for c in summary_vt], "visual_tokens",
+                        also=("image_size", "max_pixels", "max_visual_tokens"))))
+    for axis in axes:
+        longest = " at the longest output length" if axis != "max_new_tokens" and "max_new_tokens" in shown else ""
+        out.append((f"fig-vs-{axis}", f"Phases against {axis.replace('_', ' ')}", "Median vision, prefill, TTFT, TPOT "
+                    f"and total per configuration{longest}, with interquartile bands.", f.vs_parameter(summary, axis)))
+    numeric = [a for a in axes if a != "batch_size"]
+    if len(numeric) >= 2:
+        out.append((f"fig-2d", f"{numeric[0]} x {numeric[1]}", "Left: median total against the first parameter, a "
+                    "line per value of the second. Right: the phase taking the largest share of the call.",
+                    f.dominant(summary, numeric[0], numeric[1])))
+    out.append(("fig-itl", "Inter-token latency", "Empirical CDF of the gaps between consecutive tokens, per cell "
+                "(direct method).", f.itl_cdf(table_, summary, labels)))
+    row = representative_call(table_)
+    if row is not None:
+        out.append(("fig-timeline", f"Timeline of call {row['call_id']}", "Every phase and decode step of one "
+                    "representative call; red ticks: each token ready.", f.timeline(row)))
+    out += [
+        ("fig-accuracy", "Accuracy against latency", "Accuracy per cell (Wilson 95% interval) against median TTFT and "
+         "total (interquartile range); stars and the dotted line: the Pareto front. Right: every sample's total "
+         "latency by answer.", g.accuracy(summary, table_, labels)),
+        ("fig-roofline", "Roofline", "Achieved FLOP/s against FLOP per byte moved, per cell and phase, under the "
+         "device's roof (docs/metrics.md, Resources).", g.roofline(summary, labels)),
+        ("fig-memory", "Memory per phase", "Peak memory per phase (CUDA: allocated; CPU: resident, coarse) and the KV "
+         "cache at the end of the call.", g.memory(summary, labels)),
+    ]
+    return [entry for entry in out if entry[3] is not None]
+
+
+def _with(cell: CellSummary, key: str, value: Any) -> CellSummary:
+    import dataclasses
+
+    return dataclasses.replace(cell, params={**cell.params, key: value})
+
+
+def _environment(run_info: dict[str, Any] | None) -> str:
+    env = dict((run_info or {}).get("environment") or {})
+    for key in ("threads", "conditions_before", "conditions_after", "executor"):
+        if (run_info or {}).get(key) is not None:
+            env[key] = run_info[key]  # type: ignore[index]
+    rows = [[html.escape(k), fmt(json.dumps(v) if isinstance(v, (dict, list)) else v)] for k, v in env.items()]
+    return table(["field", "value"], rows, left=2, wrap=(1,))
+
+
+def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None = None,
+                 title: str = "phasetime report") -> tuple[str, list[str]]:
+    """The HTML page of a run and the ids of its figures."""
+    summary = summarize(table_)
+    checks = checks if checks is not None else run_checks(table_, run_info)
+    labels, key = make_labels(summary)
+    unstable = {scope.get("cell") for scope, _, j in judge_table(table_) if j.verdict in ("warn", "fail")}
+    figs = _figures(table_, summary, labels, unstable)
+    warn = [f"{r.check}: {r.detail}" for r in checks if r.check in ("stability", "machine") and r.verdict in ("warn", "fail")]
+    warn += [f"during the run: {w}" for w in ((run_info or {}).get("warnings") or [])[:8]]
+    failing = any(r.check == "stability" and r.verdict == "fail" for r in checks)
+    n_fail = sum(r.verdict == "fail" for r in checks)
+    experiment = (run_info or {}).get("experiment", {})
+    check_rows = [[html.escape(r.check), html.escape(r.scope), fmt(r.value), html.escape(r.threshold),
+                   f"<span class='{r.verdict}'>{r.verdict}</span>", html.escape(r.detail)] for r in checks]
+    intro = (f"<p>{table_.num_rows} rows in {len(summary)} cells; checks: {len(checks) - n_fail} without failure, "
+             f"<span class='{'fail' if n_fail else 'pass'}'>{n_fail} failed</span>. Times in ms; definitions in "
+             "phasetime's docs/metrics.md. Hover a figure for values, drag to zoom (double-click resets), click a "
+             "legend entry to hide it; the camera icon saves the figure as SVG.</p>")
+    sections = [
+        banner(warn, failing),
+        "<h2 id='environment'>Environment</h2>", _environment(run_info),
+        "<h2 id='configuration'>Configuration</h2>",
+        f"<details><summary>the experiment as run (click to show)</summary><pre>{html.escape(json.dumps(experiment, indent=1))}</pre></details>",
+        "<h2 id='summary'>Medians per cell</h2>",
+        "<p>The figures name cells by the first column.</p>" if key else "", _summary_table(summary, labels, unstable),
+        "<h2 id='plots'>Figures</h2>", *(figure_html(i, t, c) for i, t, c, _ in figs),
+        "<h2 id='checks'>Checks</h2>", table(["check", "scope", "value", "threshold", "verdict", "detail"], check_rows, left=6,
+                                             wrap=(1, 3, 5)),
+    ]
+    return page(title, intro, sections, {i: clean(fig) for i, _, _, fig in figs}), [i for i, _, _, _ in figs]
+
+
+def build_comparison_report(a: pa.Table, b: pa.Table, name_a: str, name_b: str,
+                            on: list[str] | None = None) -> tuple[str, list[str]]:
+    """The HTML page of run B against run A: the ratio of medians per cell and phase, with its
+    bootstrap 95% interval, and the comparison table."""
+    keys, rows = compare_runs(a, b, on=on)
+    fig = g.ratios(rows)
+    title = f"phasetime: {name_b} against {name_a}"
+    table_rows = [[html.escape(r.cell), r.phase.removesuffix("_ms"), fmt(r.median_a), fmt(r.median_b), fmt(r.ratio, 3),
+                   "-" if r.ci is None else f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
+                   "-" if r.p_value is None else f"{r.p_value:.3g}", html.escape(r.verdict)] for r in rows]
+    intro = (f"<p>B = {html.escape(name_b)} against A = {html.escape(name_a)}, cells matched on "
+             f"{html.escape(', '.join(keys) or 'nothing')}. A ratio below 1: B is faster. 'faster' and 'slower' need "
+             "p < 0.05 (Mann-Whitney U) and a 95% bootstrap interval that excludes 1.</p>")
+    figs = [("fig-ratios", "B / A per cell and phase", "Ratio of medians with its bootstrap 95% interval; green: "
+             "significantly faster, red: significantly slower, grey: not significant.", fig)] if fig else []
+    sections = [*(figure_html(i, t, c) for i, t, c, _ in figs), "<h2 id='comparison'>Per cell and phase</h2>",
+                table(["cell", "phase", "A ms", "B ms", "B/A", "95% CI", "p", "verdict"], table_rows, left=2)]
+    return page(title, intro, sections, {i: clean(fg) for i, _, _, fg in figs}), [i for i, _, _, _ in figs]
+
+
+__all__ = ["SUMMARY_PHASES", "build_comparison_report", "build_report", "representative_call"]

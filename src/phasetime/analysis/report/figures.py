@@ -1,0 +1,205 @@
+"""The latency figures of a run's report: breakdown, per-token latency, phases against each
+swept parameter, a 2-D sweep, inter-token latency and one call's timeline.
+
+Each function takes the run's summary (one :class:`~phasetime.analysis.summary.CellSummary`
+per cell, medians and quartiles already computed) and returns a Plotly figure as a dict, or
+None when the run has nothing to show. Nothing here touches the million rows of a large run
+except :func:`itl_cdf`, which reduces each cell to 101 quantiles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..summary import CellSummary, cell_keys, group_indices, list_values, strings
+from .labels import facets, name, series_keys, split
+from .plots import PHASE_COLORS, axis_for, band, color, figure, grid, translucent
+
+Figure = dict[str, Any]
+PARTS = ("vision", "prefill", "decode", "other")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def breakdown(summary: list[CellSummary], labels: list[str], unstable: set[Any]) -> Figure:
+    """Median vision / prefill / decode / other per cell, stacked; a negative other to the left of zero."""
+    names = [("⚠ " if c.cell in unstable else "") + label for c, label in zip(summary, labels)]
+    medians = {p: [c.median(f"{p}_ms") or 0.0 for c in summary] for p in PARTS}
+    totals = [c.median("total_ms") for c in summary]
+    custom = [[medians["vision"][i], medians["prefill"][i], medians["decode"][i], medians["other"][i], totals[i] or 0.0]
+              for i in range(len(summary))]
+    hover = ("%{y}<br>vision %{customdata[0]:.2f} + prefill %{customdata[1]:.2f} + decode %{customdata[2]:.2f} "
+             "+ other %{customdata[3]:.2f}<br>= total %{customdata[4]:.2f} ms<extra></extra>")
+    data = [{"type": "bar", "orientation": "h", "name": p, "y": names, "x": medians[p], "marker": {"color": PHASE_COLORS[p]},
+             "customdata": custom, "hovertemplate": hover} for p in PARTS]
+    data.append({"type": "scatter", "mode": "markers", "name": "median total", "y": names, "x": totals,
+                 "marker": {"symbol": "line-ns-open", "size": 14, "color": "#222"}, "customdata": custom,
+                 "hovertemplate": hover})
+    return figure(data, {"barmode": "relative", "xaxis": {"title": {"text": "median ms per call"}, "zeroline": True},
+                         "yaxis": {"autorange": "reversed", "automargin": True, "tickfont": {"size": 11}}},
+                  height=min(140 + 24 * len(summary), 1400))
+
+
+def tpot_vs_length(summary: list[CellSummary]) -> Figure | None:
+    """Per-token latency against output length, one panel per model, one line per configuration,
+    with its interquartile band; decode / N (the legacy denominator) dashed."""
+    cells = [c for c in summary if c.get("max_new_tokens") is not None and c.phases["tpot_ms"].median is not None]
+    if len({c.get("max_new_tokens") for c in cells}) < 2:
+        return None
+    panel_keys = facets(cells)
+    keys = series_keys(cells, ["max_new_tokens", *panel_keys])
+    panels = split(cells, panel_keys)
+    axes, layout, rows = grid([name(panel_keys, k) if panel_keys else "" for k in panels])
+    data: list[dict[str, Any]] = []
+    lines: dict[tuple, int] = {}
+    for (panel, members), ax in zip(panels.items(), axes):
+        for key, group in split(members, keys).items():
+            i = lines.setdefault(key, len(lines))
+            group = sorted(group, key=lambda c: c.get("max_new_tokens"))
+            x = [c.get("max_new_tokens") for c in group]
+            label = name(keys, key)
+            data += band(x, [c.phases["tpot_ms"].q1 for c in group], [c.phases["tpot_ms"].q3 for c in group],
+                         translucent(color(i)), label, ax, label)
+            data.append({"type": "scatter", "mode": "lines+markers", "x": x, "y": [c.median("tpot_ms") for c in group],
+                         "xaxis": ax[0], "yaxis": ax[1], "name": f"{label}: decode / (N - 1)", "legendgroup": label,
+                         "line": {"color": color(i)}, "showlegend": panel == next(iter(panels)),
+                         "hovertemplate": "N=%{x}<br>tpot median %{y:.3f} ms<extra>" + label + "</extra>"})
+            legacy = [(c.median("decode_ms") or 0.0) / c.output_tokens if c.output_tokens else None for c in group]
+            data.append({"type": "scatter", "mode": "lines", "x": x, "y": legacy, "xaxis": ax[0], "yaxis": ax[1],
+                         "name": f"{label}: decode / N (legacy)", "legendgroup": label, "opacity": 0.45,
+                         "line": {"color": color(i), "dash": "dash"}, "showlegend": panel == next(iter(panels)),
+                         "hovertemplate": "N=%{x}<br>decode / N %{y:.3f} ms<extra>legacy</extra>"})
+        layout[f"xaxis{ax[0][1:]}"].update(axis_for([c.get("max_new_tokens") for c in members], "output tokens N"))
+        layout[f"yaxis{ax[1][1:]}"].update({"title": {"text": "ms per output token"}, "rangemode": "tozero"})
+    return figure(data, layout, height=340 * rows + 80)
+
+
+def vs_parameter(summary: list[CellSummary], axis: str, also: tuple[str, ...] = ()) -> Figure | None:
+    """Median vision, prefill, TTFT, TPOT and total against one swept parameter (a panel each),
+    one line per configuration, with interquartile bands. When the output length is swept too
+    (and is not the axis), the lines are drawn at the longest output length."""
+    cells = [c for c in summary if c.get(axis) is not None]
+    if len({c.get(axis) for c in cells}) < 2:
+        return None
+    if axis != "max_new_tokens" and len({c.get("max_new_tokens") for c in cells}) > 1:
+        longest = max(c.get("max_new_tokens") for c in cells)
+        cells = [c for c in cells if c.get("max_new_tokens") == longest]
+    keys = facets(cells) + series_keys(cells, [axis, "max_new_tokens", *also])
+    phases = [p for p in ("vision_ms", "prefill_ms", "ttft_ms", "tpot_ms", "total_ms")
+              if any(c.phases[p].median for c in cells)]
+    axes, layout, rows = grid([p.removesuffix("_ms") for p in phases])
+    data: list[dict[str, Any]] = []
+    groups = split(cells, keys)
+    for p_index, (phase, ax) in enumerate(zip(phases, axes)):
+        for i, (key, group) in enumerate(groups.items()):
+            group = sorted(group, key=lambda c: c.get(axis))
+            x = [c.get(axis) for c in group]
+            label = name(keys, key)
+            data += band(x, [c.phases[phase].q1 for c in group], [c.phases[phase].q3 for c in group],
+                         translucent(color(i)), label, ax, label)
+            data.append({"type": "scatter", "mode": "lines+markers", "x": x, "y": [c.median(phase) for c in group],
+                         "xaxis": ax[0], "yaxis": ax[1], "name": label, "legendgroup": label, "showlegend": p_index == 0,
+                         "line": {"color": color(i)},
+                         "hovertemplate": f"{axis}=%{{x}}<br>{phase} median %{{y:.2f}} ms<extra>{label}</extra>"})
+        layout[f"xaxis{ax[0][1:]}"].update(axis_for([c.get(axis) for c in cells], axis.replace("_", " ")))
+        layout[f"yaxis{ax[1][1:]}"].update({"title": {"text": "median ms"}, "rangemode": "tozero"})
+    return figure(data, layout, height=300 * rows + 90)
+
+
+def dominant(summary: list[CellSummary], a: str, b: str) -> Figure | None:
+    """A 2-D sweep: total latency against ``a``, a line per value of ``b``; and a heatmap of the
+    phase that takes the largest share of the call in each (a, b) cell."""
+    cells = [c for c in summary if c.get(a) is not None and c.get(b) is not None]
+    xs, ys = sorted({c.get(a) for c in cells}), sorted({c.get(b) for c in cells})
+    if len(xs) < 2 or len(ys) < 2:
+        return None
+    axes, layout, _ = grid([f"median total against {a}", f"dominant phase (share of the call)"], columns=2)
+    data: list[dict[str, Any]] = []
+    by_b = split(cells, [b])
+    for i, (key, group) in enumerate(by_b.items()):
+        group = sorted(group, key=lambda c: c.get(a))
+        data.append({"type": "scatter", "mode": "lines+markers", "x": [c.get(a) for c in group], "name": f"{b}={key[0]}",
+                     "y": [c.median("total_ms") for c in group], "xaxis": axes[0][0], "yaxis": axes[0][1],
+                     "line": {"color": color(i)}})
+    z, text = [], []
+    for yv in ys:
+        row_z, row_t = [], []
+        for xv in xs:
+            match = [c for c in cells if c.get(a) == xv and c.get(b) == yv]
+            shares = {p: float(np.median([c.median(f"{p}_ms") or 0.0 for c in match])) for p in PARTS} if match else {}
+            total = sum(max(v, 0.0) for v in shares.values())
+            top = max(shares, key=lambda p: shares[p]) if shares else None
+            row_z.append(shares[top] / total if top and total else None)
+            row_t.append(f"{top} {100 * shares[top] / total:.0f}%" if top and total else "")
+        z.append(row_z)
+        text.append(row_t)
+    data.append({"type": "heatmap", "x": [str(v) for v in xs], "y": [str(v) for v in ys], "z": z, "text": text,
+                 "texttemplate": "%{text}", "xaxis": axes[1][0], "yaxis": axes[1][1], "colorscale": [[0, "#f7fbff"], [1, "#4e79a7"]],
+                 "zmin": 0, "zmax": 1, "showscale": False, "hovertemplate": f"{a}=%{{x}}, {b}=%{{y}}<br>%{{text}}<extra></extra>"})
+    layout["xaxis"].update(axis_for(xs, a.replace("_", " ")))
+    layout["yaxis"].update({"title": {"text": "median total ms"}, "rangemode": "tozero"})
+    layout["xaxis2"].update({"title": {"text": a.replace("_", " ")}, "type": "category"})
+    layout["yaxis2"].update({"title": {"text": b.replace("_", " ")}, "type": "category"})
+    return figure(data, layout, height=420)
+
+
+def itl_cdf(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> Figure | None:
+    """Empirical CDF of inter-token latencies per cell (direct method), through 101 quantiles."""
+    if "itl_ms" not in table.column_names:
+        return None
+    keys = cell_keys(table)
+    by_key = {tuple(c.get(k) for k in keys): (c, label) for c, label in zip(summary, labels)}
+    gaps, owner = list_values(table, "itl_ms")
+    order = np.argsort(owner, kind="stable")
+    gaps, owner = gaps[order], owner[order]
+    direct = strings(table, "method") == "direct" if "method" in table.column_names else np.ones(table.num_rows, bool)
+    levels = np.linspace(0, 1, 101)
+    data: list[dict[str, Any]] = []
+    groups: dict[str, int] = {}
+    many = len(summary) > 10  # then one colour per model, each cell named on hover
+    for key, idx in group_indices(table, keys).items():
+        rows = idx[direct[idx]]
+        starts, ends = np.searchsorted(owner, rows), np.searchsorted(owner, rows, side="right")
+        values = np.concatenate([gaps[s:e] for s, e in zip(starts, ends)]) if rows.size else np.empty(0)
+        if values.size == 0 or key not in by_key:
+            continue
+        cell, label = by_key[key]
+        group = str(cell.get("model")) if many else label
+        first = group not in groups
+        i = groups.setdefault(group, len(groups))
+        data.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv", "color": color(i), "width": 1.5},
+                     "x": np.quantile(values, levels).round(4).tolist(), "y": levels.round(3).tolist(),
+                     "name": group, "legendgroup": group, "showlegend": first,
+                     "hovertemplate": f"{label}<br>%{{x:.3f}} ms: %{{y:.0%}} of gaps<extra></extra>"})
+    if not data:
+        return None
+    return figure(data, {"xaxis": {"title": {"text": "inter-token latency, ms"}},
+                         "yaxis": {"title": {"text": "fraction of gaps"}, "range": [0, 1]}})
+
+
+def timeline(row: dict[str, Any]) -> Figure:
+    """One call: vision, prefill and every decode step on a time axis, with when each token was ready."""
+    lanes = {"vision": 2, "prefill": 1, "decode": 0}
+    data = []
+    for lane in lanes:
+        spans = [s for s in row.get("spans") or [] if s["name"] == lane]
+        if spans:
+            data.append({"type": "bar", "orientation": "h", "name": lane, "y": [lane] * len(spans),
+                         "base": [s["start_ms"] for s in spans], "x": [s["end_ms"] - s["start_ms"] for s in spans],
+                         "marker": {"color": PHASE_COLORS[lane], "line": {"color": "white", "width": 0.5}},
+                         "hovertemplate": lane + " %{base:.2f} to %{x:.2f} ms later<extra></extra>"})
+    ready = row.get("ready_ms") or []
+    data.append({"type": "scatter", "mode": "markers", "name": "token ready", "x": ready, "y": ["decode"] * len(ready),
+                 "marker": {"symbol": "line-ns-open", "size": 18, "color": "#c00000"},
+                 "hovertemplate": "token ready at %{x:.2f} ms<extra></extra>"})
+    return figure(data, {"barmode": "overlay", "shapes": [{"type": "line", "x0": row["total_ms"], "x1": row["total_ms"],
+                                                          "y0": 0, "y1": 1, "yref": "paper",
+                                                          "line": {"dash": "dash", "color": "#222"}}],
+                         "xaxis": {"title": {"text": f"ms since generate() was entered (call {row['call_id']}); "
+                                                     "dashed: return"}},
+                         "yaxis": {"categoryorder": "array", "categoryarray": list(lanes)[::-1]}}, height=260)

@@ -1,0 +1,124 @@
+"""The report: figures faceted by what differs, honest axes, and every page rendered in headless
+Chromium with no JavaScript error."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from conftest import run_cli
+from phasetime.analysis.report import build_report
+from phasetime.analysis.report.figures import tpot_vs_length, vs_parameter
+from phasetime.analysis.report.figures_more import accuracy, pareto
+from phasetime.analysis.summary import summarize
+
+pytestmark = pytest.mark.anyversion
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def sweep_table() -> pa.Table:
+    """Two models x two methods x batch 1, 2, 4 x N = 2, 8: tpot 1 ms (direct), decode / N (subtract)."""
+    rows = []
+    cell = 0
+    for model in ("m-a", "m-b"):
+        for method in ("direct", "subtract"):
+            for batch in (1, 2, 4):
+                for n in (2, 8):
+                    for repeat in range(3):
+                        tpot = 1.0 + 0.01 * repeat if method == "direct" else (n - 1) / n
+                        rows.append({"cell": cell, "model": model, "method": method, "batch_size": batch,
+                                     "max_new_tokens": n, "output_tokens": n, "tpot_ms": tpot, "decode_ms": tpot * (n - 1),
+                                     "vision_ms": 2.0, "prefill_ms": 3.0, "ttft_ms": 6.0, "other_ms": 1.0,
+                                     "total_ms": 6.0 + tpot * (n - 1)})
+                    cell += 1
+    return pa.Table.from_pylist(rows)
+
+
+def test_tpot_is_faceted_by_model_with_a_line_per_configuration() -> None:
+    fig = tpot_vs_length(summarize(sweep_table()))
+    titles = [a["text"] for a in fig["layout"]["annotations"]]
+    assert titles == ["<b>model=m-a</b>", "<b>model=m-b</b>"]  # a panel per model, not pooled
+    lines = {t["name"] for t in fig["data"] if t.get("mode") == "lines+markers"}
+    assert lines == {f"method={m}, batch_size={b}: decode / (N - 1)" for m in ("direct", "subtract") for b in (1, 2, 4)}
+    assert fig["layout"]["xaxis"]["tickvals"] == [2, 8]
+
+
+def test_integer_parameters_get_integer_ticks() -> None:
+    fig = vs_parameter(summarize(sweep_table()), "batch_size")
+    axis = fig["layout"]["xaxis"]
+    assert axis["tickvals"] == [1, 2, 4] and axis["ticktext"] == ["1", "2", "4"]  # never 1.2 or 1.4
+    assert all(t["x"] and all(isinstance(x, int) for x in t["x"]) for t in fig["data"] if t.get("mode") == "lines+markers")
+
+
+def test_the_pareto_front_by_hand() -> None:
+    # (latency, accuracy, id): 1 is beaten by 0 (slower and no better), 3 by 2
+    points = [(10.0, 0.5, 0), (12.0, 0.5, 1), (15.0, 0.7, 2), (20.0, 0.6, 3), (30.0, 0.9, 4)]
+    assert pareto(points) == [0, 2, 4]
+
+
+def test_accuracy_has_intervals_and_a_per_sample_view() -> None:
+    rows = [{"cell": c, "model": "m", "batch_size": b, "total_ms": t + c, "ttft_ms": t / 2, "score": s, "method": "direct"}
+            for c, b in ((0, 1), (1, 4)) for t, s in ((10.0, 1.0), (11.0, 0.0), (12.0, 1.0), (13.0, 1.0))]
+    table = pa.Table.from_pylist(rows)
+    cells = summarize(table)
+    assert cells[0].accuracy == 0.75 and cells[0].accuracy_ci[0] < 0.75 < cells[0].accuracy_ci[1]
+    fig = accuracy(cells, table, ["c0", "c1"])
+    points = [t for t in fig["data"] if t.get("mode") == "markers"]
+    assert all(t["error_y"]["array"][0] > 0 for t in points)  # every accuracy has its interval
+    boxes = [t for t in fig["data"] if t["type"] == "box"]
+    assert [b["name"] for b in boxes] == ["correct (score >= 0.5)", "incorrect"] and len(boxes[0]["y"]) == 6
+
+
+def render(page: Path, tmp_path: Path) -> dict[str, str]:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=180).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, dom[:500]
+    return dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine")
+@pytest.mark.parametrize("name, expected", [
+    ("latency", {"fig-breakdown", "fig-tpot", "fig-vs-batch_size", "fig-vs-max_new_tokens", "fig-itl", "fig-timeline"}),
+    ("motivation", {"fig-breakdown", "fig-tpot", "fig-vs-image_size", "fig-vs-visual_tokens", "fig-2d", "fig-itl"}),
+    ("accuracy", {"fig-breakdown", "fig-vs-batch_size", "fig-accuracy", "fig-timeline"}),
+])
+def test_the_examples_reports_render_without_errors(example_runs, tmp_path: Path, name: str, expected: set) -> None:
+    _, out, _ = example_runs[name]
+    result = run_cli("report", out, "-o", tmp_path / "r.html")
+    assert result.exit_code == 0, result
+    page = (tmp_path / "r.html").read_text()
+    ids = set(re.findall(r"<figure id='([^']+)'>", page))
+    assert expected <= ids, ids
+    state = render(tmp_path / "r.html", tmp_path)
+    assert state["errors"] == "0", state.get("error-text")
+    assert state["plots"] == state["plots-rendered"] == str(len(ids))  # every figure drew an SVG in a real browser
+    assert (tmp_path / "r.html").stat().st_size < 10 * 2**20
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine")
+def test_run_against_run_renders(example_runs, tmp_path: Path) -> None:
+    _, latency, _ = example_runs["latency"]
+    result = run_cli("report", latency, latency, "-o", tmp_path / "c.html")
+    assert result.exit_code == 0, result
+    page = (tmp_path / "c.html").read_text()
+    data = json.loads(re.search(r"var FIGURES = (\{.*?\});", page, re.S).group(1))
+    ratios = data["plot-fig-ratios"]["data"]
+    # a run against itself: every ratio is exactly 1 and nothing is significant
+    assert {r for t in ratios for r in t["y"]} == {1.0} and {t["name"] for t in ratios} == {"not significant"}
+    state = render(tmp_path / "c.html", tmp_path)
+    assert state["errors"] == "0" and state["plots"] == state["plots-rendered"] == "1"
+
+
+def test_build_report_of_a_table_without_run_json() -> None:
+    page, ids = build_report(sweep_table(), None)
+    assert "fig-breakdown" in ids and "fig-tpot" in ids and "id='stability-banner'" not in page
