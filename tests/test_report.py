@@ -115,6 +115,9 @@ def test_run_against_run_renders(example_runs, tmp_path: Path) -> None:
     ratios = data["plot-fig-ratios"]["data"]
     # a run against itself: every ratio is exactly 1 and nothing is significant
     assert {r for t in ratios for r in t["y"]} == {1.0} and {t["name"] for t in ratios} == {"not significant"}
+    # cells are keyed c0, c1, ... on the axis (the full names overlapped), with the name in the hover
+    assert all(re.fullmatch(r"c\d+", x) for t in ratios for x in t["x"]) and all("=" in c for t in ratios for c in t["customdata"])
+    assert "<th class='l'>key</th>" in page
     state = render(tmp_path / "c.html", tmp_path)
     assert state["errors"] == "0" and state["plots"] == state["plots-rendered"] == "1"
 

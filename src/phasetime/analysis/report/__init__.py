@@ -69,7 +69,8 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], un
     """(id, title, caption, figure) of every figure the run has data for."""
     out: list[tuple[str, str, str, Any]] = [
         ("fig-breakdown", "Where the time goes", "Median vision, prefill, decode and other per cell (ms), stacked; the "
-         "bar's end is the median total (black tick). Hover for the exact sum. A negative 'other' (only the legacy "
+         "black tick is the median total (medians of parts need not add up to the median of their sum). Hover for the "
+         "exact sum. A negative 'other' (only the legacy "
          "subtraction produces one: its phases add up to more than its call) is drawn to the left of zero. ⚠ marks a "
          "cell whose repeated calls are unstable.", f.breakdown(summary, labels, unstable)),
         ("fig-tpot", "Per-token latency against output length", "Median decode / (N - 1) per configuration with its "
@@ -164,18 +165,21 @@ def build_comparison_report(a: pa.Table, b: pa.Table, name_a: str, name_b: str,
     """The HTML page of run B against run A: the ratio of medians per cell and phase, with its
     bootstrap 95% interval, and the comparison table."""
     keys, rows = compare_runs(a, b, on=on)
-    fig = g.ratios(rows)
+    short = {cell: f"c{i}" for i, cell in enumerate(dict.fromkeys(r.cell for r in rows if r.cell != "geometric mean"))}
+    short["geometric mean"] = "all"
+    fig = g.ratios(rows, short)
     title = f"phasetime: {name_b} against {name_a}"
-    table_rows = [[html.escape(r.cell), r.phase.removesuffix("_ms"), fmt(r.median_a), fmt(r.median_b), fmt(r.ratio, 3),
+    table_rows = [[short[r.cell], html.escape(r.cell), r.phase.removesuffix("_ms"), fmt(r.median_a), fmt(r.median_b), fmt(r.ratio, 3),
                    "-" if r.ci is None else f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
                    "-" if r.p_value is None else f"{r.p_value:.3g}", html.escape(r.verdict)] for r in rows]
     intro = (f"<p>B = {html.escape(name_b)} against A = {html.escape(name_a)}, cells matched on "
              f"{html.escape(', '.join(keys) or 'nothing')}. A ratio below 1: B is faster. 'faster' and 'slower' need "
              "p < 0.05 (Mann-Whitney U) and a 95% bootstrap interval that excludes 1.</p>")
-    figs = [("fig-ratios", "B / A per cell and phase", "Ratio of medians with its bootstrap 95% interval; green: "
-             "significantly faster, red: significantly slower, grey: not significant.", fig)] if fig else []
+    figs = [("fig-ratios", "B / A per cell and phase", "Ratio of medians with its bootstrap 95% interval, cells named by "
+             "their key in the table below; green: significantly faster, red: significantly slower, grey: not "
+             "significant.", fig)] if fig else []
     sections = [*(figure_html(i, t, c) for i, t, c, _ in figs), "<h2 id='comparison'>Per cell and phase</h2>",
-                table(["cell", "phase", "A ms", "B ms", "B/A", "95% CI", "p", "verdict"], table_rows, left=2)]
+                table(["key", "cell", "phase", "A ms", "B ms", "B/A", "95% CI", "p", "verdict"], table_rows, left=3)]
     return page(title, intro, sections, {i: clean(fg) for i, _, _, fg in figs}), [i for i, _, _, _ in figs]
 
 

@@ -3,6 +3,7 @@ run B against run A."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -118,13 +119,24 @@ def memory(summary: list[CellSummary], labels: list[str]) -> Figure | None:
 VERDICT_COLORS = {"faster": "#1a7f37", "slower": "#cf222e", "not significant": "#8c959f", "-": "#8c959f"}
 
 
-def ratios(rows: list[PhaseComparison]) -> Figure | None:
-    """Run B against run A: the ratio of medians per cell and phase with its bootstrap 95% interval."""
+def _ratio_ticks(rows: list[PhaseComparison]) -> dict[str, Any]:
+    """Ticks at powers of two spanning the ratios and their intervals (Plotly's own log ticks
+    label 20 and 50 as "2" and "5")."""
+    values = [v for r in rows for v in (r.ratio, *(r.ci or ())) if v is not None and v > 0] or [1.0]
+    low, high = math.floor(math.log2(min(values))), math.ceil(math.log2(max(values)))
+    step = max(1, math.ceil((high - low) / 8))
+    ticks = [2.0 ** e for e in range(low, high + 1, step)]
+    return {"tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
+def ratios(rows: list[PhaseComparison], short: dict[str, str]) -> Figure | None:
+    """Run B against run A: the ratio of medians per cell and phase with its bootstrap 95% interval.
+    Cells are named on the axis by their key in ``short`` (the full name is in the hover)."""
     cells = [r for r in rows if r.cell != "geometric mean" and r.ratio is not None]
     if not cells:
         return None
     phases = list(dict.fromkeys(r.phase for r in cells))
-    order = list(dict.fromkeys(r.cell for r in cells))
+    order = list(dict.fromkeys(short[r.cell] for r in cells))
     axes, layout, rows_n = grid([p.removesuffix("_ms") for p in phases], columns=3)
     data: list[dict[str, Any]] = []
     shown: set[str] = set()
@@ -133,16 +145,18 @@ def ratios(rows: list[PhaseComparison]) -> Figure | None:
             mine = [r for r in cells if r.phase == phase and r.verdict == verdict]
             if not mine:
                 continue
-            data.append({"type": "scatter", "mode": "markers", "x": [r.cell for r in mine], "y": [r.ratio for r in mine],
+            data.append({"type": "scatter", "mode": "markers", "x": [short[r.cell] for r in mine], "y": [r.ratio for r in mine],
+                         "customdata": [r.cell for r in mine],
                          "xaxis": ax[0], "yaxis": ax[1], "name": verdict, "legendgroup": verdict,
                          "showlegend": verdict not in shown, "marker": {"color": VERDICT_COLORS[verdict], "size": 9},
                          "error_y": {"type": "data", "symmetric": False,
                                      "array": [(r.ci[1] - r.ratio) if r.ci and r.ratio is not None else 0 for r in mine],
                                      "arrayminus": [(r.ratio - r.ci[0]) if r.ci and r.ratio is not None else 0
                                                     for r in mine]},
-                         "hovertemplate": "%{x}<br>B/A %{y:.3f}<extra>" + verdict + "</extra>"})
+                         "hovertemplate": "%{x}: %{customdata}<br>B/A %{y:.3f}<extra>" + verdict + "</extra>"})
             shown.add(verdict)
-        layout[f"yaxis{ax[1][1:]}"].update({"type": "log", "title": {"text": "B / A (median)"}})
+        layout[f"yaxis{ax[1][1:]}"].update({"type": "log", "title": {"text": "B / A (median)"},
+                                             **_ratio_ticks([r for r in cells if r.phase == phase])})
         layout[f"xaxis{ax[0][1:]}"].update({"type": "category", "categoryorder": "array", "categoryarray": order,
                                              "automargin": True, "tickfont": {"size": 10}})
         layout.setdefault("shapes", []).append({"type": "line", "xref": f"{ax[0]} domain", "yref": ax[1], "x0": 0, "x1": 1,
