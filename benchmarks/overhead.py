@@ -74,8 +74,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=336)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads on CPU (default 1, as phasetime run uses; see docs/experiments.md)")
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)
+    if not cuda:
+        torch.set_num_threads(args.threads or 1)
     lengths = [int(x) for x in args.lengths.split(",")]
 
     model, processor = models.load(args.model, device=args.device, dtype=args.dtype)
@@ -132,13 +136,15 @@ def main(argv: list[str] | None = None) -> dict:
         "dtype": str(next(model.parameters()).dtype),
         "torch": torch.__version__,
         "repeats": args.repeats,
+        "torch_threads": torch.get_num_threads(),
         "per_length": per_length,
         "coverage_median_pct": 100 * median(coverage),
         "coverage_min_pct": 100 * min(coverage),
         "spearman_tpot_vs_n": spearman([m.tpot_ms for m in measurements], ns),
         "spearman_legacy_decode_over_n_vs_n": spearman([m.decode_ms / m.output_tokens for m in measurements], ns),
     }
-    print(f"{result['model']} on {result['device']} ({result['timer']}, {result['dtype']}), {args.repeats} repeats")
+    print(f"{result['model']} on {result['device']} ({result['timer']}, {result['dtype']}), {args.repeats} repeats, "
+          f"{result['torch_threads']} torch thread(s)")
     print("| N | plain ms | measured total_ms | overhead in window | instrumented wall ms | overhead of call |")
     print("|---|---|---|---|---|---|")
     for n, row in per_length.items():

@@ -82,6 +82,7 @@ def test_energy_per_phase_from_the_counter() -> None:
     r = m.resources
     assert r["energy_vision_j"] == pytest.approx(2.0) and r["energy_prefill_j"] == pytest.approx(3.0)
     assert r["energy_decode_j"] == pytest.approx(3.0) and r["energy_total_j"] == pytest.approx(8.0)
+    assert r["energy_per_token_j"] == pytest.approx(1.0)  # 3 decode steps of 10 ms at 100 W
     assert r["energy_coarse"] is None  # every phase lasted at least two 10 ms counter steps
     short = EnergySensor(torch.device("cpu"), nvml=FakeNvml(clock), interval_ms=12.0, now=now)
     with inject_delays(model, 20.0, 30.0, 10.0, clock=clock):

@@ -28,6 +28,8 @@ ENERGY_COLUMNS = (
     SensorColumn("energy_prefill_j", "J", "GPU energy during prefill, without nested vision"),
     SensorColumn("energy_decode_j", "J", "GPU energy during decode"),
     SensorColumn("energy_total_j", "J", "GPU energy of the whole call"),
+    SensorColumn("energy_per_token_j", "J", "decode energy per output token: energy_decode_j / (N - 1), the decode steps "
+                 "(a step of a batch makes one token per sequence)"),
     SensorColumn("energy_interval_ms", "ms", "how often the GPU's energy counter advances"),
     SensorColumn("energy_coarse", "", "phases shorter than two counter intervals (their energy is coarse)", "str"),
 )
@@ -64,6 +66,7 @@ class EnergySensor:
         self.interval_ms = interval_ms if interval_ms is not None else self._interval_ms()
         self.reads: dict[str, tuple[float, float]] = {}
         self.counter = PromptCounter(0)
+        self.decode_steps = 0
 
     def _read(self) -> tuple[float, float]:
         """(joules, seconds) now, after the device has finished its queued work."""
@@ -87,6 +90,7 @@ class EnergySensor:
     def start(self, prompt_tokens: int) -> None:
         self.reads = {}
         self.counter = PromptCounter(prompt_tokens)
+        self.decode_steps = 0
 
     def _once(self, key: str, last: bool = False) -> None:
         if last or key not in self.reads:
@@ -104,6 +108,7 @@ class EnergySensor:
         elif kind == "forward_start":
             prefill = self.counter.feed(tokens or 0)
             self._once("prefill_start" if prefill else "decode_start")
+            self.decode_steps += 0 if prefill else 1
             self._prefill_ending = prefill and self.counter.consumed >= self.counter.prompt_tokens
         elif kind == "forward_end" and getattr(self, "_prefill_ending", False):
             self._once("prefill_end")
@@ -124,6 +129,8 @@ class EnergySensor:
             spans["prefill"] = prefill
         coarse = [p for p, s in spans.items() if s and self.interval_ms and s[1] < 2 * self.interval_ms]
         out: dict[str, Any] = {f"energy_{p}_j": (s[0] if s else None) for p, s in spans.items()}
+        decode = spans["decode"]
+        out["energy_per_token_j"] = decode[0] / self.decode_steps if decode and self.decode_steps else None
         out["energy_interval_ms"] = self.interval_ms
         out["energy_coarse"] = ",".join(coarse) or None
         return out

@@ -33,8 +33,8 @@ def breakdown(summary: list[CellSummary], labels: list[str], unstable: set[Any])
     totals = [c.median("total_ms") for c in summary]
     custom = [[medians["vision"][i], medians["prefill"][i], medians["decode"][i], medians["other"][i], totals[i] or 0.0]
               for i in range(len(summary))]
-    hover = ("%{y}<br>vision %{customdata[0]:.2f} + prefill %{customdata[1]:.2f} + decode %{customdata[2]:.2f} "
-             "+ other %{customdata[3]:.2f}<br>= total %{customdata[4]:.2f} ms<extra></extra>")
+    hover = ("%{y}<br>medians: vision %{customdata[0]:.2f} + prefill %{customdata[1]:.2f} + decode "
+             "%{customdata[2]:.2f} + other %{customdata[3]:.2f}<br>median total %{customdata[4]:.2f} ms<extra></extra>")
     data = [{"type": "bar", "orientation": "h", "name": p, "y": names, "x": medians[p], "marker": {"color": PHASE_COLORS[p]},
              "customdata": custom, "hovertemplate": hover} for p in PARTS]
     data.append({"type": "scatter", "mode": "markers", "name": "median total", "y": names, "x": totals,

@@ -98,8 +98,10 @@ def roofline(summary: list[CellSummary], labels: list[str]) -> Figure | None:
         x = np.geomspace(min(min(xs) / 4, peak / bandwidth / 4), max(max(xs) * 4, peak / bandwidth * 4), 60)
         data.append({"type": "scatter", "mode": "lines", "name": "roof", "x": x.tolist(),
                      "y": np.minimum(peak, bandwidth * x).tolist(), "line": {"color": "#222"}, "hoverinfo": "skip"})
-    return figure(data, {"xaxis": {"type": "log", "title": {"text": "arithmetic intensity, FLOP per byte moved"}},
-                         "yaxis": {"type": "log", "title": {"text": "achieved FLOP/s"}}}, height=420)
+    # one tick per decade, written 10^k (Plotly's default names 1e9 "1B", which reads as bytes)
+    decades = {"type": "log", "dtick": 1, "exponentformat": "power"}
+    return figure(data, {"xaxis": {**decades, "title": {"text": "arithmetic intensity, FLOP per byte moved"}},
+                         "yaxis": {**decades, "title": {"text": "achieved FLOP/s"}}}, height=420)
 
 
 def memory(summary: list[CellSummary], labels: list[str]) -> Figure | None:
