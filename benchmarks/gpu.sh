@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue "phasetime core", as one script for a session that is lent a GPU
+# The GPU checks (issues "phasetime core" and "resources"), as one script for a session that is lent a GPU
 # (device tool: run "bash benchmarks/gpu.sh" with timeout_s ~ 480). Writes under $OUT
 # (default: ./gpu-out) and prints the tables to paste into docs/benchmarks.md.
 #
@@ -23,7 +23,10 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
 python benchmarks/overhead.py --model "$MODEL" --lengths "$LENGTHS" --repeats "$REPEATS" \
   --json "$OUT/overhead.json" 2>&1 | tee "$OUT/overhead.txt"
 status=${PIPESTATUS[0]}
-# 2. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
+# 2. Memory, FLOPs, bytes, MFU / MBU and energy per phase, dynamic and static KV cache (issue "resources").
+python benchmarks/resources.py --model "$MODEL" --json "$OUT/resources.json" 2>&1 | tee "$OUT/resources.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# 3. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
 if python -c "import pytest, pyarrow, typer, pydantic" 2>/dev/null; then
   python -m pytest -q -p no:cacheprovider tests/test_groundtruth.py tests/test_probe.py tests/test_clock.py \
     2>&1 | tail -3 | tee "$OUT/tests.txt"

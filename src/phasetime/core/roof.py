@@ -130,6 +130,8 @@ def roof(device: torch.device, dtype: str, *, measured: bool = False) -> Roof:
         if sheet is not None:
             return sheet
     key = f"{name} | {dtype} | torch {torch.__version__}"
+    if device.type == "cpu":  # a CPU's roof grows with the threads torch may use
+        key += f" | {torch.get_num_threads()} threads"
     file = cache_file()
     try:
         cached = json.loads(file.read_text()) if file.exists() else {}
