@@ -27,6 +27,8 @@ MAX_FUNCTION_LINES = 70  # "~60": docstrings and comments count here
 
 def floor_of(path: Path) -> str:
     parts = path.relative_to(PACKAGE).parts
+    if parts == ("__main__.py",):
+        return "cli"  # python -m phasetime: the command line's other door
     return parts[0] if len(parts) > 1 else "top"
 
 
