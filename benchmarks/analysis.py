@@ -24,10 +24,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 
 from phasetime.analysis.checks import run_checks  # noqa: E402
 from phasetime.analysis.compare import compare_methods, compare_runs  # noqa: E402
 from phasetime.results import read as read_results  # noqa: E402
+from phasetime.results import verify  # noqa: E402
+from phasetime.results.content import CALL_ID_STRIDE, fingerprint  # noqa: E402
 from phasetime.results.files import MEASUREMENTS_FILE, RUN_FILE, cell_files, read_json, write_json, write_table  # noqa: E402
 from phasetime.results.schema import SCHEMA_VERSION  # noqa: E402
 
@@ -64,7 +67,7 @@ def synthetic_run(rows: int, decode_scale: float, seed: int) -> pa.Table:
         names=["name", "start_ms", "end_ms"],
     )
     columns = {
-        "call_id": np.arange(rows), "repeat": np.zeros(rows, np.int32), "method": method, "timer": ["cuda-event"] * rows,
+        "call_id": cells * CALL_ID_STRIDE + (np.arange(rows) - np.searchsorted(cells, cells)), "repeat": np.zeros(rows, np.int32), "method": method, "timer": ["cuda-event"] * rows,
         "sequence": np.zeros(rows, np.int32), "call_sequences": np.ones(rows, np.int32),
         "prompt_tokens": (40 + size // 14).astype(np.int32), "output_tokens": n.astype(np.int32),
         "total_ms": total, "vision_ms": vision, "prefill_ms": prefill,
@@ -88,11 +91,17 @@ def write_run(path: Path, table: pa.Table) -> None:
     write_table(path / MEASUREMENTS_FILE, table)
     write_json(path / RUN_FILE, {"schema_version": SCHEMA_VERSION, "experiment": {"warmup": 2, "repeats": 10000},
                                  "environment": {"device": "cuda"}})
-    counts = table.group_by("cell").aggregate([("cell", "count")])
-    for cell, rows in zip(counts.column("cell").to_pylist(), counts.column("cell_count").to_pylist()):
+    # Markers as a run writes them: row count, the cell's parameters and the rows' fingerprint,
+    # so that reading verifies the content of every cell.
+    params = ["model", "method", "dtype", "image_size", "batch_size", "generation", "max_new_tokens"]
+    cells = table.select(["cell", *params]).group_by(["cell", *params]).aggregate([])
+    for row in cells.to_pylist():
+        cell = row.pop("cell")
+        rows = table.filter(pc.equal(table.column("cell"), cell))
         marker = cell_files(path, cell)[1]
         marker.parent.mkdir(parents=True, exist_ok=True)
-        write_json(marker, {"status": "done", "cell": cell, "rows": rows})
+        write_json(marker, {"status": "done", "cell": cell, "rows": rows.num_rows, "params": row,
+                            "sums": fingerprint(rows)})
 
 
 def timed(label: str, fn) -> float:
@@ -112,6 +121,8 @@ def main() -> None:
         write_run(a, synthetic_run(args.rows, 1.0, 0))
         write_run(b, synthetic_run(args.rows, 1.03, 1))
         print(f"{args.rows:,} rows per run, 100 cells")
+        timed("verify (content checks)", lambda: verify(a))
+        timed("read (verify + load)", lambda: read_results(a))
         timed("check", lambda: run_checks(read_results(a), read_run(a), legacy=True))
         timed("compare --methods", lambda: compare_methods(read_results(a)))
         timed("compare A B", lambda: compare_runs(read_results(a), read_results(b)))

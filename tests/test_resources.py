@@ -99,8 +99,10 @@ def test_the_roof_from_datasheets_and_measured(tmp_path: Path, monkeypatch: pyte
     assert datasheet("NVIDIA H200", "float32").flops_per_s == 67e12 and datasheet("Some GPU", "float32") is None
     monkeypatch.setenv("PHASETIME_CACHE", str(tmp_path))
     measured = roof(torch.device("cpu"), "float32")
-    assert measured.source == "measured" and measured.flops_per_s > 1e8 and measured.bytes_per_s > 1e8
-    assert (tmp_path / "roof.json").exists() and roof(torch.device("cpu"), "float32") == measured  # cached
+    assert measured.source.startswith("measured") and measured.flops_per_s > 1e8 and measured.bytes_per_s > 1e8
+    assert measured.spread is not None and measured.measured_at is not None
+    if measured.source == "measured":  # steady rounds: cached (a busy machine's roof is not; test_new_user)
+        assert (tmp_path / "roof.json").exists() and roof(torch.device("cpu"), "float32") == measured
 
 
 def test_a_run_with_memory_and_cost_fills_every_column(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def cmd_check(
     """Audit a results directory; exit 1 when a check fails. Writes nothing unless -o is given."""
     from ..analysis.checks import Thresholds, failed, run_checks
     from ..results.files import write_json
-    from ..results.integrity import read
+    from ..results.reader import read
     from .output import print_checks
 
     thresholds = Thresholds(rho=rho, min_n=min_n, stability_ratio=stability_ratio, short_tokens=short_tokens,
@@ -97,7 +97,7 @@ def cmd_compare(
     """Compare direct and legacy timing in one run (--methods), or run B against run A."""
     from ..analysis.compare import compare_methods, compare_runs
     from ..core.errors import UsageError
-    from ..results.integrity import read
+    from ..results.reader import read
     from .output import print_method_comparison, print_run_comparison
 
     if methods == (b is not None):
@@ -120,7 +120,7 @@ def cmd_report(
     """Write one self-contained, interactive HTML report of a run (or of run B against run A)."""
     from ..analysis.report import build_comparison_report, build_report
     from ..results.files import atomic_write
-    from ..results.integrity import read
+    from ..results.reader import read
 
     if other is None:
         page, figures = build_report(read(results), _run_info(results), title=f"phasetime report: {results.name}")
@@ -141,7 +141,7 @@ def cmd_trace(
 ) -> None:
     """Export calls as Chrome / Perfetto trace-event JSON (open in ui.perfetto.dev)."""
     from ..results.files import write_json
-    from ..results.integrity import read
+    from ..results.reader import read
     from ..results.trace import trace
 
     document = trace(read(results), call)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -88,6 +88,31 @@ def _root(
     """Direct, phase-by-phase latency of Hugging Face generate() calls."""
 
 
+def command() -> Any:
+    """The click command of :data:`app`, its flags shown without a value type in --help
+    (typer gives a flag the type ``<bool>``, which reads as if it took a value)."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+    groups = [root, *getattr(root, "commands", {}).values()]
+    for cmd in groups:
+        for param in cmd.params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        cmd.get_help_option = _bare_help(cmd.get_help_option)
+    return root
+
+
+def _bare_help(make: Any) -> Any:
+    def get_help_option(ctx: Any) -> Any:
+        option = make(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    return get_help_option
+
+
 def main(argv: list[str] | None = None) -> None:
     """The console script: every PhasetimeError is one line (exit 2); Ctrl-C exits 130 quietly."""
     consoles.reset()
@@ -95,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         from ..core.errors import PhasetimeError
 
         try:
-            code = app(args=argv, standalone_mode=False)
+            code = command().main(args=argv, standalone_mode=False)
         except PhasetimeError as exc:
             consoles.err.print(f"[bold red]error:[/] {_escape(str(exc))}", highlight=False, soft_wrap=True)
             code = 2

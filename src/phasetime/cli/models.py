@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .app import app, consoles
+from .app import app, consoles, fail
 
 
 @app.command("models")
@@ -71,7 +71,7 @@ def cmd_roof(
                                                             "trusting the datasheet; cached per device.")] = False,
 ) -> None:
     """The device's peak FLOP/s and memory bandwidth: datasheet figures, or measured here."""
-    from ..core.roof import DATASHEETS, datasheet, device_name, roof
+    from ..core.roof import DATASHEETS, NoisyRoof, cached_roof, datasheet, device_name, measure_and_cache
     from ..experiments import models
 
     dev = models.resolve_device(device)
@@ -83,12 +83,21 @@ def cmd_roof(
     if sheet is not None:
         out.print(f"datasheet: {sheet.flops_per_s / 1e12:.1f} TFLOP/s, {sheet.bytes_per_s / 1e12:.2f} TB/s "
                   f"({escape(sheet.source.removeprefix('datasheet: '))})", highlight=False, soft_wrap=True)
-    elif dev.type == "cuda":
-        out.print("no datasheet figures for this GPU: measuring", highlight=False)
-    if measure or sheet is None:
-        found = roof(dev, chosen, measured=True)
+    found = cached_roof(dev, chosen)
+    if measure:
+        try:
+            found = measure_and_cache(dev, chosen)
+        except NoisyRoof as exc:
+            fail(f"{exc}; nothing cached")
+    if found is not None:
+        when = f"{'measured now' if measure else 'cached'}, {found.measured_at or 'date not recorded'}"
+        spread = f", rounds within {100 * found.spread:.1f}%" if found.spread is not None else ""
         out.print(f"measured:  {found.flops_per_s / 1e12:.3f} TFLOP/s, {found.bytes_per_s / 1e9:.1f} GB/s "
-                  "(a square matmul, a large copy; cached in ~/.cache/phasetime/roof.json)", highlight=False)
+                  f"(a square matmul, a large copy; {when}{spread}; in ~/.cache/phasetime/roof.json)",
+                  highlight=False, soft_wrap=True)
+    else:
+        out.print("measured:  none cached for this device, dtype and thread count (phasetime roof --measure "
+                  "measures it)", highlight=False, soft_wrap=True)
     table = Table(title="datasheet figures phasetime knows (dense, TFLOP/s and TB/s)", title_justify="left")
     for column in ("GPU", "FP32", "TF32", "BF16/FP16", "memory"):
         table.add_column(column, justify="left" if column == "GPU" else "right")

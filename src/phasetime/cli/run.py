@@ -54,6 +54,7 @@ def cmd_run(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace phasetime's files in --out (other files are kept).")] = False,
     skip_bad_samples: Annotated[bool, typer.Option("--skip-bad-samples", help="Record samples with bad images as failed and go on.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress and no table.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Run a sweep beyond 10,000 cells or 200,000 calls (refused otherwise).")] = False,
     nvtx: Annotated[bool, typer.Option("--nvtx", help="Wrap every phase and decode step in an NVTX range (CUDA).")] = False,
     threads: Annotated[Optional[str], typer.Option(help="torch intra-op threads, or 'auto': 1 on CPU, torch's default on CUDA (default: auto, or the file's).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where cells run: local or ray (default: local, or the file's).")] = None,
@@ -99,7 +100,7 @@ def cmd_run(
     from ..experiments.driver import run_experiment
 
     kwargs: dict[str, Any] = dict(source=experiment, resume=resume, overwrite=overwrite,
-                                  skip_bad_samples=skip_bad_samples, nvtx=nvtx)
+                                  skip_bad_samples=skip_bad_samples, nvtx=nvtx, yes=yes)
     if quiet:
         result = run_experiment(exp, out_dir, **kwargs)
     elif consoles.err.is_terminal:
@@ -139,7 +140,7 @@ def _report_run(result: "RunResult", name: str, quiet: bool) -> None:
         consoles.err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     if not quiet and result.rows + result.skipped > 0:
         from ..analysis.summary import summarize
-        from ..results.integrity import read
+        from ..results.reader import read
         from .output import print_summary
 
         try:

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from .errors import UnsupportedGeneration
+from .errors import UnsupportedGeneration, UsageError
 
 SUPPORTED_MODES = ("greedy_search", "sample")
 _MODEL_INPUT_KEYS = ("input_ids", "inputs_embeds")
@@ -106,6 +106,41 @@ def pixel_inputs(kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
         if (key in PIXEL_KEYS or "pixel" in key) and isinstance(value, torch.Tensor) and value.is_floating_point():
             out[key] = value
     return out
+
+
+_MEDIA_TOKEN_ATTRS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index")
+
+
+def media_tokens_without_pixels(model: Any, kwargs: dict[str, Any]) -> str | None:
+    """Why a call is not what it looks like: its prompt holds image or video placeholder tokens
+    but it carries no pixels (the model would run them as text and vision would read 0 ms)."""
+    ids = kwargs.get("input_ids")
+    if not isinstance(ids, torch.Tensor) or pixel_inputs(kwargs) or kwargs.get("inputs_embeds") is not None:
+        return None
+    config = getattr(model, "config", None)
+    for attr in _MEDIA_TOKEN_ATTRS:
+        token = getattr(config, attr, None)
+        if isinstance(token, int) and not isinstance(token, bool) and 0 <= token:
+            found = int((ids == token).sum())
+            if found:
+                return (f"the prompt holds {found} {attr.split('_')[0]} placeholder token(s) (id {token}) but the call "
+                        "carries no pixel values: pass the processor's whole output (pixel_values included)")
+    return None
+
+
+def check_generative(model: Any) -> None:
+    """A one-line UsageError for what is not a model with ``generate()`` (a pipeline, a processor, ...)."""
+    name = type(model).__name__
+    if isinstance(model, torch.nn.Module) and callable(getattr(model, "generate", None)):
+        return
+    if hasattr(model, "model") and hasattr(model, "task") and callable(model):
+        raise UsageError(f"got a pipeline ({name}): pass its model, pipeline.model, and the processor's inputs")
+    if hasattr(model, "image_processor") or hasattr(model, "tokenizer") or hasattr(model, "decode"):
+        raise UsageError(f"got a processor or tokenizer ({name}) where the model belongs: measure(model, inputs)")
+    if isinstance(model, torch.nn.Module):
+        raise UsageError(f"{name} has no generate(): phasetime times generate() calls of a generative model "
+                         "(AutoModelForImageTextToText, AutoModelForCausalLM, ...)")
+    raise UsageError(f"expected a transformers model with generate(), got {name}")
 
 
 def eos_token_ids(model: Any, kwargs: dict[str, Any]) -> set[int]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from .clock import Clock
 from .errors import UsageError
+from .generation import check_generative
 from .legacy import measure_subtract
 from .probe import Probe
 from .record import Measurement
@@ -38,6 +39,9 @@ def measure(
     model at once: each call is recorded only by its own thread's probe. Raises
     :class:`~phasetime.UnsupportedGeneration` for a call that cannot be timed correctly.
     """
+    check_generative(model)
+    if not isinstance(inputs, Mapping):
+        raise UsageError(f"inputs must be the dict a processor or tokenizer returns, got {type(inputs).__name__}")
     if method == "direct":
         with Probe(model, vision=vision, nvtx=nvtx, clock=clock, sensors=sensors, scope="thread") as probe:
             model.generate(**inputs, **generate_kwargs)

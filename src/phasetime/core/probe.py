@@ -22,9 +22,8 @@ import torch
 
 from . import clock as _clock
 from .errors import UnsupportedGeneration, UsageError
-from .generation import (
-    check_mode, count_output_tokens, eos_token_ids, pixel_inputs, prompt_length, returns_prompt, sequences_tensor,
-)
+from .generation import check_generative, check_mode, count_output_tokens, eos_token_ids, prompt_length
+from .generation import media_tokens_without_pixels, pixel_inputs, returns_prompt, sequences_tensor
 from .hooks import CallState, ModelHooks, unwrap
 from .phases import Event, PromptCounter, derive
 from .record import Measurement
@@ -90,6 +89,7 @@ class Probe:
             raise UsageError(f"scope must be one of {SCOPES}, got {scope!r}")
         if isinstance(vision, str):
             raise UsageError("vision takes a list of module paths, not a string")
+        check_generative(model)
         self.model = model
         self.target = unwrap(model)
         self.nvtx = _Nvtx() if nvtx else None
@@ -240,6 +240,8 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
             f"{type(hooks.model).__name__} brings its own generate() and does not hand over to a standard "
             "language model's generate(); phasetime cannot tell its phases apart")
     check_mode(hooks.lm, kwargs)
+    if (mismatch := media_tokens_without_pixels(hooks.model, kwargs)) and any(p.vision_paths != [] for p in probes):
+        raise UnsupportedGeneration(mismatch)
     prompt, cached = (0, 0) if hooks.own_generate else prompt_length(args, kwargs)
     state = CallState([_Recorder(p, prompt - cached) for p in probes], pixel_inputs(kwargs))
     if state.pixels and any(p.automatic_vision and not p.vision_keys for p in probes) and not hooks.own_generate:

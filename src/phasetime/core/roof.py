@@ -4,7 +4,13 @@ Two sources. A table of datasheet figures (dense, without structured sparsity; t
 are listed in :data:`DATASHEETS`), and, better, a short measurement on the machine itself
 (:func:`measure`: a large matrix multiplication and a large copy), cached per device, dtype,
 torch version and thread count in ``~/.cache/phasetime/roof.json``. On a CPU only the
-measurement exists. ``phasetime roof [--measure]`` prints both.
+measurement exists. ``phasetime roof`` prints the datasheet and the cached measurement;
+``phasetime roof --measure`` measures anew.
+
+A measurement is :data:`ROUNDS` rounds of the benchmark; the roof is their best, and it is
+cached (with the date, the spread of the rounds and the load average) only when the rounds
+agree within :data:`MAX_SPREAD`: a roof measured on a busy machine is lower than the
+device's and would make every utilisation look higher, for good.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +71,9 @@ class Roof:
     flops_per_s: float
     bytes_per_s: float
     source: str  # "datasheet: ..." or "measured"
+    measured_at: str | None = None  # when (UTC, ISO 8601), for a measured roof
+    spread: float | None = None  # (best - worst) / best of the rounds, the larger of FLOP/s and bandwidth
+    load_average: float | None = None  # the machine's 1-minute load average before measuring
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,34 +127,89 @@ def measure(device: torch.device, dtype: str = "float32") -> Roof:
     return Roof(device_name(device), dtype, flops, 2 * src.numel() * src.element_size() / seconds, "measured")
 
 
+ROUNDS = 3
+MAX_SPREAD = 0.10
+
+
+class NoisyRoof(RuntimeError):
+    """A measurement whose rounds disagree by more than :data:`MAX_SPREAD` (a busy machine)."""
+
+    def __init__(self, result: Roof) -> None:
+        super().__init__(f"the roof's {ROUNDS} rounds disagree by {100 * (result.spread or 0):.0f}% (more than "
+                         f"{100 * MAX_SPREAD:.0f}%): the machine is busy (load average {result.load_average}); "
+                         "measure again when it is quiet")
+        self.result = result
+
+
+def measure_repeated(device: torch.device, dtype: str = "float32", rounds: int = ROUNDS) -> Roof:
+    """The best of ``rounds`` measurements, with their spread, date and the load average."""
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    results = [measure(device, dtype) for _ in range(rounds)]
+    flops, rates = [r.flops_per_s for r in results], [r.bytes_per_s for r in results]
+    spread = max((max(v) - min(v)) / max(v) for v in (flops, rates))
+    return replace(results[0], flops_per_s=max(flops), bytes_per_s=max(rates), spread=round(spread, 4),
+                   load_average=load, measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
 def cache_file() -> Path:
     return Path(os.environ.get("PHASETIME_CACHE", Path.home() / ".cache" / "phasetime")) / "roof.json"
 
 
-def roof(device: torch.device, dtype: str, *, measured: bool = False) -> Roof:
-    """The roof to judge utilisation against: the datasheet's for a known GPU unless ``measured``
-    is asked for; else (and always on CPU) a measurement, cached per device and dtype."""
-    name = device_name(device)
-    if not measured and device.type == "cuda":
-        sheet = datasheet(name, dtype)
-        if sheet is not None:
-            return sheet
-    key = f"{name} | {dtype} | torch {torch.__version__}"
+def _key(device: torch.device, dtype: str) -> str:
+    key = f"{device_name(device)} | {dtype} | torch {torch.__version__}"
     if device.type == "cpu":  # a CPU's roof grows with the threads torch may use
         key += f" | {torch.get_num_threads()} threads"
+    return key
+
+
+def _read_cache() -> dict[str, Any]:
     file = cache_file()
     try:
         cached = json.loads(file.read_text()) if file.exists() else {}
     except (OSError, ValueError):
         cached = {}
-    if isinstance(cached, dict) and isinstance(cached.get(key), dict):
-        return Roof(**cached[key])
-    result = measure(device, dtype)
+    return cached if isinstance(cached, dict) else {}
+
+
+def cached_roof(device: torch.device, dtype: str) -> Roof | None:
+    """The measured roof cached for this device, dtype, torch and thread count, if any."""
+    entry = _read_cache().get(_key(device, dtype))
+    if not isinstance(entry, dict):
+        return None
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        cached = cached if isinstance(cached, dict) else {}
-        cached[key] = result.to_dict()
-        file.write_text(json.dumps(cached, indent=2))
+        return Roof(**entry)
+    except TypeError:  # a cache entry of another shape
+        return None
+
+
+def measure_and_cache(device: torch.device, dtype: str) -> Roof:
+    """Measure (:func:`measure_repeated`) and cache the roof; :class:`NoisyRoof` (nothing cached)
+    when its rounds disagree."""
+    result = measure_repeated(device, dtype)
+    if result.spread is not None and result.spread > MAX_SPREAD:
+        raise NoisyRoof(result)
+    cached = _read_cache()
+    cached[_key(device, dtype)] = result.to_dict()
+    try:
+        cache_file().parent.mkdir(parents=True, exist_ok=True)
+        cache_file().write_text(json.dumps(cached, indent=2))
     except OSError:
         pass  # a read-only home: measure again next time
     return result
+
+
+def roof(device: torch.device, dtype: str, *, measured: bool = False) -> Roof:
+    """The roof to judge utilisation against: the datasheet's for a known GPU unless ``measured``
+    is asked for; else (and always on CPU) the cached measurement, or a new one. A new one
+    on a busy machine is used for this run but not cached (its ``source`` says so)."""
+    if not measured and device.type == "cuda":
+        sheet = datasheet(device_name(device), dtype)
+        if sheet is not None:
+            return sheet
+    found = cached_roof(device, dtype)
+    if found is not None:
+        return found
+    try:
+        return measure_and_cache(device, dtype)
+    except NoisyRoof as exc:
+        return replace(exc.result, source="measured on a busy machine (not cached)")

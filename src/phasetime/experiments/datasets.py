@@ -26,7 +26,7 @@ from typing import Any, Iterable
 from PIL import Image
 
 from ..core.errors import PhasetimeError
-from .inputs import load_image
+from .inputs import load_image, to_rgb
 
 
 class BadSample(PhasetimeError, ValueError):
@@ -56,11 +56,8 @@ class Sample:
     def load_images(self) -> list[Image.Image]:
         out = []
         for image in self.images:
-            if isinstance(image, Image.Image):
-                out.append(image.convert("RGB"))
-                continue
             try:
-                out.append(load_image(image))
+                out.append(to_rgb(image) if isinstance(image, Image.Image) else load_image(image))
             except ValueError as exc:
                 raise BadSample(self.id, str(exc)) from None
         return out
@@ -196,8 +193,10 @@ def load_hf(path: str | Path, columns: dict[str, str], split: str | None = None)
             ds = datasets.load_dataset(kind, data_files=str(p))
         else:
             raise DatasetError(f"{p}: not a saved data set directory nor a .json/.jsonl/.csv/.parquet file")
-    except FileNotFoundError as exc:
-        raise DatasetError(f"cannot load data set {p}: {exc}") from None
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - datasets and Arrow raise many types for a damaged file
+        raise DatasetError(f"cannot load data set {p}: {_first_line(exc)}") from None
     if isinstance(ds, datasets.DatasetDict):
         name = split or ("test" if "test" in ds else next(iter(ds)))
         if name not in ds:
@@ -227,6 +226,11 @@ def load_hf(path: str | Path, columns: dict[str, str], split: str | None = None)
             )
         )
     return samples
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0][:200] if text else "") or type(exc).__name__
 
 
 def format_question(sample: Sample, pre: str = "", post: str = "") -> str:

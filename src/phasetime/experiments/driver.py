@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..results import directory
+from ..results.content import plan_digest
 from ..results.files import RUN_FILE, StoreError, read_json, write_json
 from ..results.schema import SCHEMA_VERSION
 from ..results.stability import machine_warnings, table_warnings
@@ -102,17 +103,21 @@ def comparable(experiment: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run_info(experiment: Experiment, source: Path | None, prepared: Prepared) -> dict[str, Any]:
+    dumped = experiment.model_dump(mode="json")
+    keys, params = [c.key for c in prepared.cells], [c.params for c in prepared.cells]
     return {
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "experiment": experiment.model_dump(mode="json"),
+        "experiment": dumped,
         "experiment_file": str(source) if source is not None else None,
         "git": _git_revision(source.parent if source is not None else None),
         "environment": environment(prepared.device),
         "threads": prepared.threads,
         "conditions_before": snapshot(prepared.device),
         "cells": len(prepared.cells),
-        "cell_keys": [c.key for c in prepared.cells],
+        "cell_keys": keys,
+        "cell_params": params,
+        "plan_digest": plan_digest(dumped, keys, params),
         "failed_samples": [{"sample_id": s, "error": reason} for s, reason in prepared.bad],
     }
 
@@ -138,6 +143,9 @@ def _resume(path: Path, experiment: Experiment, prepared: Prepared, source: Path
     run_file = path / RUN_FILE
     try:
         saved = read_json(run_file)
+        if "plan_digest" in saved and saved["plan_digest"] != plan_digest(
+                saved.get("experiment"), saved.get("cell_keys"), saved.get("cell_params")):
+            raise StoreError(f"{run_file} was edited after the run wrote it (its plan does not match its digest)")
         same = comparable(parse_experiment(saved.get("experiment"), str(run_file)).model_dump(mode="json"))
     except (StoreError, RunError, ValueError) as exc:
         saved, same = None, None
@@ -220,13 +228,15 @@ def run_experiment(
     nvtx: bool = False,
     progress: ProgressFn | None = None,
     executor: Executor | None = None,
+    yes: bool = False,
 ) -> RunResult:
-    """Run every cell of ``experiment`` into the results directory ``out``; see the module docstring."""
+    """Run every cell of ``experiment`` into the results directory ``out``; see the module docstring.
+    ``yes`` confirms a run beyond the size limits of :func:`phasetime.experiments.validate.check_size`."""
     notify = progress or (lambda event, info: None)
     if overwrite and resume:
         raise RunError("--overwrite and --resume exclude each other")
     # 1. Everything that can be checked before anything is written.
-    prepared = prepare(experiment, skip_bad_samples=skip_bad_samples, nvtx=nvtx)
+    prepared = prepare(experiment, skip_bad_samples=skip_bad_samples, nvtx=nvtx, yes=yes)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     plan = directory.plan(out, mode)
     apply_threads(prepared.threads)

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image, ImageDraw, ImageOps
 
 from ..core.errors import UsageError
 
@@ -30,13 +31,47 @@ def synthetic_image(size: int, seed: int = 0) -> Image.Image:
     return img
 
 
+_HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _eight_bit(img: Image.Image, source: str) -> Image.Image:
+    """A 16-bit, 32-bit integer or float single-channel image scaled to 8 bits (PIL's own
+    conversion clips it: a 16-bit PNG turns almost white, a float TIFF black)."""
+    values = np.asarray(img, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    top = float(finite.max()) if finite.size else 0.0
+    low = float(finite.min()) if finite.size else 0.0
+    if low < 0:
+        raise UsageError(f"image {source}: mode {img.mode} with negative values ({low:g}): cannot tell its scale")
+    if img.mode == "F" and top <= 1.0:
+        scale = 255.0  # float images in [0, 1]
+    elif img.mode.startswith("I;16") or top > 255:
+        if top > 65535:
+            raise UsageError(f"image {source}: mode {img.mode} with values up to {top:g}: cannot tell its scale")
+        scale = 255.0 / 65535.0
+    else:
+        scale = 1.0  # an integer or float image already in 0..255
+    scaled = np.clip(np.nan_to_num(values) * scale + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def to_rgb(img: Image.Image, source: str = "in memory") -> Image.Image:
+    """An image as a model is fed it, the way Hugging Face's ``load_image`` does: EXIF
+    orientation applied, then RGB; high-bit-depth modes are scaled to 8 bits first."""
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in _HIGH_DEPTH:
+        img = _eight_bit(img, source)
+    return img.convert("RGB")
+
+
 def load_image(path: str | Path) -> Image.Image:
-    """Open and fully decode an image file as RGB; a one-line ``UsageError`` when it cannot be read
-    (missing, not an image, truncated, too large)."""
+    """Open and fully decode an image file as RGB (:func:`to_rgb`); a one-line ``UsageError``
+    when it cannot be read (missing, not an image, truncated, too large, of no known scale)."""
     p = Path(path)
     try:
         with Image.open(p) as img:
-            return img.convert("RGB")
+            img.load()
+            return to_rgb(img, str(p))
     except FileNotFoundError:
         raise UsageError(f"image not found: {p}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # PIL raises many types

@@ -8,8 +8,12 @@ that returns ``(model, processor)``; anything else goes through ``AutoProcessor`
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
+import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +106,17 @@ def _load_factory(name: str) -> tuple[torch.nn.Module, Any]:
     return built
 
 
+def _check_config(file: Path) -> None:
+    """A model directory's config.json must be a JSON object naming its model type."""
+    try:
+        config = json.loads(file.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:100]
+        raise ModelLoadError(f"cannot read {file}: {reason}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"cannot read {file}: expected a JSON object, got {type(config).__name__}")
+
+
 def check_name(name_or_path: str) -> None:
     """Fail early (before anything is written) for a name that cannot resolve to a model.
 
@@ -120,6 +135,8 @@ def check_name(name_or_path: str) -> None:
         is_dir = local.is_dir()
         if is_dir and not (local / "config.json").exists():
             raise ModelLoadError(f"model directory {local} has no config.json")
+        if is_dir:
+            _check_config(local / "config.json")
     except OSError as exc:  # a name too long for a path, say
         raise ModelLoadError(f"unknown model {name_or_path[:80]!r}: {exc.strerror or exc}") from None
     if is_dir:
@@ -129,11 +146,49 @@ def check_name(name_or_path: str) -> None:
             f"unknown model {name_or_path!r}: not a built-in ({', '.join(BUILTIN)}), "
             "a local directory or a hub id (org/name)"
         )
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+    cached = isinstance(try_to_load_from_cache(name_or_path, "config.json"), str)
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        if not cached:
             raise ModelLoadError(f"model {name_or_path!r} is not in the local cache and HF_HUB_OFFLINE is set")
+        return
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        what = ("it is in the local cache: set HF_HUB_OFFLINE=1 to use that copy" if cached
+                else "it is not in the local cache either")
+        raise ModelLoadError(f"model {name_or_path!r}: the hub does not answer ({unreachable}); {what} "
+                             "(HF_HUB_OFFLINE=1 skips the hub, which otherwise retries for minutes)")
+
+
+HUB_TIMEOUT_S = 5.0
+
+
+def hub_unreachable(timeout_s: float = HUB_TIMEOUT_S) -> str | None:
+    """None when the hub (``HF_ENDPOINT``, default huggingface.co) accepts a connection within
+    ``timeout_s``; else why not. Skipped (None) behind a proxy, which a direct probe cannot judge."""
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parts = urllib.parse.urlsplit(endpoint)
+    if not parts.hostname:
+        return f"HF_ENDPOINT {endpoint!r} names no host"
+    address = (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    outcome: dict[str, str] = {}
+
+    def connect() -> None:  # in a thread: name resolution has no timeout of its own
+        try:
+            socket.create_connection(address, timeout=timeout_s).close()
+            outcome["ok"] = ""
+        except OSError as exc:
+            outcome["error"] = exc.strerror or str(exc) or type(exc).__name__
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout_s + 1.0)
+    if "ok" in outcome:
+        return None
+    return f"{endpoint}: {outcome.get('error', f'no answer within {timeout_s:g} s')}"
 
 
 def max_positions(name_or_path: str, trust_remote_code: bool = False) -> int | None:

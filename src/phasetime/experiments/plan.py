@@ -14,10 +14,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..results.content import CALL_ID_STRIDE
 from .datasets import Sample
 from .spec import DatasetInputs, Experiment, ModelSpec
-
-CALL_ID_STRIDE = 1_000_000  # call ids are cell * stride + the call's number within the cell
 
 
 @dataclass(frozen=True)
@@ -103,6 +102,15 @@ def expand(experiment: Experiment) -> list[Cell]:
             }
             cells.append(Cell(index=len(cells), model=model, params=params, context=context))
     return cells
+
+
+def count_cells(experiment: Experiment) -> int:
+    """How many cells :func:`expand` makes, without making them (a guard against huge sweeps)."""
+    sweep = experiment.sweep
+    per_model = (len(_methods(list(sweep.method))) * len(sweep.image_size or [None]) * len(sweep.max_pixels or [None])
+                 * len(sweep.max_visual_tokens or [None]) * len(sweep.batch_size) * len(sweep.generation)
+                 * len(sweep.max_new_tokens) * len(sweep.attn_implementation or [None]))
+    return sum(per_model * len(sweep.dtype or [m.dtype]) for m in experiment.models)
 
 
 def execution_order(cells: list[Cell], experiment: Experiment) -> list[Cell]:

@@ -169,6 +169,10 @@ class ResourcesSpec(_Strict):
     energy: bool = False  # GPU energy per phase (NVML; synchronises at phase boundaries)
 
 
+# More warm-up calls than this per cell is a typo, not a warm-up: the first few calls are the slow ones.
+MAX_WARMUP = 100
+
+
 class Experiment(_Strict):
     """A whole experiment file (see ``docs/experiments.md``)."""
 
@@ -181,7 +185,7 @@ class Experiment(_Strict):
     metric: MetricName | None = None
     min_new_tokens: Union[Literal["max"], Annotated[int, Field(ge=0, le=MAX_TOKENS)], None] = None
     repeats: Annotated[int, Field(ge=1, le=100_000)] = 3
-    warmup: Annotated[int, Field(ge=0, le=10_000)] = 1
+    warmup: Annotated[int, Field(ge=0, le=MAX_WARMUP)] = 1
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     # torch intra-op threads (and OMP/MKL): "auto" is 1 on a CPU model (see docs/metrics.md,
     # "Threads"), torch's default on CUDA.
@@ -253,12 +257,32 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
         raise ExperimentError(f"{source}: nested too deeply") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one
+    silently: ``repeats: 1`` then ``repeats: 50`` would run 50)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base loader names it
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {first} and {line})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment YAML (or JSON) file; relative data paths are resolved against it."""
     p = Path(path)
     try:
         text = p.read_bytes().decode("utf-8")
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
         raise ExperimentError(f"cannot read {p}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:

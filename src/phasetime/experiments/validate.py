@@ -15,13 +15,46 @@ from . import models
 from .conditions import resolve_threads
 from .datasets import BadSample, DatasetError, Sample, load_hf, load_llava, load_manifest, take
 from .inputs import synthetic_image
-from .plan import Cell, expand
+from .plan import Cell, batches, calls_per_cell, count_cells, expand
 from .spec import DatasetInputs, Experiment
 from .synthetic import synthetic_vqa
 
 
 class RunError(PhasetimeError, ValueError):
     """Bad input to a run: reported as one line, before anything is written."""
+
+
+# A run beyond either limit is refused unless the user confirms it (``--yes``): a typo in a
+# sweep (a 10^6-cell grid, warm-up 10000) should not silently start a run of days.
+MAX_CELLS = 10_000
+MAX_CALLS = 200_000
+
+
+def check_size(experiment: Experiment, samples: list[Sample] | None = None) -> int:
+    """The run's calls (warm-up included), or a RunError when it is beyond the limits."""
+    cells = count_cells(experiment)
+    if cells > MAX_CELLS:
+        raise RunError(f"the sweep has {cells:,} cells, more than {MAX_CELLS:,}; check the sweep, or pass --yes "
+                       "(yes=True) to run it anyway")
+    if samples is None:
+        return 0
+    # The grid is a full product: each batch size has the same share of the cells.
+    per_cell = calls_per_cell(experiment, batches(samples, experiment))
+    calls = cells // len(per_cell) * sum(per_cell.values())
+    if calls > MAX_CALLS:
+        raise RunError(f"the run makes {calls:,} generate() calls ({cells:,} cells, {experiment.warmup} warm-up and "
+                       f"{experiment.repeats} measured per batch of samples), more than {MAX_CALLS:,}; pass --yes "
+                       "(yes=True) to run it anyway")
+    return calls
+
+
+def check_batches(experiment: Experiment, samples: list[Sample]) -> None:
+    """A batch larger than the data set would be labelled with a size no call had."""
+    if isinstance(experiment.inputs, DatasetInputs):
+        too_big = [b for b in experiment.sweep.batch_size if b > len(samples)]
+        if too_big:
+            raise RunError(f"sweep.batch_size: {too_big[0]} is larger than the data set, which has {len(samples)} "
+                           f"usable sample(s)")
 
 
 @dataclass
@@ -100,8 +133,12 @@ def _check_models(experiment: Experiment, cells: list[Cell]) -> Any:
     return device
 
 
-def prepare(experiment: Experiment, *, skip_bad_samples: bool = False, nvtx: bool = False) -> Prepared:
-    """Check everything that can be checked before a model loads; see the module docstring."""
+def prepare(experiment: Experiment, *, skip_bad_samples: bool = False, nvtx: bool = False,
+            yes: bool = False) -> Prepared:
+    """Check everything that can be checked before a model loads; see the module docstring.
+    ``yes``: run a sweep beyond :data:`MAX_CELLS` cells or :data:`MAX_CALLS` calls."""
+    if not yes:
+        check_size(experiment)
     cells = expand(experiment)
     device = _check_models(experiment, cells)
     if nvtx:
@@ -123,5 +160,8 @@ def prepare(experiment: Experiment, *, skip_bad_samples: bool = False, nvtx: boo
     samples = [s for s in samples if s.id not in bad_ids]
     if not samples:
         raise RunError("every sample is bad")
+    check_batches(experiment, samples)
+    if not yes:
+        check_size(experiment, samples)
     threads = resolve_threads(experiment.threads, device.type)
     return Prepared(cells, samples, [(s.id, reason) for s, reason in bad], device, threads)

@@ -11,7 +11,8 @@ analysing results never imports torch.
 from __future__ import annotations
 
 from .files import StoreError
-from .integrity import Inventory, Problem, read, verify
+from .integrity import Inventory, Problem, verify
+from .reader import read
 from .schema import COLUMNS, SCHEMA_VERSION, Column
 
 __all__ = ["COLUMNS", "Column", "Inventory", "Problem", "SCHEMA_VERSION", "StoreError", "read", "verify"]

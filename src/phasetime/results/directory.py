@@ -75,6 +75,19 @@ def foreign_entries(path: Path) -> list[str]:
     return sorted(p.name for p in path.iterdir() if p.name not in _OURS and not p.name.startswith(f".{RUN_FILE}."))
 
 
+def _started(path: Path) -> bool:
+    """Whether a directory of ours holds more than a start-up leaves behind (the owner file,
+    the lock, a temporary file of an interrupted write, an empty ``cells/``)."""
+    for entry in path.iterdir():
+        name = entry.name
+        if name in (OWNER_FILE, LOCK_FILE) or (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        if name == CELLS_DIR and entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir()):
+            continue
+        return True
+    return False
+
+
 def _listing(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -95,6 +108,8 @@ def plan(out: str | os.PathLike[str], mode: str) -> Plan:
     path = check_path(out)
     try:
         entries = sorted(p.name for p in path.iterdir() if p.name != LOCK_FILE) if path.is_dir() else []
+        if entries and (path / OWNER_FILE).is_file() and not _started(path):
+            return Plan(path, "create")  # killed during start-up, before run.json: nothing to keep
     except OSError as exc:
         raise StoreError(f"--out {path}: cannot list it: {exc.strerror or exc}") from None
     if not entries:
@@ -179,8 +194,12 @@ class DirectoryLock:
             self.took_over = previous
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(me).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(me).encode())
+        except OSError as exc:  # a full disk, say: the lock is held, but say why the run cannot go on
+            os.close(fd)
+            raise StoreError(f"cannot lock {self.path}: writing {self.file.name} failed: {exc.strerror or exc}") from None
         self._fd = fd
 
     def release(self) -> None:

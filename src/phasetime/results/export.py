@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 
 from ..core.errors import UsageError
 from .files import atomic_write, write_table
-from .integrity import read
+from .reader import read
 
 FORMATS = ("csv", "parquet", "jsonl")
 LEGACY_NAMES = {

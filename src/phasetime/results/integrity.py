@@ -2,21 +2,26 @@
 everything against run.json; damage is named by file, never skipped.
 
 :func:`verify` returns an :class:`Inventory`: where each finished cell's rows are, and
-every :class:`Problem` found. :func:`read` returns the rows of a sound directory and
-refuses a damaged one, listing what is wrong. ``phasetime verify DIR`` prints the
+every :class:`Problem` found. :func:`phasetime.results.reader.read` returns the rows of a
+sound directory and refuses a damaged one, listing what is wrong. ``phasetime verify DIR`` prints the
 inventory; ``phasetime run ... --resume`` moves damaged files aside (:func:`set_aside`)
 and measures their cells again.
 
 Rules (docs/experiments.md, "Integrity"):
 
 * a cell is *done* when its marker ``cells/cell-NNNNN.json`` says so; the marker records
-  the cell's row count and key;
+  the cell's row count, key, parameters and a fingerprint of its rows (:mod:`.content`);
+* ``run.json`` records every cell's key and parameters (the plan) and a digest of that
+  plan: a ``run.json`` whose plan no longer matches its digest was edited, and is a problem;
 * a done cell's rows are in its part ``cells/cell-NNNNN.parquet`` or, once merged, in
-  ``measurements.parquet``, with exactly the marker's row count; a part wins over the
-  merged file (a part is newer: parts are removed once merged);
+  ``measurements.parquet``; they are the cell's only if their content says so
+  (:func:`phasetime.results.content.faults`: labels, call ids, parameters, no call twice,
+  the marker's count and sums); a sound part wins over the merged file (a part is newer:
+  parts are removed once merged), and a wrong part beside sound merged rows is set aside;
 * rows in ``measurements.parquet`` of a cell that is not done, a marker that cannot be
   read, a part that cannot be read, a ``run.json`` that is missing or unreadable, a
-  marker whose key is not the key ``run.json`` records for that cell: each is a problem;
+  marker whose key or parameters are not what ``run.json`` records for that cell: each is
+  a problem;
 * a part without a marker is what a run killed mid-cell leaves: a note, not a problem.
 """
 
@@ -30,13 +35,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .files import (
-    CELLS_DIR, MEASUREMENTS_FILE, META_KEY, RUN_FILE, StoreError, read_json, read_table, row_count,
-)
-from .schema import READABLE_VERSIONS, SCHEMA_VERSION
+from .content import Expected, check_columns, faults, plan_digest
+from .files import CELLS_DIR, MEASUREMENTS_FILE, RUN_FILE, StoreError, read_json, read_table
+from .schema import READABLE_VERSIONS
 
 _MARKER = re.compile(r"^cell-(\d{5,})\.json$")
-_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class Inventory:
     notes: list[str] = field(default_factory=list)
     merged_cells: set[int] = field(default_factory=set)
     bare: bool = False  # a lone measurements.parquet without markers
+    stale: list[Path] = field(default_factory=list)  # wrong parts of cells intact in the merged file
+    merged_sound: set[int] = field(default_factory=set)  # done cells whose rows in the merged file are right
 
     @property
     def done(self) -> set[int]:
@@ -106,6 +111,11 @@ def _check_run(inv: Inventory) -> None:
     if not isinstance(run.get("experiment"), dict):
         inv.problems.append(Problem(RUN_FILE, "has no experiment"))
         return
+    digest = run.get("plan_digest")
+    if digest is not None and digest != plan_digest(run["experiment"], run.get("cell_keys"), run.get("cell_params")):
+        inv.problems.append(Problem(RUN_FILE, "was edited after the run wrote it: its experiment or cells no longer "
+                                              "match its plan_digest (phasetime run FILE --out DIR --resume rebuilds "
+                                              "it from the experiment file)"))
     inv.run = run
 
 
@@ -141,13 +151,33 @@ def _check_keys(inv: Inventory) -> None:
         elif marker.get("key") != keys[index]:
             inv.problems.append(Problem(rel, f"belongs to another experiment (key {marker.get('key')!r}, "
                                              f"{RUN_FILE} says {keys[index]!r})", index))
+        elif planned(inv, index) is not None and "params" in marker and marker["params"] != planned(inv, index):
+            inv.problems.append(Problem(rel, f"records other parameters than {RUN_FILE} plans for cell {index}", index))
 
 
-def _merged_counts(inv: Inventory) -> dict[int, int] | None:
-    """Rows per cell in measurements.parquet; None when it is absent or unreadable."""
+def planned(inv: Inventory, index: int) -> dict[str, Any] | None:
+    """The parameters ``run.json`` plans for cell ``index`` (None where it does not record them)."""
+    params = (inv.run or {}).get("cell_params")
+    if isinstance(params, list) and index < len(params) and isinstance(params[index], dict):
+        return params[index]
+    return None
+
+
+def expectation(inv: Inventory, index: int) -> Expected:
+    """What cell ``index``'s rows must be, from its marker and the plan."""
+    marker = inv.markers[index]
+    params = planned(inv, index)
+    if params is None and isinstance(marker.get("params"), dict):
+        params = marker["params"]
+    sums = marker.get("sums") if isinstance(marker.get("sums"), dict) else None
+    return Expected(int(marker["rows"]), params, sums)
+
+
+def _merged(inv: Inventory, columns: list[str]) -> pa.Table | None:
+    """The checked columns of measurements.parquet; None when it is absent or unreadable."""
     file = inv.root / MEASUREMENTS_FILE
     try:
-        table = read_table(file, ["cell"])
+        table = read_table(file, columns)
     except FileNotFoundError:
         return None
     except StoreError as exc:
@@ -155,57 +185,77 @@ def _merged_counts(inv: Inventory) -> dict[int, int] | None:
         return None
     if not inv.markers and inv.run is None and not (inv.root / RUN_FILE).exists():
         inv.bare = True  # a table written by hand or by a script: no cells to check against
-        return {}
+        return table.slice(0, 0)
     if "cell" not in table.column_names:
         inv.problems.append(Problem(MEASUREMENTS_FILE, "has no cell column"))
-        return {}
-    counts = pc.value_counts(table.column("cell"))
-    return {int(v["values"].as_py()): int(v["counts"].as_py()) for v in counts if v["values"].as_py() is not None}
+        return table.slice(0, 0)
+    return table
 
 
-def _locate(inv: Inventory, merged: dict[int, int] | None) -> None:
+def _part_fault(inv: Inventory, index: int, exp: Expected, columns: list[str]) -> Problem | None | bool:
+    """Cell ``index``'s part: False when there is none, None when it is sound, else its problem."""
+    part = inv.root / CELLS_DIR / f"cell-{index:05d}.parquet"
+    rel = _rel(inv.root, part)
+    try:
+        table = read_table(part, columns)
+    except FileNotFoundError:
+        return False
+    except StoreError as exc:
+        return Problem(rel, f"is unreadable ({_reason(exc)})", index)
+    fault = faults(table, {index: exp}, whole=index).get(index)
+    return None if fault is None else Problem(rel, fault, index)
+
+
+def _locate(inv: Inventory) -> None:
     merged_file = inv.root / MEASUREMENTS_FILE
-    for index, marker in sorted(inv.markers.items()):
-        if marker["status"] != "done" or marker["rows"] == 0:
-            continue
-        expected = int(marker["rows"])
+    expected = {i: expectation(inv, i) for i, m in sorted(inv.markers.items()) if m["status"] == "done" and m["rows"]}
+    columns = check_columns(expected)
+    merged = _merged(inv, columns)
+    merged_faults = faults(merged, expected) if merged is not None and merged.num_rows else None
+    if merged_faults is not None:
+        inv.merged_sound = set(expected) - set(merged_faults)
+    for index, exp in expected.items():
         part = inv.root / CELLS_DIR / f"cell-{index:05d}.parquet"
         rel = _rel(inv.root, part)
-        part_problem = None
-        try:
-            count = row_count(part)
-            if count == expected:
-                inv.sources[index] = part
-                continue
-            part_problem = Problem(rel, f"holds {count} rows; its marker says {expected}", index)
-        except FileNotFoundError:
-            pass
-        except StoreError as exc:
-            part_problem = Problem(rel, f"is unreadable ({_reason(exc)})", index)
-        if merged is not None and merged.get(index) == expected:
+        part_problem = _part_fault(inv, index, exp, columns)
+        if part_problem is None:
+            inv.sources[index] = part
+            continue
+        if merged_faults is not None and index not in merged_faults:
             inv.sources[index] = merged_file
             inv.merged_cells.add(index)
-            if part_problem is not None:
-                inv.notes.append(f"{rel}: {part_problem.message} (its rows are intact in {MEASUREMENTS_FILE})")
+            if isinstance(part_problem, Problem):
+                inv.notes.append(f"{rel}: {part_problem.message} (its rows are intact in {MEASUREMENTS_FILE}; "
+                                 "--resume sets the part aside)")
+                inv.stale.append(part)
             continue
-        if part_problem is not None:
+        if isinstance(part_problem, Problem):
             inv.problems.append(part_problem)
-            continue
-        where = (f"{MEASUREMENTS_FILE} is missing" if merged is None and not merged_file.exists()
-                 else f"{MEASUREMENTS_FILE} holds {merged.get(index, 0) if merged is not None else 'none'} of them")
-        inv.problems.append(Problem(rel, f"is missing: cell {index} is marked done with {expected} rows, and {where}",
-                                    index))
-    if merged:
-        damaged = inv.damaged_cells
-        for index in sorted(set(merged) - set(inv.sources) - damaged):
-            status = inv.markers.get(index, {}).get("status")
-            if status is None:
-                marker_file = _rel(inv.root, inv.root / CELLS_DIR / f"cell-{index:05d}.json")
-                inv.problems.append(Problem(marker_file, f"is missing, yet {MEASUREMENTS_FILE} holds {merged[index]} rows "
-                                                    f"of cell {index}", index))
-            elif status != "done":
-                inv.problems.append(Problem(MEASUREMENTS_FILE, f"holds {merged[index]} rows of cell {index}, "
-                                                               f"which is marked {status}", index))
+        elif merged_faults is not None and index in merged_faults and not merged_faults[index].startswith("holds 0 "):
+            inv.problems.append(Problem(MEASUREMENTS_FILE, merged_faults[index], index))
+        else:
+            where = (f"{MEASUREMENTS_FILE} is missing" if merged is None and not merged_file.exists()
+                     else f"{MEASUREMENTS_FILE} holds none of them")
+            inv.problems.append(Problem(rel, f"is missing: cell {index} is marked done with {exp.rows} rows, and "
+                                             f"{where}", index))
+    if merged is not None and merged.num_rows and not inv.bare:
+        _strays(inv, merged)
+
+
+def _strays(inv: Inventory, merged: pa.Table) -> None:
+    """Rows in the merged file of cells that are not done."""
+    counts = {int(v["values"].as_py()): int(v["counts"].as_py())
+              for v in pc.value_counts(merged.column("cell")) if v["values"].as_py() is not None}
+    damaged = inv.damaged_cells
+    for index in sorted(set(counts) - set(inv.sources) - damaged):
+        status = inv.markers.get(index, {}).get("status")
+        if status is None:
+            marker_file = _rel(inv.root, inv.root / CELLS_DIR / f"cell-{index:05d}.json")
+            inv.problems.append(Problem(marker_file, f"is missing, yet {MEASUREMENTS_FILE} holds {counts[index]} rows "
+                                                     f"of cell {index}", index))
+        elif status != "done":
+            inv.problems.append(Problem(MEASUREMENTS_FILE, f"holds {counts[index]} rows of cell {index}, "
+                                                           f"which is marked {status}", index))
 
 
 def _notes(inv: Inventory) -> None:
@@ -227,7 +277,7 @@ def verify(path: str | Path) -> Inventory:
     _check_run(inv)
     _read_markers(inv)
     _check_keys(inv)
-    _locate(inv, _merged_counts(inv))
+    _locate(inv)
     _notes(inv)
     if not inv.markers and not inv.bare and not inv.problems and not (root / MEASUREMENTS_FILE).exists():
         if inv.run is None:
@@ -243,52 +293,4 @@ def damage_report(inv: Inventory, limit: int = 8) -> str:
     return "; ".join(lines)
 
 
-def _concat(tables: list[pa.Table]) -> pa.Table:
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    return table.replace_schema_metadata({META_KEY: str(SCHEMA_VERSION).encode()})
-
-
-def _load(inv: Inventory) -> pa.Table:
-    merged_file = inv.root / MEASUREMENTS_FILE
-    tables = []
-    if inv.bare:
-        tables.append(read_table(merged_file))
-    merged_cells = sorted(inv.merged_cells)
-    if merged_cells:
-        merged = read_table(merged_file)
-        keep = pc.is_in(merged.column("cell"), value_set=pa.array(merged_cells, merged.schema.field("cell").type))
-        tables.append(merged if pc.all(keep).as_py() else merged.filter(keep))
-    for index in sorted(set(inv.sources) - inv.merged_cells):
-        tables.append(read_table(inv.sources[index]))
-    if not tables:
-        raise StoreError(f"no measurements in {inv.root}")
-    return _concat(tables)
-
-
-def read(path: str | Path) -> pa.Table:
-    """Every stored row of a results directory (or of one Parquet file), verified.
-
-    Cell parameters are columns. Rows of unfinished cells are never included. A damaged
-    directory raises :class:`~phasetime.results.StoreError` naming every damaged file.
-    """
-    p = Path(path)
-    if p.is_file():
-        try:
-            return read_table(p)
-        except FileNotFoundError:
-            raise StoreError(f"{p} is missing") from None
-    for attempt in range(_RETRIES):
-        inv = verify(p)
-        if inv.problems:
-            raise StoreError(f"{p} is damaged: {damage_report(inv)} (phasetime verify {p} lists it all; "
-                             f"phasetime run ... --out {p} --resume measures damaged cells again)")
-        try:
-            return _load(inv)
-        except FileNotFoundError:
-            # a running phasetime merged parts into measurements.parquet while we read: look again
-            if attempt == _RETRIES - 1:
-                raise StoreError(f"{p} keeps changing while it is read; try again when its run has finished") from None
-    raise AssertionError("unreachable")
-
-
-__all__ = ["Inventory", "Problem", "damage_report", "read", "verify"]
+__all__ = ["Inventory", "Problem", "damage_report", "verify"]

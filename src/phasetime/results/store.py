@@ -21,13 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .files import DAMAGED_DIR, MEASUREMENTS_FILE, StoreError, cell_files, read_table, write_json, write_table
-from .integrity import Inventory, _concat, damage_report, verify
+from .content import fingerprint
+from .integrity import Inventory, damage_report, verify
+from .reader import concat
 from .rows import rows_to_table
 
 
 def write_cell(out: str | os.PathLike[str], index: int, rows: list[dict[str, Any]] | pa.Table,
                record: dict[str, Any]) -> None:
-    """Store one finished cell: its rows first, then its marker (the proof it is complete)."""
+    """Store one finished cell: its rows first, then its marker (the proof it is complete),
+    which records the rows' count and fingerprint (:func:`phasetime.results.content.fingerprint`)."""
     part, marker = cell_files(out, index)
     try:
         part.parent.mkdir(parents=True, exist_ok=True)
@@ -38,15 +41,16 @@ def write_cell(out: str | os.PathLike[str], index: int, rows: list[dict[str, Any
         write_table(part, table, part=True)
     else:
         part.unlink(missing_ok=True)
-    write_json(marker, {**record, "cell": index, "rows": table.num_rows})
+    write_json(marker, {**record, "cell": index, "rows": table.num_rows, "sums": fingerprint(table)})
 
 
 def consolidate(out: str | os.PathLike[str]) -> None:
     """Merge finished cells' parts into measurements.parquet, then remove the parts.
 
     Rows of the merged file are kept only for the cells verified to live there (a part of
-    the same cell is newer and replaces them). Safe to interrupt: until the parts are
-    removed, readers take a cell's rows from its part.
+    the same cell is newer and replaces them); when rows are dropped, the old merged file
+    is first copied into ``damaged/``. Safe to interrupt: until the parts are removed,
+    readers take a cell's rows from its part.
     """
     root = Path(out)
     inv = verify(root)
@@ -57,15 +61,22 @@ def consolidate(out: str | os.PathLike[str]) -> None:
     if not parts and (not merged_file.exists() or _merged_is_exact(inv)):
         return
     tables = []
-    if inv.merged_cells:
+    if merged_file.exists():
         merged = read_table(merged_file)
-        keep = pc.is_in(merged.column("cell"), value_set=pa.array(sorted(inv.merged_cells), merged.schema.field("cell").type))
-        tables.append(merged.filter(keep))
+        cell_type = merged.schema.field("cell").type
+        keep = pc.is_in(merged.column("cell"), value_set=pa.array(sorted(inv.merged_cells), cell_type))
+        # Rows dropped that are not an exact copy of a part (an interrupted merge leaves those):
+        # keep the old file in damaged/ before it is replaced.
+        benign = pa.array(sorted(inv.merged_cells | (inv.merged_sound & set(parts))), cell_type)
+        if not pc.all(pc.is_in(merged.column("cell"), value_set=benign)).as_py():
+            copy_aside(root, merged_file)
+        if inv.merged_cells:
+            tables.append(merged.filter(keep))
     tables += [read_table(inv.sources[i]) for i in parts]
     if tables:
-        write_table(merged_file, _concat(tables))
+        write_table(merged_file, concat(tables))
     else:
-        set_aside(root, [merged_file])  # nothing in it belongs to a done cell any more
+        merged_file.unlink(missing_ok=True)  # its copy is in damaged/: nothing in it belongs to a done cell
     for i in parts:
         inv.sources[i].unlink(missing_ok=True)
 
@@ -76,8 +87,9 @@ def _merged_is_exact(inv: Inventory) -> bool:
     return cells == inv.merged_cells
 
 
-def set_aside(root: Path, paths: list[Path]) -> list[str]:
-    """Move damaged files into ``damaged/<time>/`` (never deleting them); returns where each went."""
+def set_aside(root: Path, paths: list[Path], *, copy: bool = False) -> list[str]:
+    """Move damaged files into ``damaged/<time>/`` (never deleting them), or copy them there
+    (``copy``: a file about to be replaced); returns where each went."""
     if not paths:
         return []
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -88,11 +100,20 @@ def set_aside(root: Path, paths: list[Path]) -> list[str]:
         target = root / DAMAGED_DIR / stamp / path.relative_to(root)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), str(target))
+            if copy:
+                shutil.copy2(str(path), str(target))
+            else:
+                shutil.move(str(path), str(target))
         except OSError as exc:
-            raise StoreError(f"cannot move {path} aside to {target}: {exc.strerror or exc}") from None
+            verb = "copy" if copy else "move"
+            raise StoreError(f"cannot {verb} {path} aside to {target}: {exc.strerror or exc}") from None
         moved.append(f"{path.relative_to(root)} -> {target.relative_to(root)}")
     return moved
+
+
+def copy_aside(root: Path, path: Path) -> list[str]:
+    """Keep a copy of ``path`` in ``damaged/`` before it is rewritten without some of its rows."""
+    return set_aside(root, [path], copy=True)
 
 
 def repair(root: Path) -> tuple[Inventory, list[str]]:
@@ -113,6 +134,7 @@ def repair(root: Path) -> tuple[Inventory, list[str]]:
     for index in damaged:
         part, marker = cell_files(root, index)
         files += [p for p in (part, marker) if p.exists() and p not in files]
+    files += [p for p in inv.stale if p.exists() and p not in files]  # wrong parts beside sound merged rows
     lines = set_aside(root, sorted(set(files)))
     after = verify(root)
     # Cells whose rows were only in an unreadable merged file now read as missing: set their

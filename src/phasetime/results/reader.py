@@ -1,0 +1,71 @@
+"""Reading a results directory: the rows of every intact finished cell, verified first.
+
+:func:`read` runs :func:`phasetime.results.integrity.verify` and refuses a damaged
+directory, naming every damaged file; a sound one gives each done cell's rows from
+where the inventory found them sound (its part, or the merged file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .files import MEASUREMENTS_FILE, META_KEY, StoreError, read_table
+from .integrity import Inventory, damage_report, verify
+from .schema import SCHEMA_VERSION
+
+_RETRIES = 3
+
+
+def concat(tables: list[pa.Table]) -> pa.Table:
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return table.replace_schema_metadata({META_KEY: str(SCHEMA_VERSION).encode()})
+
+
+def _load(inv: Inventory) -> pa.Table:
+    merged_file = inv.root / MEASUREMENTS_FILE
+    tables = []
+    if inv.bare:
+        tables.append(read_table(merged_file))
+    merged_cells = sorted(inv.merged_cells)
+    if merged_cells:
+        merged = read_table(merged_file)
+        keep = pc.is_in(merged.column("cell"), value_set=pa.array(merged_cells, merged.schema.field("cell").type))
+        tables.append(merged if pc.all(keep).as_py() else merged.filter(keep))
+    for index in sorted(set(inv.sources) - inv.merged_cells):
+        tables.append(read_table(inv.sources[index]))
+    if not tables:
+        raise StoreError(f"no measurements in {inv.root}")
+    return concat(tables)
+
+
+def read(path: str | Path) -> pa.Table:
+    """Every stored row of a results directory (or of one Parquet file), verified.
+
+    Cell parameters are columns. Rows of unfinished cells are never included. A damaged
+    directory raises :class:`~phasetime.results.StoreError` naming every damaged file.
+    """
+    p = Path(path)
+    if p.is_file():
+        try:
+            return read_table(p)
+        except FileNotFoundError:
+            raise StoreError(f"{p} is missing") from None
+    for attempt in range(_RETRIES):
+        inv = verify(p)
+        if inv.problems:
+            raise StoreError(f"{p} is damaged: {damage_report(inv)} (phasetime verify {p} lists it all; "
+                             f"phasetime run ... --out {p} --resume measures damaged cells again)")
+        try:
+            return _load(inv)
+        except FileNotFoundError:
+            # a running phasetime merged parts into measurements.parquet while we read: look again
+            if attempt == _RETRIES - 1:
+                raise StoreError(f"{p} keeps changing while it is read; try again when its run has finished") from None
+    raise AssertionError("unreachable")
+
+
+
+__all__ = ["concat", "read"]
