@@ -155,7 +155,7 @@ def test_check_reads_a_read_only_directory_and_writes_nothing(tmp_path: Path) ->
 
 @pytest.mark.parametrize("flags, message", [
     (["--precision", "0"], "--precision must be greater than 0"),
-    (["--rho", "nan"], "--rho must be a finite number"),
+    (["--length-tolerance", "nan"], "--length-tolerance must be a finite number"),
     (["--cv-fail", "0.05"], "--cv-fail must not be below --cv-warn"),
 ])
 def test_bad_check_thresholds_are_errors(tmp_path: Path, flags: list[str], message: str) -> None:

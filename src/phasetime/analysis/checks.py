@@ -15,11 +15,12 @@ import numpy as np
 import pyarrow as pa
 
 from ..core.errors import UsageError
-from ..core.stats import cv, mad_zscores, median, spearman, spearman_ci
+from ..core.stats import cv, mad_zscores
 from ..results.schema import AXES, SUMMARY_PHASES
 from ..results.stability import Thresholds as StabilityThresholds
 from ..results.stability import judge_table, machine_advice, machine_warnings
-from ..results.tables import floats, group_indices, list_values, strings
+from ..results.tables import call_means, floats, group_indices, list_values, strings
+from .length import MIN_CELLS, TOLERANCE, length_effects
 
 PARAM_COLUMNS = AXES
 # A configuration: every cell parameter but the output length.
@@ -32,8 +33,8 @@ class Thresholds:
     """Every threshold of ``phasetime check``, with its default."""
 
     tolerance_ms: float = 0.05  # how far below zero a phase or other_ms may read (rounding)
-    rho: float = 0.3  # |Spearman rho(tpot, N)| above this, with a CI excluding 0, fails
-    min_n: int = 20  # the correlation is only judged on at least this many rows
+    length_tolerance: float = TOLERANCE  # TPOT changing more than this from shortest to longest output, significantly, fails
+    min_cells: int = MIN_CELLS  # the length effect is judged on at least this many cells (output lengths)
     stability_ratio: float = 2.0  # CV(tpot) of short outputs / long outputs above this warns
     short_tokens: int = 8  # outputs of at most this many tokens are "short"
     outlier_z: float = 3.5  # |modified z| above this flags an outlier (kept, not dropped)
@@ -46,7 +47,7 @@ class Thresholds:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("tolerance_ms", "rho", "stability_ratio", "outlier_z", "outlier_share", "precision", "cv_warn",
+        for name in ("tolerance_ms", "length_tolerance", "stability_ratio", "outlier_z", "outlier_share", "precision", "cv_warn",
                      "cv_fail", "spread_warn"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -54,12 +55,12 @@ class Thresholds:
         for name in ("precision", "cv_warn", "cv_fail", "outlier_z"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be greater than 0")
-        if self.rho > 1 or self.outlier_share > 1:
-            raise UsageError("--rho and the outlier share must be at most 1")
+        if self.length_tolerance > 10 or self.outlier_share > 1:
+            raise UsageError("--length-tolerance must be at most 10 (1000%) and the outlier share at most 1")
         if self.cv_fail < self.cv_warn:
             raise UsageError("--cv-fail must not be below --cv-warn")
-        if self.min_n < 3 or self.short_tokens < 1 or self.n_boot < 100:
-            raise UsageError("--min-n must be >= 3, --short-tokens >= 1 (and n_boot >= 100)")
+        if self.min_cells < MIN_CELLS or self.short_tokens < 1 or self.n_boot < 100:
+            raise UsageError(f"--min-cells must be >= {MIN_CELLS}, --short-tokens >= 1 (and n_boot >= 100)")
 
     def stability(self) -> StabilityThresholds:
         return StabilityThresholds(cv_warn=self.cv_warn, cv_fail=self.cv_fail, spread_warn=self.spread_warn,
@@ -125,43 +126,39 @@ def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
 
 
 def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool) -> list[CheckResult]:
-    """Per configuration: Spearman rho(tpot, output_tokens) with a bootstrap 95% CI."""
-    groups, scope_of = _grouped(table, CONFIG_COLUMNS)
-    n_tokens, tpot, decode = floats(table, "output_tokens"), floats(table, "tpot_ms"), floats(table, "decode_ms")
+    """Per configuration: does TPOT change with the output length? Judged over cells, by size
+    and significance (:mod:`.length`); ``legacy`` adds decode / N of the same rows, as info."""
+    threshold = f"|change| <= {100 * t.length_tolerance:g}% or its 95% CI spans 0"
+    variants: list[tuple[str, np.ndarray | None, bool]] = [("tpot_vs_length", None, True)]
+    if legacy:
+        n_tokens, decode = floats(table, "output_tokens"), floats(table, "decode_ms")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            variants.append(("tpot_vs_length[legacy decode/N]", np.where(n_tokens > 0, decode / n_tokens, np.nan),
+                             False))
     out = []
-    for keys, idx in groups.items():
-        scope = scope_of(keys)
-        variants = [("tpot_vs_length", tpot[idx], n_tokens[idx], True)]
-        if legacy:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                old = np.where(n_tokens[idx] > 0, decode[idx] / n_tokens[idx], np.nan)
-            variants.append(("tpot_vs_length[legacy decode/N]", old, n_tokens[idx], False))
-        for name, y, x, judged in variants:
-            ok = np.isfinite(y) & np.isfinite(x)
-            y, x = y[ok], x[ok]
-            if len(np.unique(x)) < 2:
-                out.append(CheckResult(name, scope, None, f"|rho| <= {t.rho}", "skip", "one output length only"))
-                continue
-            rho = spearman(x, y)
-            ci = spearman_ci(x, y, n_boot=t.n_boot, seed=t.seed) if rho is not None else None
-            value = None if rho is None else round(rho, 3)
-            detail = f"n={x.size}" + (f", 95% CI [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-            if not judged:
-                verdict = "info"
-            elif rho is None or x.size < t.min_n:
+    for name, values, judged in variants:
+        for e in length_effects(table, values):
+            value = None if e.change is None else round(e.change, 4)
+            if e.change is None or e.cells < max(MIN_CELLS, t.min_cells):
                 verdict = "skip"
-                detail += f" (needs n >= {t.min_n})" if rho is not None else " (constant)"
+            elif not judged:
+                verdict = "info"
             else:
-                significant = ci is not None and (ci[0] > 0 or ci[1] < 0)
-                verdict = "fail" if abs(rho) > t.rho and significant else "pass"
-            out.append(CheckResult(name, scope, value, f"|rho| <= {t.rho} or CI spans 0", verdict, detail))
+                verdict = "fail" if e.fails(t.length_tolerance) else "pass"
+            detail = e.describe() + (f"; Spearman rho over cells {e.rho:+.2f}" if e.rho is not None else "")
+            out.append(CheckResult(name, e.scope, value, threshold, verdict, detail))
     return out
 
 
+def _calls(table: pa.Table) -> np.ndarray:
+    """Each row's call (rows of one batch share it); each row its own call without call ids."""
+    return floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
+
+
 def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
-    """Per configuration: median CV(tpot) over short-output cells vs long-output cells."""
+    """Per configuration: median over cells of CV(tpot) between calls, short-output cells vs long."""
     groups, scope_of = _grouped(table, CONFIG_COLUMNS)
-    tpot, n_tokens = floats(table, "tpot_ms"), floats(table, "output_tokens")
+    tpot, n_tokens, calls = floats(table, "tpot_ms"), floats(table, "output_tokens"), _calls(table)
     out = []
     for keys, idx in groups.items():
         short: list[float] = []
@@ -169,7 +166,8 @@ def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
         for n in np.unique(n_tokens[idx]):
             if not np.isfinite(n) or n < 2:
                 continue
-            value = cv(tpot[idx][n_tokens[idx] == n])
+            sel = idx[n_tokens[idx] == n]
+            value = cv(call_means(tpot[sel], calls[sel]))  # unit: the call
             if value is not None:
                 (short if n <= t.short_tokens else long).append(value)
         scope = scope_of(keys)
@@ -181,18 +179,20 @@ def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
         ratio = cv_short / cv_long if cv_long > 0 else math.inf
         out.append(CheckResult("tpot_stability", scope, round(ratio, 2), f"short/long CV <= {t.stability_ratio}",
                                "warn" if ratio > t.stability_ratio else "pass",
-                               f"CV short {100 * cv_short:.1f}%, long {100 * cv_long:.1f}%"))
+                               f"CV between calls: short {100 * cv_short:.1f}%, long {100 * cv_long:.1f}% "
+                               f"(median over {len(short)} and {len(long)} cells)"))
     return out
 
 
 def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
-    """Per cell: outliers of total_ms by modified z-score; counted, never dropped."""
-    total = floats(table, "total_ms")
-    flagged, worst, worst_scope = 0, 0.0, ""
+    """Per cell: calls whose total_ms is an outlier by modified z-score; counted, never dropped."""
+    total, calls = floats(table, "total_ms"), _calls(table)
+    flagged, n_calls, worst, worst_scope = 0, 0, 0.0, ""
     groups, scope_of = _grouped(table, PARAM_COLUMNS)
     for keys, idx in groups.items():
-        values = total[idx]
+        values = call_means(total[idx], calls[idx])  # unit: the call (a batch's rows share its total)
         values = values[np.isfinite(values)]
+        n_calls += values.size
         if values.size < 3:
             continue
         n_out = int((np.abs(mad_zscores(values)) > t.outlier_z).sum())
@@ -200,9 +200,9 @@ def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
         if n_out / values.size > worst:
             worst, worst_scope = n_out / values.size, scope_of(keys)
     verdict = "warn" if worst > t.outlier_share else "info"
-    detail = f"{flagged} of {table.num_rows} rows flagged (kept)"
+    detail = f"{flagged} of {n_calls} calls flagged (kept)"
     if worst > 0:
-        detail += f"; most in {worst_scope} ({100 * worst:.1f}%)"
+        detail += f"; most in {worst_scope} ({100 * worst:.1f}% of its calls)"
     return [CheckResult("outliers_total_ms", "per cell", flagged, f"|z| > {t.outlier_z}, share <= {t.outlier_share}",
                         verdict, detail)]
 
@@ -294,6 +294,18 @@ def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, threshol
         *utilization_checks(table),
         *hygiene_checks(table, run_info, t),
     ]
+
+
+def one_method(table: pa.Table, method: str | None) -> pa.Table:
+    """The rows of one method (``direct`` or ``subtract``) of a run; all rows for None."""
+    if method is None:
+        return table
+    import pyarrow.compute as pc
+
+    present = sorted(set(strings(table, "method").tolist())) if "method" in table.column_names else []
+    if method not in present:
+        raise UsageError(f"--method {method}: this run has method(s) {', '.join(map(str, present)) or 'none'}")
+    return table.filter(pc.equal(table.column("method"), method))
 
 
 def failed(results: list[CheckResult]) -> list[CheckResult]:

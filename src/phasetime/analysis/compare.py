@@ -12,9 +12,10 @@ import numpy as np
 import pyarrow as pa
 
 from ..core.errors import UsageError
-from ..core.stats import bootstrap_ci, cv, geometric_mean, mann_whitney_u, median, spearman
+from ..core.stats import bootstrap_ci, cv, geometric_mean, mann_whitney_u, median, t_quantile
 from ..results.schema import AXES, SUMMARY_PHASES
-from ..results.tables import floats, group_indices, strings
+from ..results.tables import call_means, floats, group_indices, strings
+from .length import length_effects
 
 PARAM_COLUMNS = AXES
 COMPARED_PHASES = SUMMARY_PHASES
@@ -28,11 +29,12 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
     """The "before / after" of the legacy method on one run made with ``--method both``.
 
     Returns ``phases`` (per phase: median direct, median subtract, median over matched
-    cells of the per-cell difference subtract - direct), ``zero_decode`` (per method: the
-    share of calls with tokens but decode <= 0, and for subtract the share negative before
-    clamping), ``correlation`` (Spearman rho of per-token latency with output length under
-    each method and denominator) and ``spread`` (median over cells of the CV of decode_ms
-    and of the per-token latency).
+    cells of the per-cell difference subtract - direct), ``zero_decode`` (per method, over
+    calls with N >= 2: the share with decode <= 0, and the share negative before clamping),
+    ``correlation`` (per method, denominator and configuration: the length effect of the
+    per-token latency over cells, :mod:`.length`: relative change from the shortest to the
+    longest output with its 95% CI, and Spearman's rho over cells) and ``spread`` (median
+    over cells of the CV between calls of decode_ms and of the per-token latency).
     """
     methods = set(table.column("method").to_pylist()) if table.num_rows else set()
     if not {"direct", "subtract"} <= methods:
@@ -61,8 +63,10 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
         })
 
     zero = {}
-    for m, min_tokens in (("direct", 2), ("subtract", 1)):
-        sel = (method == m) & (n >= min_tokens)
+    for m in ("direct", "subtract"):
+        # Zero decode is a failure only where a decode exists: N = 1 has none (its one token
+        # comes out of prefill), so only calls with N >= 2 count, for both methods.
+        sel = (method == m) & (n >= 2)
         total = int(sel.sum())
         zero[m] = {
             "calls_with_tokens": total,
@@ -71,27 +75,35 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
             "negative_before_clamp_share": float(((decode + other)[sel] < 0).mean()) if total else None,
         }
 
-    correlation = []
-    for m in ("direct", "subtract"):
-        for label, denominator in (("N - 1", n - 1), ("N", n)):
-            sel = (method == m) & (denominator > 0) & np.isfinite(decode)
-            per_token = decode[sel] / denominator[sel]
-            correlation.append({"method": m, "denominator": label, "n": int(sel.sum()),
-                                "rho": spearman(n[sel], per_token) if sel.sum() >= 2 else None})
+    correlation = [entry for m in ("direct", "subtract") for entry in _length_effects(table.filter(pa.array(method == m)), m)]
 
     spread = {}
     tpot = floats(table, "tpot_ms")
+    calls = floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
     for m in ("direct", "subtract"):
         cvs_decode, cvs_token = [], []
         for idx in cells.values():
-            sel = idx[method[idx] == m]
-            cvs_decode.append(cv(decode[sel]))
-            cvs_token.append(cv(tpot[sel]))
+            sel = idx[method[idx] == m]  # unit: the call
+            cvs_decode.append(cv(call_means(decode[sel], calls[sel])))
+            cvs_token.append(cv(call_means(tpot[sel], calls[sel])))
         spread[m] = {
             "decode_cv_median": median(cvs_decode),
             "tpot_cv_median": median(cvs_token),
         }
     return {"phases": phases, "zero_decode": zero, "correlation": correlation, "spread": spread}
+
+
+def _length_effects(rows: pa.Table, method: str) -> list[dict[str, Any]]:
+    """The length effect of one method's per-token latency under each denominator, over cells."""
+    out = []
+    n, decode = floats(rows, "output_tokens"), floats(rows, "decode_ms")
+    for label, denominator in (("N - 1", n - 1), ("N", n)):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_token = np.where(denominator > 0, decode / denominator, np.nan)
+        for e in length_effects(rows, per_token):
+            out.append({"method": method, "denominator": label, "scope": e.scope, "cells": e.cells,
+                        "change": e.change, "ci": e.ci, "rho": e.rho})
+    return out
 
 
 # --- run A vs run B ---------------------------------------------------------------------------
@@ -137,8 +149,10 @@ def compare_runs(
 ) -> tuple[list[str], list[PhaseComparison]]:
     """Per matched cell and phase: medians, ratio B/A with a bootstrap 95% CI, Mann-Whitney p.
 
-    A difference counts ("faster"/"slower") only when p < ``alpha`` and the CI excludes 1.
-    The last rows (cell ``"geometric mean"``) summarise each phase over the matched cells.
+    Within a cell the unit is the call (a batch's rows are reduced to their mean first). A
+    difference counts ("faster"/"slower") only when p < ``alpha`` and the CI excludes 1. The
+    last rows (cell ``"geometric mean"``) summarise each phase over the matched cells, with a
+    95% interval over cells (a t interval of the log ratios: the cell is the unit there).
     """
     keys = on if on is not None else match_keys(a, b)
     for k in keys:
@@ -151,12 +165,15 @@ def compare_runs(
     varying = [k for k in range(len(keys)) if len({c[k] for c in common}) > 1]
     values_a = {phase: floats(a, phase) for phase in COMPARED_PHASES}
     values_b = {phase: floats(b, phase) for phase in COMPARED_PHASES}
+    calls_a, calls_b = _calls(a), _calls(b)
     results = []
     for cell in common:
         label = ", ".join(f"{keys[k]}={cell[k]}" for k in varying) or "all"
+        ia, ib = groups_a[cell], groups_b[cell]
         for phase in COMPARED_PHASES:
-            x = values_a[phase][groups_a[cell]]
-            y = values_b[phase][groups_b[cell]]
+            # within a cell the unit is the call: a batch's rows are one call (their mean)
+            x = call_means(values_a[phase][ia], calls_a[ia])
+            y = call_means(values_b[phase][ib], calls_b[ib])
             x, y = x[np.isfinite(x)], y[np.isfinite(y)]
             if x.size == 0 or y.size == 0:
                 continue
@@ -172,8 +189,22 @@ def compare_runs(
                 verdict = "not significant"
             results.append(PhaseComparison(label, phase, median(x), median(y), ratio, ci, p, verdict))
     for phase in COMPARED_PHASES:
-        ratios = [r.ratio for r in results if r.phase == phase and r.ratio is not None]
+        ratios = [r.ratio for r in results if r.phase == phase and r.ratio is not None and r.ratio > 0]
         if ratios:
-            results.append(PhaseComparison("geometric mean", phase, None, None, geometric_mean(ratios), None, None,
-                                           f"over {len(ratios)} cells"))
+            results.append(PhaseComparison("geometric mean", phase, None, None, geometric_mean(ratios),
+                                           _over_cells(ratios), None, f"over {len(ratios)} cells (unit: cell)"))
     return keys, results
+
+
+def _calls(table: pa.Table) -> np.ndarray:
+    return floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
+
+
+def _over_cells(ratios: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """The ``level`` interval of the geometric mean ratio, the cell as the unit: a t interval
+    of the cells' log ratios (None with one cell)."""
+    logs = np.log(np.asarray(ratios, dtype=float))
+    if logs.size < 2:
+        return None
+    half = t_quantile(0.5 + level / 2, logs.size - 1) * float(logs.std(ddof=1)) / np.sqrt(logs.size)
+    return float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))

@@ -46,7 +46,7 @@ def cmd_export(
 
 
 def _defaults():  # the check thresholds' defaults, without importing the analysis at start-up
-    return dict(tolerance_ms=0.05, rho=0.3, min_n=20, stability_ratio=2.0, short_tokens=8, outlier_z=3.5,
+    return dict(tolerance_ms=0.05, length_tolerance=0.05, min_cells=3, stability_ratio=2.0, short_tokens=8, outlier_z=3.5,
                 precision=0.05, cv_warn=0.10, cv_fail=0.20, spread_warn=0.25)
 
 
@@ -56,9 +56,10 @@ D = _defaults()
 @app.command("check")
 def cmd_check(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
-    legacy: Annotated[bool, typer.Option("--legacy", help="Also show the correlation under the old denominator decode / N.")] = False,
-    rho: Annotated[float, typer.Option(help="Fail when |Spearman rho(tpot, N)| exceeds this (CI excluding 0).")] = D["rho"],
-    min_n: Annotated[int, typer.Option(help="Judge the correlation only on at least this many rows.")] = D["min_n"],
+    legacy: Annotated[bool, typer.Option("--legacy", help="Also show the length effect under the old denominator decode / N.")] = False,
+    method: Annotated[Optional[str], typer.Option(help="Judge the rows of one method only (direct or subtract) of a --method both run (default: all).")] = None,
+    length_tolerance: Annotated[float, typer.Option(help="Fail when TPOT changes more than this share from the shortest to the longest output, with a 95% CI over cells excluding 0.")] = D["length_tolerance"],
+    min_cells: Annotated[int, typer.Option(help="Judge the length effect only over at least this many cells (output lengths).")] = D["min_cells"],
     stability_ratio: Annotated[float, typer.Option(help="Warn when CV(tpot) short / long exceeds this.")] = D["stability_ratio"],
     short_tokens: Annotated[int, typer.Option(help="Outputs of at most this many tokens are short.")] = D["short_tokens"],
     tolerance_ms: Annotated[float, typer.Option(help="How far below 0 a phase or other_ms may read.")] = D["tolerance_ms"],
@@ -70,18 +71,19 @@ def cmd_check(
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the results as JSON here.")] = None,
 ) -> None:
     """Audit a results directory; exit 1 when a check fails. Writes nothing unless -o is given."""
-    from ..analysis.checks import Thresholds, failed, run_checks
+    from ..analysis.checks import Thresholds, failed, one_method, run_checks
     from ..results.files import write_json
     from ..results.reader import read
     from .output import print_checks
 
-    thresholds = Thresholds(rho=rho, min_n=min_n, stability_ratio=stability_ratio, short_tokens=short_tokens,
+    thresholds = Thresholds(length_tolerance=length_tolerance, min_cells=min_cells, stability_ratio=stability_ratio, short_tokens=short_tokens,
                             tolerance_ms=tolerance_ms, outlier_z=outlier_z, precision=precision, cv_warn=cv_warn,
                             cv_fail=cv_fail, spread_warn=spread_warn)
-    table = read(results)
+    table = one_method(read(results), method)
     checks = run_checks(table, _run_info(results), thresholds, legacy=legacy)
     if output is not None:
-        write_json(output, {"thresholds": asdict(thresholds), "checks": [r.to_dict() for r in checks]})
+        write_json(output, {"thresholds": asdict(thresholds), "method": method or "all",
+                            "checks": [r.to_dict() for r in checks]})
     print_checks(checks)
     if failed(checks):
         raise typer.Exit(1)

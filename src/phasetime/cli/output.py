@@ -57,7 +57,8 @@ def print_summary(summary: list["CellSummary"], title: str) -> None:
         )
     table.caption = (
         "ms per cell of n rows (N output tokens, batch B): median, p90 below; "
-        "tpot = decode / (N - 1), '-' where N < 2 or not measured"
+        "tpot = decode / (N - 1) ('-' where N < 2) for the direct method; the legacy subtract method's "
+        "own per-token value is decode / N"
     )
     consoles.out.print(table)
 
@@ -94,17 +95,21 @@ def print_method_comparison(result: dict[str, Any]) -> None:
         phases.add_row(p["phase"], ms(p["direct_median"]), ms(p["subtract_median"]), ms(p["median_difference"]),
                        str(p["cells"]))
     consoles.out.print(phases)
-    zero = Table(title="calls with tokens but no decode time", title_justify="left")
+    zero = Table(title="calls with N >= 2 tokens but no decode time (N = 1 has no decode)", title_justify="left")
     for name in ("method", "calls", "decode = 0", "negative before clamping"):
         zero.add_column(name, justify="left" if name == "method" else "right")
     for m, z in result["zero_decode"].items():
         zero.add_row(m, str(z["calls_with_tokens"]), pct(z["decode_zero_share"]), pct(z["negative_before_clamp_share"]))
     consoles.out.print(zero)
-    corr = Table(title="Spearman rho of per-token latency with output length", title_justify="left")
-    for name in ("method", "denominator", "rows", "rho"):
-        corr.add_column(name, justify="left" if name in ("method", "denominator") else "right")
+    corr = Table(title="per-token latency = decode / denominator against output length: change from the shortest "
+                       "to the longest output (unit: cell)", title_justify="left")
+    for name in ("method", "per-token", "scope", "cells", "change", "95% CI", "rho (cells)"):
+        corr.add_column(name, justify="left" if name in ("method", "per-token", "scope") else "right")
     for c in result["correlation"]:
-        corr.add_row(c["method"], c["denominator"], str(c["n"]), "-" if c["rho"] is None else f"{c['rho']:+.3f}")
+        ci = "-" if c["ci"] is None else f"[{100 * c['ci'][0]:+.1f}%, {100 * c['ci'][1]:+.1f}%]"
+        corr.add_row(c["method"], f"decode / ({c['denominator']})" if c["denominator"] != "N" else "decode / N",
+                     escape(c["scope"]), str(c["cells"]), "-" if c["change"] is None else f"{100 * c['change']:+.1f}%",
+                     ci, "-" if c["rho"] is None else f"{c['rho']:+.2f}")
     consoles.out.print(corr)
     spread = Table(title="measurement spread (median CV over cells)", title_justify="left")
     for name in ("method", "decode CV", "per-token CV"):

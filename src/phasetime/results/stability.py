@@ -168,22 +168,22 @@ def machine_advice(run: dict[str, Any] | None) -> list[str]:
 
 def judge_table(table: Any, t: Thresholds = Thresholds()) -> list[tuple[dict[str, Any], str, Judgement]]:
     """Every (cell, sample) group of a results table judged on each phase of :data:`JUDGED`:
-    (the group's keys, the phase, the judgement). Rows of one call count once; rows of the
+    (the group's keys, the phase, the judgement). The unit is the call: a batch's rows count
+    once, as their mean; rows of the
     legacy subtraction method are left out (their spread is the method's, not the machine's)."""
-    from .tables import floats, group_indices
+    from .tables import call_means, floats, group_indices
 
     if "method" in table.column_names:  # the legacy baseline's spread is not a measurement's
         table = table.filter(pa.compute.equal(table.column("method"), "direct"))
     keys = [k for k in ("cell", "max_new_tokens", "sample_id") if k in table.column_names]
-    first = floats(table, "sequence") == 0 if "sequence" in table.column_names else np.ones(table.num_rows, bool)
+    calls = floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
     columns = {phase: floats(table, phase) for phase in JUDGED}
     out = []
     for group, idx in group_indices(table, keys).items():
         scope = dict(zip(keys, group))
         for phase in JUDGED:
-            # a call-level phase once per call; a per-sequence one for every sequence
-            rows = idx[first[idx]] if phase == "total_ms" else idx
-            values = columns[phase][rows]
+            # the unit is the call: a batch's rows are one call (a per-sequence phase: their mean)
+            values = call_means(columns[phase][idx], calls[idx])
             if np.isfinite(values).sum() >= 2:
                 out.append((scope, phase, judge(values, t, phase)))
     return out

@@ -51,3 +51,13 @@ def list_values(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=float)
     rows = np.asarray(pc.list_parent_indices(column).to_numpy(zero_copy_only=False))
     return values, rows
+
+
+def call_means(values: np.ndarray, calls: np.ndarray) -> np.ndarray:
+    """One value per call: the mean of its rows' finite values (NaN for a call with none)."""
+    _, inverse = np.unique(calls, return_inverse=True)
+    ok = np.isfinite(values)
+    sums = np.bincount(inverse[ok], weights=values[ok], minlength=inverse.max(initial=-1) + 1)
+    counts = np.bincount(inverse[ok], minlength=sums.size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

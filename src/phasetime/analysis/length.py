@@ -1,0 +1,147 @@
+"""Does per-token latency depend on the output length? Judged with the cell as the unit.
+
+The repeats of a cell run back to back and share that moment of the machine: its calls are
+not independent draws across cells, and its rows even less (a batch's rows are one call).
+So a claim across output lengths is made over cells, never over rows:
+
+1. within a cell, each call is reduced to one value (the mean over its sequences), and the
+   cell to the median over its calls;
+2. over the cells of one configuration (every parameter but the output length), a
+   least-squares fit of the cell values on the output length N, ``a + b N + c / N`` (``a + b
+   N`` with fewer than 4 cells), gives the **relative change** from the shortest to the
+   longest output, ``f(N_max) / f(N_min) - 1``, with a 95% confidence interval from the t
+   distribution with (cells - parameters) degrees of freedom (delta method);
+3. the length effect **fails** only when it is both large and significant: ``|change|`` above
+   the tolerance (5% by default) and a confidence interval that excludes 0. Under no trend the
+   check fails at most as often as the interval misses (5%), whatever the cell-to-cell wobble.
+
+The legacy per-token latency (decode / N) has a built-in 1/N bias, ``(N - 1) / N`` of the
+true step: +94% from N = 2 to N = 32, which fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from ..core.stats import spearman, t_quantile
+from ..results.schema import AXES
+from ..results.tables import call_means, floats, group_indices
+
+CONFIG_COLUMNS = tuple(c for c in AXES if c != "max_new_tokens")
+TOLERANCE = 0.05  # relative change of TPOT from the shortest to the longest output
+MIN_CELLS = 3  # a line and its interval need at least three output lengths
+
+
+@dataclass(frozen=True)
+class LengthEffect:
+    """The length effect in one configuration, over its cells."""
+
+    scope: str
+    cells: int
+    calls: int  # calls behind the cells' values
+    n_min: float
+    n_max: float
+    change: float | None  # relative change from N_min to N_max (None: fewer than MIN_CELLS cells)
+    ci: tuple[float, float] | None
+    rho: float | None  # Spearman's rho of the cell values with N (over cells)
+    values: tuple[tuple[float, float], ...] = ()  # (N, cell value) of each cell
+
+    def significant(self) -> bool:
+        return self.ci is not None and (self.ci[0] > 0 or self.ci[1] < 0)
+
+    def fails(self, tolerance: float = TOLERANCE) -> bool:
+        return self.change is not None and abs(self.change) > tolerance and self.significant()
+
+    def describe(self) -> str:
+        if self.change is None or self.ci is None:
+            return f"{self.cells} cell(s) with N >= 2 (needs {MIN_CELLS} output lengths)"
+        return (f"{100 * self.change:+.1f}% from N={self.n_min:g} to N={self.n_max:g}, 95% CI "
+                f"[{100 * self.ci[0]:+.1f}%, {100 * self.ci[1]:+.1f}%]; unit: cell ({self.cells} cells, median of "
+                f"{self.calls // max(self.cells, 1)} calls each)")
+
+
+def cell_value(values: np.ndarray, calls: np.ndarray | None) -> tuple[float | None, int]:
+    """A cell's value (the median over its calls of each call's mean) and its number of calls."""
+    per_call = call_means(values, calls) if calls is not None else values
+    per_call = per_call[np.isfinite(per_call)]
+    return (float(np.median(per_call)) if per_call.size else None), int(per_call.size)
+
+
+INVERSE_FROM = 4  # cells from which the model has its 1/N term (one degree of freedom left)
+
+
+def _design(ns: np.ndarray, inverse: bool) -> np.ndarray:
+    """Columns of the model of a cell's value against N: 1, N and (``inverse``) 1/N."""
+    return np.column_stack([np.ones_like(ns), ns] + ([1.0 / ns] if inverse else []))
+
+
+def change_with_ci(ns: np.ndarray, ys: np.ndarray, level: float = 0.95) -> tuple[float, tuple[float, float]] | None:
+    """The relative change of the fitted cell value from the shortest to the longest N, with
+    its ``level`` interval (t distribution, delta method); None when it cannot be estimated.
+
+    The model is ``a + b N + c / N`` (with 4 cells or more; ``a + b N`` below): ``b`` is the
+    linear growth attention brings, ``c`` the shape of a per-token value with a constant
+    part divided by N (the legacy decode / N): a straight line alone fits the latter badly,
+    and its wide residuals would hide the bias it is there to find.
+    """
+    inverse = ns.size >= INVERSE_FROM
+    x = _design(ns, inverse)
+    df = ns.size - x.shape[1]
+    if df < 1 or np.linalg.matrix_rank(x) < x.shape[1]:
+        return None
+    beta, *_ = np.linalg.lstsq(x, ys, rcond=None)
+    residual = ys - x @ beta
+    cov = float(residual @ residual) / df * np.linalg.inv(x.T @ x)
+    ends = _design(np.array([ns.min(), ns.max()], dtype=float), inverse)
+    f_min, f_max = (ends @ beta).tolist()
+    if f_min <= 0:
+        return None
+    change = f_max / f_min - 1
+    grad = (ends[1] * f_min - f_max * ends[0]) / f_min**2
+    half = t_quantile(0.5 + level / 2, df) * float(np.sqrt(max(grad @ cov @ grad, 0.0)))
+    return change, (change - half, change + half)
+
+
+def effect(scope: str, points: list[tuple[float, float, int]]) -> LengthEffect:
+    """The length effect of (N, cell value, calls) points."""
+    points = sorted(points)
+    ns = np.array([p[0] for p in points], dtype=float)
+    ys = np.array([p[1] for p in points], dtype=float)
+    calls = sum(p[2] for p in points)
+    lo_n, hi_n = (float(ns.min()), float(ns.max())) if ns.size else (float("nan"), float("nan"))
+    rho = spearman(ns, ys) if ns.size >= 2 else None
+    found = change_with_ci(ns, ys) if len(np.unique(ns)) >= MIN_CELLS else None
+    change, ci = found if found is not None else (None, None)
+    return LengthEffect(scope, len(points), calls, lo_n, hi_n, change, ci, rho,
+                        tuple((float(n), float(y)) for n, y in zip(ns, ys)))
+
+
+def length_effects(table: pa.Table, values: np.ndarray | None = None) -> list[LengthEffect]:
+    """The length effect of every configuration of ``table`` (of ``tpot_ms`` unless ``values``,
+    one per row, are given: the legacy decode / N, say). Cells with N < 2 are left out."""
+    y = floats(table, "tpot_ms") if values is None else values
+    n_tokens = floats(table, "output_tokens")
+    calls = floats(table, "call_id") if "call_id" in table.column_names else None
+    names = [c for c in CONFIG_COLUMNS if c in table.column_names]
+    varying = [n for n in names if len(table.column(n).unique()) > 1]
+    cell_keys = [*names, "max_new_tokens"] if "max_new_tokens" in table.column_names else names
+    by_config: dict[tuple, list[tuple[float, float, int]]] = {}
+    for key, idx in group_indices(table, cell_keys).items():
+        n = float(np.nanmedian(n_tokens[idx])) if np.isfinite(n_tokens[idx]).any() else float("nan")
+        value, count = cell_value(y[idx], calls[idx] if calls is not None else None)
+        config = key[:len(names)]
+        by_config.setdefault(config, [])
+        if n >= 2 and value is not None:
+            by_config[config].append((n, value, count))
+    out = []
+    for config, points in by_config.items():
+        scope = ", ".join(f"{n}={v}" for n, v in zip(names, config) if n in varying) or "all rows"
+        out.append(effect(scope, points))
+    return out
+
+
+__all__ = ["CONFIG_COLUMNS", "LengthEffect", "MIN_CELLS", "TOLERANCE", "call_means", "cell_value", "effect",
+           "length_effects"]
