@@ -71,7 +71,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     mp = pytest.MonkeyPatch()
     base = tmp_path_factory.mktemp("runs")
     try:
-        return {m: delayed_run(base / m, m, mp) for m in ("direct", "subtract", "both")}
+        # the legacy run has five output lengths with N >= 2: enough for the 1/N shape of its bias
+        return {m: delayed_run(base / m, m, mp, lengths=(1, 2, 3, 4, 8, 16) if m == "subtract" else (1, 2, 4, 8, 16))
+                for m in ("direct", "subtract", "both")}
     finally:
         mp.undo()
 
@@ -82,11 +84,12 @@ def test_check_passes_the_row_checks_of_a_direct_run(runs: dict[str, Path]) -> N
     assert [r.verdict for r in results if r.check in row_checks] == ["pass"] * 4
     # The injected steps do not depend on N (10 ms + 0..2 ms of seeded noise per step): over
     # cells, the right denominator shows no length effect beyond noise; the legacy one shows
-    # its 1/N bias, about +90% from N = 2 to N = 16 (decode / N is 5 ms at N = 2, 9.4 at 16).
+    # its 1/N bias, about +90% from N = 2 to N = 16 (decode / N is 5 ms at N = 2, 9.4 at 16;
+    # a straight line through four cells, which is all this run has, catches part of it).
     right = next(r for r in results if r.check == "tpot_vs_length")
     legacy = next(r for r in results if r.check == "tpot_vs_length[legacy decode/N]")
     assert right.verdict == "pass" and abs(right.value) < 0.05
-    assert legacy.verdict == "info" and legacy.value > 0.6 and "unit: cell" in legacy.detail
+    assert legacy.verdict == "info" and legacy.value > 0.4 and "unit: cell" in legacy.detail
 
 
 def correlated_table(tpot_of_n, lengths=(2, 4, 8, 16, 32), repeats: int = 6) -> pa.Table:
@@ -236,7 +239,7 @@ def figures_of(page: str) -> dict[str, dict]:
 
 def test_report_has_every_figure_with_data(runs: dict[str, Path]) -> None:
     page, ids = build_report(read_results(runs["both"]), read_run(runs["both"]))
-    assert ids == ["fig-breakdown", "fig-tpot", "fig-vs-max_new_tokens", "fig-itl", "fig-timeline"]
+    assert ids == ["fig-breakdown", "fig-length", "fig-vs-max_new_tokens", "fig-itl", "fig-timeline"]
     figures = figures_of(page)
     assert list(figures) == ids
     for fid, fig in figures.items():

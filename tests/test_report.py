@@ -14,7 +14,9 @@ import pytest
 
 from conftest import run_cli
 from phasetime.analysis.report import build_report
-from phasetime.analysis.report.figures import tpot_vs_length, vs_parameter
+from phasetime.analysis.report import _effects
+from phasetime.analysis.report.answers import length_figure, zero_decode
+from phasetime.analysis.report.figures import vs_parameter
 from phasetime.analysis.report.figures_more import accuracy, pareto
 from phasetime.analysis.summary import summarize
 
@@ -40,13 +42,31 @@ def sweep_table() -> pa.Table:
     return pa.Table.from_pylist(rows)
 
 
-def test_tpot_is_faceted_by_model_with_a_line_per_configuration() -> None:
-    fig = tpot_vs_length(summarize(sweep_table()))
-    titles = [a["text"] for a in fig["layout"]["annotations"]]
-    assert titles == ["<b>model=m-a</b>", "<b>model=m-b</b>"]  # a panel per model, not pooled
-    lines = {t["name"] for t in fig["data"] if t.get("mode") == "lines+markers"}
-    assert lines == {f"method={m}, batch_size={b}: decode / (N - 1)" for m in ("direct", "subtract") for b in (1, 2, 4)}
+def length_figure_of(table: pa.Table):
+    summary = summarize(table)
+    return length_figure(summary, _effects(table), zero_decode(table, by_model=True))
+
+
+def test_the_length_figure_puts_direct_and_legacy_side_by_side_per_model() -> None:
+    fig = length_figure_of(sweep_table())
+    titles = [a["text"] for a in fig["layout"]["annotations"] if a["text"].startswith("<b>")]
+    assert titles == [f"<b>{m}: {w}</b>" for m in ("m-a", "m-b")
+                      for w in ("direct: decode / (N - 1)", "legacy subtraction: decode / N")]
+    lines = [t for t in fig["data"] if t.get("mode") == "lines+markers"]
+    # a line per batch size in each of the 4 panels, named by method and configuration
+    assert {t["name"].split(" (")[0] for t in lines} == {f"{m}, batch_size={b}" for m in ("direct", "legacy subtraction")
+                                                         for b in (1, 2, 4)}
+    assert not any("N - 1" in t["name"] for t in lines if t["name"].startswith("legacy"))
+    assert fig["layout"]["yaxis2"]["matches"] == "y"  # one scale for a model's two methods
     assert fig["layout"]["xaxis"]["tickvals"] == [2, 8]
+
+
+def test_the_length_figure_shows_a_few_series_and_hides_the_rest() -> None:
+    rows = [{"cell": b * 10 + n, "model": "m", "method": "direct", "batch_size": b, "max_new_tokens": n,
+             "output_tokens": n, "tpot_ms": 1.0, "decode_ms": n - 1.0, "total_ms": 5.0 + n}
+            for b in range(1, 8) for n in (2, 4, 8)]
+    lines = [t for t in length_figure_of(pa.Table.from_pylist(rows))["data"] if t.get("mode") == "lines+markers"]
+    assert [t["visible"] for t in lines] == [True] * 4 + ["legendonly"] * 3
 
 
 def test_integer_parameters_get_integer_ticks() -> None:
@@ -88,8 +108,8 @@ def render(page: Path, tmp_path: Path) -> dict[str, str]:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine")
 @pytest.mark.parametrize("name, expected", [
-    ("latency", {"fig-breakdown", "fig-tpot", "fig-vs-batch_size", "fig-vs-max_new_tokens", "fig-itl", "fig-timeline"}),
-    ("motivation", {"fig-breakdown", "fig-tpot", "fig-vs-image_size", "fig-vs-visual_tokens", "fig-2d", "fig-itl"}),
+    ("latency", {"fig-breakdown", "fig-length", "fig-vs-batch_size", "fig-vs-max_new_tokens", "fig-itl", "fig-timeline"}),
+    ("motivation", {"fig-breakdown", "fig-length", "fig-vs-image_size", "fig-vs-visual_tokens", "fig-2d", "fig-itl"}),
     ("accuracy", {"fig-breakdown", "fig-vs-batch_size", "fig-accuracy", "fig-timeline"}),
 ])
 def test_the_examples_reports_render_without_errors(example_runs, tmp_path: Path, name: str, expected: set) -> None:
@@ -99,6 +119,15 @@ def test_the_examples_reports_render_without_errors(example_runs, tmp_path: Path
     page = (tmp_path / "r.html").read_text()
     ids = set(re.findall(r"<figure id='([^']+)'>", page))
     assert expected <= ids, ids
+    # the answers first: the verdict, then the figures, and only then any table
+    assert page.index("id='verdict'") < page.index("<figure") < page.index("<table")
+    data = json.loads(re.search(r"var FIGURES = (\{.*?\});", page, re.S).group(1))
+    if name == "latency":  # a --method both run: both methods in one figure, the legacy never called N - 1
+        lines = [t["name"] for t in data["plot-fig-length"]["data"] if t.get("mode") == "lines+markers"]
+        assert any(n.startswith("direct") for n in lines) and any(n.startswith("legacy") for n in lines)
+    legacy_names = [t.get("name", "") for fig in data.values() for t in fig["data"]
+                    if "legacy" in t.get("name", "") or "subtract" in t.get("name", "")]
+    assert not any("N - 1" in n for n in legacy_names), legacy_names
     state = render(tmp_path / "r.html", tmp_path)
     assert state["errors"] == "0", state.get("error-text")
     assert state["plots"] == state["plots-rendered"] == str(len(ids))  # every figure drew an SVG in a real browser
@@ -124,4 +153,21 @@ def test_run_against_run_renders(example_runs, tmp_path: Path) -> None:
 
 def test_build_report_of_a_table_without_run_json() -> None:
     page, ids = build_report(sweep_table(), None)
-    assert "fig-breakdown" in ids and "fig-tpot" in ids and "id='stability-banner'" not in page
+    assert "fig-breakdown" in ids and "fig-length" in ids and "id='stability-banner'" not in page
+
+
+def test_the_phase_table_and_checks_as_markdown_and_latex(tmp_path: Path) -> None:
+    from phasetime.analysis.report import text_report
+
+    t = sweep_table()
+    md = text_report(t, None, "md", title="study")
+    rows = [line for line in md.splitlines() if line.startswith("| m-")]
+    assert len(rows) == 24  # one per cell
+    first = rows[0].split(" | ")
+    assert first[0] == "| m-a" and first[1] == "direct" and "6.00 [6.00, 6.00]" in rows[0]  # ttft median [q1, q3]
+    assert "| check | scope | value | verdict | detail |" in md
+    tex = text_report(t, None, "tex", title="my_study")
+    assert tex.count(r"\begin{tabular}") == 2 == tex.count(r"\end{tabular}") and r"my\_study" in tex
+    assert "max\\_new\\_tokens" in tex and "_" not in tex.replace("\\_", "").split("\\begin{table}", 1)[1]
+    result = run_cli("report", tmp_path, "--format", "pdf")
+    assert result.exit_code == 2 and "--format must be html, md or tex" in result.output

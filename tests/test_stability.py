@@ -74,3 +74,17 @@ def test_the_machine_is_judged_from_run_json() -> None:
     quiet = {**run, "conditions_after": {"load_average": [0.4, 0.5, 0.5],
                                          "cpu_seconds": {"machine_busy_s": 111.0, "process_s": 15.0, "monotonic_s": 1010.0}}}
     assert machine_warnings(quiet) == []  # others used 0.1 CPU
+
+
+def test_warnings_count_calls_not_the_rows_of_a_batch() -> None:
+    """5 calls at batch 4 (20 rows): the reasons count calls, never the batch's rows (0.2.0 said
+    "8 outlier calls" in a cell of 5 calls)."""
+    totals = [10.0, 13.0, 13.1, 13.2, 60.0]  # median 13.1, MAD 0.1: 10 and 60 are outliers (|z| > 3.5)
+    rows = [{"cell": 0, "max_new_tokens": 4, "sample_id": "s", "call_id": call, "sequence": seq,
+             "method": "direct", "total_ms": total, "tpot_ms": total / 4}
+            for call, total in enumerate(totals) for seq in range(4)]
+    judged = {phase: j for _, phase, j in judge_table(pa.Table.from_pylist(rows))}
+    assert judged["total_ms"].n == 5 and judged["tpot_ms"].n == 5
+    assert judged["total_ms"].outliers == 2 and "2 outlier call(s)" in judged["total_ms"].reasons
+    lines = table_warnings(pa.Table.from_pylist(rows), label="cell 0")
+    assert lines and all("outlier call(s)" not in line or "2 outlier call(s)" in line for line in lines)

@@ -8,12 +8,14 @@ So a claim across output lengths is made over cells, never over rows:
    cell to the median over its calls;
 2. over the cells of one configuration (every parameter but the output length), a
    least-squares fit of the cell values on the output length N, ``a + b N + c / N`` (``a + b
-   N`` with fewer than 4 cells), gives the **relative change** from the shortest to the
+   N`` with fewer than 5 cells), gives the **relative change** from the shortest to the
    longest output, ``f(N_max) / f(N_min) - 1``, with a 95% confidence interval from the t
    distribution with (cells - parameters) degrees of freedom (delta method);
 3. the length effect **fails** only when it is both large and significant: ``|change|`` above
-   the tolerance (5% by default) and a confidence interval that excludes 0. Under no trend the
-   check fails at most as often as the interval misses (5%), whatever the cell-to-cell wobble.
+   the tolerance (5% by default) and a confidence interval that excludes 0. The intervals of
+   all the configurations a run judges hold together at 95% (Bonferroni: each at
+   1 - 0.05 / configurations), so that under no trend a run fails at most as often as 5%,
+   whatever the cell-to-cell wobble and however many configurations it has.
 
 The legacy per-token latency (decode / N) has a built-in 1/N bias, ``(N - 1) / N`` of the
 true step: +94% from N = 2 to N = 32, which fails.
@@ -48,6 +50,9 @@ class LengthEffect:
     ci: tuple[float, float] | None
     rho: float | None  # Spearman's rho of the cell values with N (over cells)
     values: tuple[tuple[float, float], ...] = ()  # (N, cell value) of each cell
+    config: tuple[tuple[str, object], ...] = ()  # the configuration's parameters (name, value)
+    level: float = 0.95  # of the interval: 95% over all the configurations judged together
+    judged: int = 1  # configurations judged together (the interval is Bonferroni-adjusted for them)
 
     def significant(self) -> bool:
         return self.ci is not None and (self.ci[0] > 0 or self.ci[1] < 0)
@@ -58,7 +63,8 @@ class LengthEffect:
     def describe(self) -> str:
         if self.change is None or self.ci is None:
             return f"{self.cells} cell(s) with N >= 2 (needs {MIN_CELLS} output lengths)"
-        return (f"{100 * self.change:+.1f}% from N={self.n_min:g} to N={self.n_max:g}, 95% CI "
+        joint = f", simultaneous over {self.judged} configurations" if self.judged > 1 else ""
+        return (f"{100 * self.change:+.1f}% from N={self.n_min:g} to N={self.n_max:g}, 95% CI{joint} "
                 f"[{100 * self.ci[0]:+.1f}%, {100 * self.ci[1]:+.1f}%]; unit: cell ({self.cells} cells, median of "
                 f"{self.calls // max(self.cells, 1)} calls each)")
 
@@ -70,7 +76,7 @@ def cell_value(values: np.ndarray, calls: np.ndarray | None) -> tuple[float | No
     return (float(np.median(per_call)) if per_call.size else None), int(per_call.size)
 
 
-INVERSE_FROM = 4  # cells from which the model has its 1/N term (one degree of freedom left)
+INVERSE_FROM = 5  # cells from which the model has its 1/N term (two degrees of freedom left)
 
 
 def _design(ns: np.ndarray, inverse: bool) -> np.ndarray:
@@ -81,8 +87,10 @@ def _design(ns: np.ndarray, inverse: bool) -> np.ndarray:
 def change_with_ci(ns: np.ndarray, ys: np.ndarray, level: float = 0.95) -> tuple[float, tuple[float, float]] | None:
     """The relative change of the fitted cell value from the shortest to the longest N, with
     its ``level`` interval (t distribution, delta method); None when it cannot be estimated.
+    Where the fit reads 0 or less at the shortest N, the change is taken relative to the mean
+    cell value.
 
-    The model is ``a + b N + c / N`` (with 4 cells or more; ``a + b N`` below): ``b`` is the
+    The model is ``a + b N + c / N`` (with 5 cells or more; ``a + b N`` below): ``b`` is the
     linear growth attention brings, ``c`` the shape of a per-token value with a constant
     part divided by N (the legacy decode / N): a straight line alone fits the latter badly,
     and its wide residuals would hide the bias it is there to find.
@@ -97,26 +105,35 @@ def change_with_ci(ns: np.ndarray, ys: np.ndarray, level: float = 0.95) -> tuple
     cov = float(residual @ residual) / df * np.linalg.inv(x.T @ x)
     ends = _design(np.array([ns.min(), ns.max()], dtype=float), inverse)
     f_min, f_max = (ends @ beta).tolist()
-    if f_min <= 0:
+    if f_min > 0:
+        change = f_max / f_min - 1
+        grad = (ends[1] * f_min - f_max * ends[0]) / f_min**2
+    elif ys.mean() > 0:
+        # a per-token latency that reads 0 at the shortest output (the legacy method's clamped
+        # decode): relative to the mean cell value instead, a fixed base
+        change = (f_max - f_min) / float(ys.mean())
+        grad = (ends[1] - ends[0]) / float(ys.mean())
+    else:
         return None
-    change = f_max / f_min - 1
-    grad = (ends[1] * f_min - f_max * ends[0]) / f_min**2
     half = t_quantile(0.5 + level / 2, df) * float(np.sqrt(max(grad @ cov @ grad, 0.0)))
     return change, (change - half, change + half)
 
 
-def effect(scope: str, points: list[tuple[float, float, int]]) -> LengthEffect:
-    """The length effect of (N, cell value, calls) points."""
+def effect(scope: str, points: list[tuple[float, float, int]], config: tuple[tuple[str, object], ...] = (),
+           judged: int = 1) -> LengthEffect:
+    """The length effect of (N, cell value, calls) points; its interval holds at 95% jointly
+    over ``judged`` configurations (Bonferroni: each at 1 - 0.05 / judged)."""
     points = sorted(points)
     ns = np.array([p[0] for p in points], dtype=float)
     ys = np.array([p[1] for p in points], dtype=float)
     calls = sum(p[2] for p in points)
     lo_n, hi_n = (float(ns.min()), float(ns.max())) if ns.size else (float("nan"), float("nan"))
     rho = spearman(ns, ys) if ns.size >= 2 else None
-    found = change_with_ci(ns, ys) if len(np.unique(ns)) >= MIN_CELLS else None
+    level = 1 - 0.05 / max(judged, 1)
+    found = change_with_ci(ns, ys, level) if len(np.unique(ns)) >= MIN_CELLS else None
     change, ci = found if found is not None else (None, None)
     return LengthEffect(scope, len(points), calls, lo_n, hi_n, change, ci, rho,
-                        tuple((float(n), float(y)) for n, y in zip(ns, ys)))
+                        tuple((float(n), float(y)) for n, y in zip(ns, ys)), config, 0.95, max(judged, 1))
 
 
 def length_effects(table: pa.Table, values: np.ndarray | None = None) -> list[LengthEffect]:
@@ -136,10 +153,13 @@ def length_effects(table: pa.Table, values: np.ndarray | None = None) -> list[Le
         by_config.setdefault(config, [])
         if n >= 2 and value is not None:
             by_config[config].append((n, value, count))
+    # A run judges every configuration: each interval is widened so that they hold together at
+    # 95% (Bonferroni), or a run of many configurations would fail on noise somewhere.
+    judged = sum(len({p[0] for p in points}) >= MIN_CELLS for points in by_config.values())
     out = []
     for config, points in by_config.items():
         scope = ", ".join(f"{n}={v}" for n, v in zip(names, config) if n in varying) or "all rows"
-        out.append(effect(scope, points))
+        out.append(effect(scope, points, tuple(zip(names, config)), judged))
     return out
 
 

@@ -116,14 +116,28 @@ def cmd_compare(
 def cmd_report(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
     other: Annotated[Optional[Path], typer.Argument(help="A second results directory: report it against the first.")] = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="HTML file (default: DIR/report.html, or DIR/compare.html with two).")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output file (default: DIR/report.html, .md or .tex, or DIR/compare.html with two runs).")] = None,
     on: Annotated[Optional[str], typer.Option(help="With two runs: parameters to match cells on (default: automatic).")] = None,
+    format: Annotated[str, typer.Option("--format", help="html (interactive), md or tex (the phase table and the checks, for a paper).")] = "html",
 ) -> None:
     """Write one self-contained, interactive HTML report of a run (or of run B against run A)."""
     from ..analysis.report import build_comparison_report, build_report
+    from ..core.errors import UsageError
     from ..results.files import atomic_write
     from ..results.reader import read
 
+    if format not in ("html", "md", "tex"):
+        raise UsageError(f"--format must be html, md or tex, got {format!r}")
+    if format != "html":
+        if other is not None:
+            raise UsageError("--format md and tex write one run's tables; compare two runs with the HTML report")
+        from ..analysis.report import text_report
+
+        body = text_report(read(results), _run_info(results), format, title=f"phasetime report: {results.name}")
+        path = output or results / f"report.{format}"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
+        consoles.out.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        return
     if other is None:
         page, figures = build_report(read(results), _run_info(results), title=f"phasetime report: {results.name}")
         path = output or results / "report.html"

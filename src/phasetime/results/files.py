@@ -29,7 +29,8 @@ LOCK_FILE = ".lock"
 DAMAGED_DIR = "damaged"
 META_KEY = b"phasetime.schema"
 # Outputs of later commands, written into the directory when the user asks: ours as well.
-OUTPUT_FILES = ("check.json", "report.html", "compare.html", "export.csv", "export.parquet", "export.jsonl")
+OUTPUT_FILES = ("check.json", "report.html", "report.md", "report.tex", "compare.html", "export.csv", "export.parquet",
+                "export.jsonl")
 
 
 class StoreError(PhasetimeError):

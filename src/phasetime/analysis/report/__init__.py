@@ -3,12 +3,14 @@
 The figures are Plotly charts built from the run's summary (per-cell medians and quartiles:
 a million rows become a few hundred numbers before anything is drawn) and drawn by the
 plotting library's own JavaScript, embedded in the file (about 4.8 MB), so it opens offline.
-Sections: stability banner, environment, configuration, medians per cell, the phase breakdown
-(a negative ``other``, possible only with the legacy method, drawn left of zero), per-token
-latency against output length (a panel per model, a line per configuration, interquartile
-bands, the legacy denominator dashed), phases against every swept parameter, a 2-D sweep's
-dominant phase, inter-token latency, one call's timeline, accuracy against latency with the
-Pareto front, the roofline and memory per phase (with ``--cost`` / ``--memory``), and the checks.
+Sections, the answers first: the verdict (checks, stability, machine, the length effect of
+each method judged over cells, zero decode over N >= 2; details folded), where the time goes
+(the phase breakdown, cells named by what varies; a negative ``other``, possible only with the
+legacy method, drawn left of zero), per-token latency against output length (a row per model,
+the direct and the legacy method side by side on one scale), phases against every swept
+parameter, a 2-D sweep's dominant phase, inter-token latency, one call's timeline, accuracy
+against latency with the Pareto front, the roofline and memory per phase (with ``--cost`` /
+``--memory``); then the tables: medians per cell, checks, environment, configuration.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import numpy as np
 import pyarrow as pa
 
 from ...results.stability import judge_table
-from ..checks import CheckResult, run_checks
+from ..checks import CheckResult, failed, one_method, run_checks
 from ..compare import compare_runs
 from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, varying
+from ..length import TOLERANCE, length_effects
+from . import answers, text
 from . import figures as f
 from . import figures_more as g
+from .labels import cell_label
 from .labels import labels as make_labels
-from .page import banner, clean, figure_html, fmt, page, table
+from .page import clean, figure_html, fmt, page, table
 
 SWEEP_AXES = ("image_size", "max_pixels", "max_visual_tokens", "batch_size", "max_new_tokens")
 ROW_PHASES = ("vision_ms", "prefill_ms", "decode_ms", "other_ms", "total_ms", "ttft_ms", "tpot_ms")
@@ -65,17 +70,21 @@ def _summary_table(summary: list[CellSummary], labels: list[str], unstable: set[
     return table(headers, rows, left=1 + len(shown))
 
 
-def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], unstable: set[Any]) -> list[tuple[str, str, str, Any]]:
-    """(id, title, caption, figure) of every figure the run has data for."""
+def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], full: list[str], unstable: set[Any],
+             effects: dict[str, list[Any]]) -> list[tuple[str, str, str, Any]]:
+    """(id, title, caption, figure) of every figure the run has data for, the answers first."""
     out: list[tuple[str, str, str, Any]] = [
-        ("fig-breakdown", "Where the time goes", "Median vision, prefill, decode and other per cell (ms), stacked; the "
-         "black tick is the median total (medians of parts need not add up to the median of their sum). Hover for the "
-         "exact sum. A negative 'other' (only the legacy "
-         "subtraction produces one: its phases add up to more than its call) is drawn to the left of zero. ⚠ marks a "
-         "cell whose repeated calls are unstable.", f.breakdown(summary, labels, unstable)),
-        ("fig-tpot", "Per-token latency against output length", "Median decode / (N - 1) per configuration with its "
-         "interquartile band; dashed: the legacy decode / N, biased low for short outputs. A panel per model.",
-         f.tpot_vs_length(summary)),
+        ("fig-breakdown", "Where the time goes", "Median vision, prefill, decode and other per cell (ms), stacked, cells "
+         "named by the parameters that vary; the black tick is the median total (medians of parts need not add up to "
+         "the median of their sum). Hover for the exact sum. A negative 'other' (only the legacy subtraction produces "
+         "one: its phases add up to more than its call) is drawn to the left of zero. ⚠ marks a cell whose repeated "
+         "calls are unstable.", f.breakdown(summary, full, unstable)),
+        ("fig-length", "Does per-token latency depend on the output length?", "Median per-token latency per cell "
+         "against the output length N, with its interquartile band: left the direct method's decode / (N - 1), right "
+         "(when the run has it) the legacy subtraction's decode / N, on one scale per model. The legend gives each "
+         "line's change from the shortest to the longest output, judged over cells (the verdict above has its 95% "
+         "interval). A line per configuration; the first four are drawn, click the legend for the others.",
+         answers.length_figure(summary, effects, answers.zero_decode(table_, by_model=True))),
     ]
     shown = varying(summary)
     axes = [a for a in SWEEP_AXES if a in shown]
@@ -127,37 +136,63 @@ def _environment(run_info: dict[str, Any] | None) -> str:
     return table(["field", "value"], rows, left=2, wrap=(1,))
 
 
+def _effects(table_: pa.Table) -> dict[str, list[Any]]:
+    """The length effect of each method's own per-token latency, over cells."""
+    if "method" not in table_.column_names:
+        return {"direct": length_effects(table_)}
+    method = strings(table_, "method")
+    return {m: length_effects(table_.filter(pa.array(method == m))) for m in ("direct", "subtract") if (method == m).any()}
+
+
+def _folded(title: str, body: str, open_: bool = False) -> str:
+    return f"<details{' open' if open_ else ''}><summary>{html.escape(title)}</summary>{body}</details>"
+
+
 def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None = None,
-                 title: str = "phasetime report") -> tuple[str, list[str]]:
-    """The HTML page of a run and the ids of its figures."""
+                 title: str = "phasetime report", tolerance: float = TOLERANCE) -> tuple[str, list[str]]:
+    """The HTML page of a run and the ids of its figures: the verdict first, then where the
+    time goes, the length effect (direct and legacy side by side), the sweep's own axes, and
+    only then the tables (medians per cell, checks, environment, configuration)."""
     summary = summarize(table_)
+    methods = set(strings(table_, "method").tolist()) if "method" in table_.column_names else {"direct"}
+    legacy_failed: list[str] = []
+    if checks is None and "direct" in methods and "subtract" in methods:
+        # the verdict judges the direct rows; the legacy rows fail by design and are named apart
+        legacy_failed = sorted({r.check for r in failed(run_checks(one_method(table_, "subtract"), run_info))})
+        checks = run_checks(one_method(table_, "direct"), run_info)
     checks = checks if checks is not None else run_checks(table_, run_info)
-    labels, key = make_labels(summary)
+    labels, _ = make_labels(summary)
+    full = [cell_label(c, varying(summary)) for c in summary]
     unstable = {scope.get("cell") for scope, _, j in judge_table(table_) if j.verdict in ("warn", "fail")}
-    figs = _figures(table_, summary, labels, unstable)
-    warn = [f"{r.check}: {r.detail}" for r in checks if r.check in ("stability", "machine") and r.verdict in ("warn", "fail")]
-    warn += [f"during the run: {w}" for w in ((run_info or {}).get("warnings") or [])[:8]]
-    failing = any(r.check == "stability" and r.verdict == "fail" for r in checks)
-    n_fail = sum(r.verdict == "fail" for r in checks)
+    effects = _effects(table_)
+    figs = _figures(table_, summary, labels, full, unstable, effects)
     experiment = (run_info or {}).get("experiment", {})
     check_rows = [[html.escape(r.check), html.escape(r.scope), fmt(r.value), html.escape(r.threshold),
                    f"<span class='{r.verdict}'>{r.verdict}</span>", html.escape(r.detail)] for r in checks]
-    intro = (f"<p>{table_.num_rows} rows in {len(summary)} cells; checks: {len(checks) - n_fail} without failure, "
-             f"<span class='{'fail' if n_fail else 'pass'}'>{n_fail} failed</span>. Times in ms; definitions in "
-             "phasetime's docs/metrics.md. Hover a figure for values, drag to zoom (double-click resets), click a "
-             "legend entry to hide it; the camera icon saves the figure as SVG.</p>")
+    intro = (f"<p>{table_.num_rows} rows in {len(summary)} cells. Times in ms; definitions in phasetime's "
+             "docs/metrics.md. Hover a figure for values, drag to zoom (double-click resets), click a legend entry to "
+             "show or hide it; the camera icon saves the figure as SVG.</p>")
+    cells_table = _summary_table(summary, labels, unstable)
     sections = [
-        banner(warn, failing),
-        "<h2 id='environment'>Environment</h2>", _environment(run_info),
-        "<h2 id='configuration'>Configuration</h2>",
-        f"<details><summary>the experiment as run (click to show)</summary><pre>{html.escape(json.dumps(experiment, indent=1))}</pre></details>",
-        "<h2 id='summary'>Medians per cell</h2>",
-        "<p>The figures name cells by the first column.</p>" if key else "", _summary_table(summary, labels, unstable),
-        "<h2 id='plots'>Figures</h2>", *(figure_html(i, t, c) for i, t, c, _ in figs),
-        "<h2 id='checks'>Checks</h2>", table(["check", "scope", "value", "threshold", "verdict", "detail"], check_rows, left=6,
-                                             wrap=(1, 3, 5)),
+        answers.verdict(checks, run_info, table_, effects, tolerance, legacy_failed),
+        *(figure_html(i, t, c) for i, t, c, _ in figs),
+        "<h2 id='tables'>Tables</h2>",
+        "<h3 id='summary'>Medians per cell</h3>", _folded(f"{len(summary)} cells (click to show or hide)", cells_table,
+                                                          open_=len(summary) <= 12),
+        "<h3 id='checks'>Checks</h3>", table(["check", "scope", "value", "threshold", "verdict", "detail"], check_rows,
+                                             left=6, wrap=(1, 3, 5)),
+        "<h3 id='environment'>Environment</h3>", _folded("versions, machine, conditions", _environment(run_info)),
+        "<h3 id='configuration'>Configuration</h3>",
+        _folded("the experiment as run", f"<pre>{html.escape(json.dumps(experiment, indent=1))}</pre>"),
     ]
     return page(title, intro, sections, {i: clean(fig) for i, _, _, fig in figs}), [i for i, _, _, _ in figs]
+
+
+def text_report(table_: pa.Table, run_info: dict[str, Any] | None, format: str, title: str = "phasetime report") -> str:
+    """The phase table and the checks as Markdown (``md``) or LaTeX (``tex``)."""
+    summary = summarize(table_)
+    checks = run_checks(table_, run_info)
+    return text.markdown(summary, checks, title) if format == "md" else text.latex(summary, checks, title)
 
 
 def build_comparison_report(a: pa.Table, b: pa.Table, name_a: str, name_b: str,
@@ -183,4 +218,4 @@ def build_comparison_report(a: pa.Table, b: pa.Table, name_a: str, name_b: str,
     return page(title, intro, sections, {i: clean(fg) for i, _, _, fg in figs}), [i for i, _, _, _ in figs]
 
 
-__all__ = ["SUMMARY_PHASES", "build_comparison_report", "build_report", "representative_call"]
+__all__ = ["SUMMARY_PHASES", "build_comparison_report", "build_report", "representative_call", "text_report"]

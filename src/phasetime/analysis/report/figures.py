@@ -1,5 +1,4 @@
-"""The latency figures of a run's report: breakdown, per-token latency, phases against each
-swept parameter, a 2-D sweep, inter-token latency and one call's timeline.
+"""The latency figures of a run's report: breakdown, phases against each swept parameter, a 2-D sweep, inter-token latency and one call's timeline.
 
 Each function takes the run's summary (one :class:`~phasetime.analysis.summary.CellSummary`
 per cell, medians and quartiles already computed) and returns a Plotly figure as a dict, or
@@ -43,40 +42,6 @@ def breakdown(summary: list[CellSummary], labels: list[str], unstable: set[Any])
     return figure(data, {"barmode": "relative", "xaxis": {"title": {"text": "median ms per call"}, "zeroline": True},
                          "yaxis": {"autorange": "reversed", "automargin": True, "tickfont": {"size": 11}}},
                   height=min(140 + 24 * len(summary), 1400))
-
-
-def tpot_vs_length(summary: list[CellSummary]) -> Figure | None:
-    """Per-token latency against output length, one panel per model, one line per configuration,
-    with its interquartile band; decode / N (the legacy denominator) dashed."""
-    cells = [c for c in summary if c.get("max_new_tokens") is not None and c.phases["tpot_ms"].median is not None]
-    if len({c.get("max_new_tokens") for c in cells}) < 2:
-        return None
-    panel_keys = facets(cells)
-    keys = series_keys(cells, ["max_new_tokens", *panel_keys])
-    panels = split(cells, panel_keys)
-    axes, layout, rows = grid([name(panel_keys, k) if panel_keys else "" for k in panels])
-    data: list[dict[str, Any]] = []
-    lines: dict[tuple, int] = {}
-    for (panel, members), ax in zip(panels.items(), axes):
-        for key, group in split(members, keys).items():
-            i = lines.setdefault(key, len(lines))
-            group = sorted(group, key=lambda c: c.get("max_new_tokens"))
-            x = [c.get("max_new_tokens") for c in group]
-            label = name(keys, key)
-            data += band(x, [c.phases["tpot_ms"].q1 for c in group], [c.phases["tpot_ms"].q3 for c in group],
-                         translucent(color(i)), label, ax, label)
-            data.append({"type": "scatter", "mode": "lines+markers", "x": x, "y": [c.median("tpot_ms") for c in group],
-                         "xaxis": ax[0], "yaxis": ax[1], "name": f"{label}: decode / (N - 1)", "legendgroup": label,
-                         "line": {"color": color(i)}, "showlegend": panel == next(iter(panels)),
-                         "hovertemplate": "N=%{x}<br>tpot median %{y:.3f} ms<extra>" + label + "</extra>"})
-            legacy = [(c.median("decode_ms") or 0.0) / c.output_tokens if c.output_tokens else None for c in group]
-            data.append({"type": "scatter", "mode": "lines", "x": x, "y": legacy, "xaxis": ax[0], "yaxis": ax[1],
-                         "name": f"{label}: decode / N (legacy)", "legendgroup": label, "opacity": 0.45,
-                         "line": {"color": color(i), "dash": "dash"}, "showlegend": panel == next(iter(panels)),
-                         "hovertemplate": "N=%{x}<br>decode / N %{y:.3f} ms<extra>legacy</extra>"})
-        layout[f"xaxis{ax[0][1:]}"].update(axis_for([c.get("max_new_tokens") for c in members], "output tokens N"))
-        layout[f"yaxis{ax[1][1:]}"].update({"title": {"text": "ms per output token"}, "rangemode": "tozero"})
-    return figure(data, layout, height=340 * rows + 80)
 
 
 def vs_parameter(summary: list[CellSummary], axis: str, also: tuple[str, ...] = ()) -> Figure | None:
@@ -184,7 +149,7 @@ def itl_cdf(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> F
 
 def timeline(row: dict[str, Any]) -> Figure:
     """One call: vision, prefill and every decode step on a time axis, with when each token was ready."""
-    lanes = {"vision": 2, "prefill": 1, "decode": 0}
+    lanes = {"vision": 3, "prefill": 2, "decode": 1, "tokens": 0}
     data = []
     for lane in lanes:
         spans = [s for s in row.get("spans") or [] if s["name"] == lane]
@@ -194,7 +159,8 @@ def timeline(row: dict[str, Any]) -> Figure:
                          "marker": {"color": PHASE_COLORS[lane], "line": {"color": "white", "width": 0.5}},
                          "hovertemplate": lane + " %{base:.2f} to %{x:.2f} ms later<extra></extra>"})
     ready = row.get("ready_ms") or []
-    data.append({"type": "scatter", "mode": "markers", "name": "token ready", "x": ready, "y": ["decode"] * len(ready),
+    # the tokens on a lane of their own: on the decode lane the ticks hid under its blocks
+    data.append({"type": "scatter", "mode": "markers", "name": "token ready", "x": ready, "y": ["tokens"] * len(ready),
                  "marker": {"symbol": "line-ns-open", "size": 18, "color": "#c00000"},
                  "hovertemplate": "token ready at %{x:.2f} ms<extra></extra>"})
     return figure(data, {"barmode": "overlay", "shapes": [{"type": "line", "x0": row["total_ms"], "x1": row["total_ms"],

@@ -49,8 +49,7 @@ def accuracy(summary: list[CellSummary], table: pa.Table, labels: list[str]) -> 
             q3 = stats.q3 if stats.q3 is not None else stats.median
             data.append({"type": "scatter", "mode": "markers", "x": [stats.median], "y": [c.accuracy], "xaxis": ax[0],
                          "yaxis": ax[1], "name": label, "legendgroup": label, "showlegend": panel == 0,
-                         "marker": {"color": color(i), "size": 11, "symbol": "star" if i in front else "circle",
-                                    "line": {"color": "#222", "width": 1.5 if i in front else 0}},
+                         "marker": {"color": color(i), "size": 11, "symbol": "circle"},
                          "error_y": {"type": "data", "symmetric": False, "array": [ci[1] - c.accuracy],
                                      "arrayminus": [c.accuracy - ci[0]], "color": color(i)},
                          "error_x": {"type": "data", "symmetric": False, "array": [q3 - stats.median],
@@ -58,9 +57,12 @@ def accuracy(summary: list[CellSummary], table: pa.Table, labels: list[str]) -> 
                          "hovertemplate": (f"{label}<br>{phase} median %{{x:.2f}} ms<br>accuracy %{{y:.3f}} "
                                            f"[{ci[0]:.3f}, {ci[1]:.3f}] (n={c.scored})<extra></extra>")})
         ordered = sorted((p for p in points if p[2] in front), key=lambda p: p[0])
-        data.append({"type": "scatter", "mode": "lines", "x": [p[0] for p in ordered], "y": [p[1] for p in ordered],
-                     "xaxis": ax[0], "yaxis": ax[1], "name": "Pareto front", "legendgroup": "front",
-                     "showlegend": panel == 0, "line": {"shape": "hv", "dash": "dot", "color": "#222"}, "hoverinfo": "skip"})
+        # the front: a dotted step line through rings around its cells (a marker no cell uses)
+        data.append({"type": "scatter", "mode": "lines+markers", "x": [p[0] for p in ordered],
+                     "y": [p[1] for p in ordered], "xaxis": ax[0], "yaxis": ax[1], "name": "Pareto front",
+                     "legendgroup": "front", "showlegend": panel == 0,
+                     "marker": {"symbol": "circle-open", "size": 20, "color": "#222", "line": {"width": 2}},
+                     "line": {"shape": "hv", "dash": "dot", "color": "#222"}, "hoverinfo": "skip"})
         layout[f"xaxis{ax[0][1:]}"].update({"title": {"text": f"median {phase.removesuffix('_ms')} ms"}})
         layout[f"yaxis{ax[1][1:]}"].update({"title": {"text": "accuracy"}, "range": [-0.02, 1.02]})
     score, total = floats(table, "score"), floats(table, "total_ms")
@@ -85,14 +87,21 @@ def roofline(summary: list[CellSummary], labels: list[str]) -> Figure | None:
     peak = summary[0].resources.get("roof_flops_per_s")
     bandwidth = summary[0].resources.get("roof_bytes_per_s")
     data: list[dict[str, Any]] = []
-    for phase in PHASES:
-        mine = [(c, label, t) for c, label, p, t in points if p == phase]
-        if mine:
-            data.append({"type": "scatter", "mode": "markers", "name": phase, "marker": {"color": PHASE_COLORS[phase], "size": 9},
-                         "x": [t.intensity for _, _, t in mine], "y": [t.flops_per_s for _, _, t in mine],
-                         "text": [f"{label}<br>{100 * (t.mfu or 0):.2f}% of peak FLOP/s, {100 * (t.mbu or 0):.2f}% of "
-                                  "peak bandwidth" for _, label, t in mine],
-                         "hovertemplate": "%{text}<br>%{x:.2f} FLOP/byte, %{y:.3s}FLOP/s<extra>" + phase + "</extra>"})
+    # colour: the cell; symbol: the phase (a cell's vision, prefill and decode side by side)
+    symbols = {"vision": "square", "prefill": "diamond", "decode": "circle"}
+    cells = list(dict.fromkeys(label for _, label, _, _ in points))
+    for i, label in enumerate(cells):
+        mine = [(p, t) for _, lab, p, t in points if lab == label]
+        data.append({"type": "scatter", "mode": "markers", "name": label, "legendgroup": label,
+                     "marker": {"color": color(i), "size": 10, "symbol": [symbols.get(p, "circle") for p, _ in mine],
+                                "line": {"color": "#222", "width": 0.5}},
+                     "x": [t.intensity for _, t in mine], "y": [t.flops_per_s for _, t in mine],
+                     "text": [f"{label}, {p}<br>{100 * (t.mfu or 0):.2f}% of peak FLOP/s, {100 * (t.mbu or 0):.2f}% of "
+                              "peak bandwidth" for p, t in mine],
+                     "hovertemplate": "%{text}<br>%{x:.2f} FLOP/byte, %{y:.3s}FLOP/s<extra></extra>"})
+    for phase, symbol in symbols.items():  # a legend of the symbols
+        data.append({"type": "scatter", "mode": "markers", "x": [None], "y": [None], "name": f"{phase} (symbol)",
+                     "marker": {"symbol": symbol, "color": "#888", "size": 10}, "hoverinfo": "skip"})
     if peak and bandwidth:
         xs = [float(t.intensity or 0.0) for _, _, _, t in points]
         x = np.geomspace(min(min(xs) / 4, peak / bandwidth / 4), max(max(xs) * 4, peak / bandwidth * 4), 60)

@@ -1,0 +1,178 @@
+"""What the report says first: can these numbers be trusted (one line per question, details
+folded), and does per-token latency depend on the output length, the direct and the legacy
+method side by side in one figure per model.
+
+The study phasetime serves asks (``shared/seed``, the planning note): is there still zero
+decode with tokens generated; how do the direct and the legacy method compare; is the
+per-token latency free of the output length. :func:`verdict` answers each in a line;
+:func:`length_figure` draws the third.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ..checks import CheckResult
+from ..length import LengthEffect
+from ..summary import CellSummary, floats, strings
+from .labels import name, series_keys, split
+from .plots import axis_for, band, color, figure, grid, translucent
+
+METHOD_TITLES = {"direct": "direct: decode / (N - 1)", "subtract": "legacy subtraction: decode / N"}
+SHOWN_SERIES = 4  # lines drawn per panel; the others start hidden (click their legend entry)
+
+
+def zero_decode(table: pa.Table, by_model: bool = False) -> dict[str, tuple[int, int]]:
+    """Per method (``by_model``: per ``model|method``): (calls with N >= 2 whose decode reads
+    <= 0, calls with N >= 2). N = 1 has no decode (its one token comes out of prefill): zero is
+    right there, and is not counted."""
+    if table.num_rows == 0 or "decode_ms" not in table.column_names:
+        return {}
+    n, decode = floats(table, "output_tokens"), floats(table, "decode_ms")
+    method = strings(table, "method") if "method" in table.column_names else np.array(["direct"] * table.num_rows)
+    if by_model and "model" in table.column_names:
+        method = np.array([f"{a}|{b}" for a, b in zip(strings(table, "model").tolist(), method.tolist())], dtype=object)
+    calls = floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
+    out = {}
+    for m in dict.fromkeys(method.tolist()):
+        sel = (method == m) & (n >= 2)
+        # one verdict per call: a call counts when any of its sequences with tokens read no decode
+        bad = np.unique(calls[sel & ~(decode > 0)]).size
+        out[str(m)] = (int(bad), int(np.unique(calls[sel]).size))
+    return out
+
+
+def _effects_line(method: str, found: list[LengthEffect], tolerance: float) -> tuple[str, list[str]]:
+    """One line on the length effect of a method over its configurations, and a line per configuration."""
+    what = html.escape(METHOD_TITLES.get(method, method))
+    judged = [e for e in found if e.change is not None]
+    failing = [e for e in judged if e.fails(tolerance)]
+    details = [f"{what}, {html.escape(e.scope)}: {html.escape(e.describe())}" for e in found]
+    if not judged:
+        return f"<span class='skip'>skip</span> {what}: fewer than 3 output lengths with N &ge; 2", details
+    verdict = "fail" if failing else "pass"
+    text = (f"changes beyond {100 * tolerance:g}% (95% CI excluding 0) in {len(failing)} of {len(judged)} "
+            f"configuration(s)" if failing else f"no change beyond {100 * tolerance:g}% in {len(judged)} "
+            "configuration(s)")
+    if failing:
+        worst = max(failing, key=lambda e: abs(e.change or 0))
+        text += f"; largest: {worst.scope}, {worst.describe()}"
+    elif len(judged) == 1:
+        text += f": {judged[0].describe()}"
+    return f"<span class='{verdict}'>{verdict}</span> {what}: {html.escape(text)}", details
+
+
+def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: pa.Table,
+            effects: dict[str, list[LengthEffect]], tolerance: float, legacy_failed: Sequence[str] = ()) -> str:
+    """The verdict block: one line per question, details folded. ``checks`` are those of the
+    direct rows; ``legacy_failed`` names the checks the legacy rows fail (by design)."""
+    failed = sorted({r.check for r in checks if r.verdict == "fail"})
+    warned = sorted({r.check for r in checks if r.verdict == "warn"} - set(failed))
+    lines = [f"<li><b>Checks</b>: <span class='{'fail' if failed else 'pass'}'>{len(failed)} failed</span>"
+             + (f" ({html.escape(', '.join(failed))})" if failed else "")
+             + (f", {len(warned)} warned ({html.escape(', '.join(warned))})" if warned else "")
+             + f" of {len(checks)}" + (" on the direct rows" if legacy_failed else "")
+             + "; the table of checks is below the figures.</li>"]
+    if legacy_failed:
+        lines.append(f"<li><b>Legacy rows</b> (the subtraction baseline) fail {html.escape(', '.join(legacy_failed))}, "
+                     "as the method does by design.</li>")
+    for check in ("stability", "machine"):
+        r = next((c for c in checks if c.check == check), None)
+        if r is not None:
+            text = r.detail if len(r.detail) <= 160 else r.detail[:157] + "..."
+            marker = " id='stability-banner'" if check == "stability" and r.verdict in ("warn", "fail") else ""
+            lines.append(f"<li{marker}><b>{check.capitalize()}</b>: <span class='{r.verdict}'>{r.verdict}</span>"
+                         f"{': ' + html.escape(text) if text else ''}"
+                         + (" (rerun on a quiet machine: docs/analysis.md, Stability)" if marker else "") + "</li>")
+    details: list[str] = []
+    for method, found in effects.items():
+        line, more = _effects_line(method, found, tolerance)
+        lines.append(f"<li><b>Per-token latency against output length</b>, {line}</li>")
+        details += more
+    for method, (bad, total) in zero_decode(table).items():
+        share = f"{100 * bad / total:.1f}%" if total else "-"
+        lines.append(f"<li><b>Zero decode with tokens</b>, {html.escape(METHOD_TITLES.get(method, method))}: {bad} of "
+                     f"{total} calls with N &ge; 2 ({share})</li>")
+    notes = [html.escape(n) for n in _warnings(checks, run_info)] + details
+    folded = (f"<details><summary>details: the length effect of every configuration, what the machine and the run "
+              f"reported ({len(notes)} line(s))</summary><ul>{''.join(f'<li>{n}</li>' for n in notes)}</ul></details>"
+              if notes else "")
+    return f"<section id='verdict'><h2>Verdict</h2><ul>{''.join(lines)}</ul>{folded}</section>"
+
+
+def _warnings(checks: list[CheckResult], run_info: dict[str, Any] | None) -> list[str]:
+    """The machine's and the run's warnings, each once (run.json repeats the machine's)."""
+    out: list[str] = []
+    for r in checks:
+        if r.check == "machine" and r.verdict == "warn":
+            out += [w.strip() for w in r.detail.split("; ") if w.strip()]
+    out += [str(w) for w in (run_info or {}).get("warnings") or []]
+    return list(dict.fromkeys(out))
+
+
+def length_figure(summary: list[CellSummary], effects: dict[str, list[LengthEffect]],
+                  zero: dict[str, tuple[int, int]]) -> dict[str, Any] | None:
+    """Per-token latency against output length: a row per model, a panel per method (direct,
+    legacy) on one y scale, a line per configuration with its interquartile band and, in its
+    legend entry, its length effect over cells."""
+    cells = [c for c in summary if c.get("max_new_tokens") is not None and (c.output_tokens or 0) >= 2
+             and c.phases["tpot_ms"].median is not None]
+    if len({c.get("max_new_tokens") for c in cells}) < 2:
+        return None
+    methods = [m for m in ("direct", "subtract") if any(c.get("method", "direct") == m for c in cells)]
+    models = list(dict.fromkeys(c.get("model") for c in cells))
+    panels = [(model, m) for model in models for m in methods]
+    titles = [(f"{model}: " if len(models) > 1 else "") + METHOD_TITLES[m] for model, m in panels]
+    axes, layout, rows = grid(titles, columns=len(methods), gap=0.08)
+    keys = series_keys(cells, ["max_new_tokens", "method", "model"])
+    data: list[dict[str, Any]] = []
+    for (model, method), ax in zip(panels, axes):
+        members = [c for c in cells if c.get("model") == model and c.get("method", "direct") == method]
+        for i, (key, group) in enumerate(split(members, keys).items()):
+            group = sorted(group, key=lambda c: c.get("max_new_tokens"))
+            x = [c.get("max_new_tokens") for c in group]
+            label = name(keys, key) if keys else "all"
+            found = _match(effects.get(method, []), {"model": model, **dict(zip(keys, key))})
+            size = "" if found is None or found.change is None else f" ({100 * found.change:+.1f}% over N)"
+            visible: Any = True if i < SHOWN_SERIES else "legendonly"
+            group_id = f"{model}|{method}|{label}"
+            data += [{**t, "visible": visible} for t in band(x, [c.phases["tpot_ms"].q1 for c in group],
+                                                             [c.phases["tpot_ms"].q3 for c in group],
+                                                             translucent(color(i)), label, ax, group_id)]
+            data.append({"type": "scatter", "mode": "lines+markers", "x": x, "y": [c.median("tpot_ms") for c in group],
+                         "xaxis": ax[0], "yaxis": ax[1], "name": f"{METHOD_TITLES[method].split(':')[0]}, {label}{size}",
+                         "legendgroup": group_id, "visible": visible, "line": {"color": color(i),
+                                                                               "dash": "dash" if method == "subtract" else "solid"},
+                         "hovertemplate": "N=%{x}<br>median %{y:.3f} ms per token<extra>" + label + "</extra>"})
+        layout[f"xaxis{ax[0][1:]}"].update(axis_for(x_values(members), "output tokens N"))
+        first_y = axes[panels.index((model, methods[0]))][1]
+        layout[f"yaxis{ax[1][1:]}"].update({"title": {"text": "ms per output token"}, "rangemode": "tozero"})
+        if ax[1] != first_y:
+            layout[f"yaxis{ax[1][1:]}"]["matches"] = first_y  # one scale for a model's two methods
+        bad, total = zero.get(f"{model}|{method}", (0, 0))
+        if method == "subtract" and total:
+            layout.setdefault("annotations", []).append({
+                "text": f"decode = 0 in {bad} of {total} calls with N ≥ 2", "xref": f"{ax[0]} domain",
+                "yref": f"{ax[1]} domain", "x": 0.98, "y": 0.04, "xanchor": "right", "showarrow": False,
+                "font": {"size": 11, "color": "#cf222e"}})
+    return figure(data, layout, height=330 * rows + 110)
+
+
+def x_values(cells: Sequence[CellSummary]) -> list[Any]:
+    return [c.get("max_new_tokens") for c in cells]
+
+
+def _match(effects: list[LengthEffect], wanted: dict[str, Any]) -> LengthEffect | None:
+    """The effect whose configuration agrees with ``wanted`` on every parameter both name."""
+    for e in effects:
+        config = dict(e.config)
+        if all(config.get(k, v) == v for k, v in wanted.items()):
+            return e
+    return None
+
+
+__all__ = ["length_figure", "verdict", "zero_decode"]
