@@ -99,3 +99,22 @@ def test_wilson_interval_by_hand() -> None:
     lo, hi = wilson_interval(8, 10)
     assert lo == pytest.approx(0.4902, abs=1e-4) and hi == pytest.approx(0.9433, abs=1e-4)
     assert wilson_interval(0, 0) is None and wilson_interval(0, 5)[0] == 0.0
+
+
+def test_median_draws_match_resampling() -> None:
+    """The bootstrap distribution of a median drawn from its order statistics agrees with
+    brute-force resampling (percentiles within a fraction of the interval's width)."""
+    from phasetime.core.stats import EXACT_MEDIAN_FROM, median_draws
+
+    rng = np.random.default_rng(3)
+    for n in (EXACT_MEDIAN_FROM + 1, 3000):
+        x = rng.lognormal(0.0, 0.4, n)
+        drawn = np.percentile(median_draws(x, 4000, np.random.default_rng(1)), [2.5, 50, 97.5])
+        resampled = np.percentile(np.median(x[np.random.default_rng(2).integers(0, n, (4000, n))], axis=1),
+                                  [2.5, 50, 97.5])
+        width = resampled[2] - resampled[0]
+        assert np.all(np.abs(drawn - resampled) < 0.1 * width), (n, drawn, resampled)
+    small = rng.normal(5, 1, 50)  # below the threshold: resampled, like np.median of each resample
+    draws = median_draws(small, 2000, np.random.default_rng(0))
+    brute = np.median(np.sort(small)[np.random.default_rng(0).integers(0, 50, (2000, 50))], axis=1)
+    assert np.allclose(draws, brute)

@@ -12,16 +12,13 @@ import numpy as np
 import pyarrow as pa
 
 from ..core.errors import UsageError
-from ..core.stats import bootstrap_ci, cv, geometric_mean, mann_whitney_u, median, t_quantile
+from ..core.stats import cv, geometric_mean, mann_whitney_u, median, median_draws, t_quantile
 from ..results.schema import AXES, SUMMARY_PHASES
 from ..results.tables import call_means, floats, group_indices, strings
 from .length import length_effects
 
 PARAM_COLUMNS = AXES
 COMPARED_PHASES = SUMMARY_PHASES
-# Cells with more rows than this are bootstrapped m-out-of-n (see _stats.bootstrap_ci), so
-# that comparing two runs of a million rows each stays within seconds.
-RATIO_BOOTSTRAP_N = 500
 
 
 # --- direct vs subtract ------------------------------------------------------------------------
@@ -122,11 +119,13 @@ class PhaseComparison:
 def match_keys(a: pa.Table, b: pa.Table) -> list[str]:
     """Parameters to match cells on: those both runs have, except ones that are constant
     within each run but differ between them (what is being compared, e.g. the GPU's dtype)."""
+    import pyarrow.compute as pc
+
     keys = []
     for c in PARAM_COLUMNS:
         if c not in a.column_names or c not in b.column_names:
             continue
-        va, vb = set(a.column(c).to_pylist()), set(b.column(c).to_pylist())
+        va, vb = set(pc.unique(a.column(c)).to_pylist()), set(pc.unique(b.column(c)).to_pylist())
         if len(va) == 1 and len(vb) == 1 and va != vb:
             continue
         keys.append(c)
@@ -138,10 +137,20 @@ def _ratio(x: np.ndarray, y: np.ndarray) -> float | None:
     return float(np.median(y) / mx) if mx > 0 else None
 
 
-def _ratios(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Median ratio along the last axis (all bootstrap resamples at once)."""
+def _ratio_ci(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator,
+              level: float = 0.95) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of median(y) / median(x), the two samples resampled on
+    their own (full size; the medians drawn from their order statistics, :func:`median_draws`)."""
+    if x.size < 2 or y.size < 2:
+        return None
+    dx, dy = median_draws(x, n_boot, rng), median_draws(y, n_boot, rng)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.median(y, axis=-1) / np.median(x, axis=-1)
+        ratios = dy / dx
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size < n_boot // 2:
+        return None
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def compare_runs(
@@ -166,6 +175,7 @@ def compare_runs(
     values_a = {phase: floats(a, phase) for phase in COMPARED_PHASES}
     values_b = {phase: floats(b, phase) for phase in COMPARED_PHASES}
     calls_a, calls_b = _calls(a), _calls(b)
+    rng = np.random.default_rng(seed)
     results = []
     for cell in common:
         label = ", ".join(f"{keys[k]}={cell[k]}" for k in varying) or "all"
@@ -178,8 +188,7 @@ def compare_runs(
             if x.size == 0 or y.size == 0:
                 continue
             ratio = _ratio(x, y)
-            ci = (bootstrap_ci(_ratios, [x, y], n_boot=n_boot, seed=seed, max_n=RATIO_BOOTSTRAP_N, vectorized=True)
-                  if ratio is not None else None)
+            ci = _ratio_ci(x, y, n_boot, rng) if ratio is not None else None
             p = mann_whitney_u(x, y)[1] if x.size > 1 and y.size > 1 else None
             if ratio is None or ci is None or p is None:
                 verdict = "-"

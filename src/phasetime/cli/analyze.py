@@ -11,6 +11,10 @@ import typer
 from .app import app, consoles
 
 
+# What a comparison reads: every column but the per-step lists (ITL gaps included).
+SUMMARY_ONLY = ("ready_ms", "decode_forward_ms", "spans", "itl_ms")
+
+
 def _run_info(results: Path) -> dict | None:
     """run.json of a directory that :func:`phasetime.results.read` verified (None for a lone file)."""
     from ..results.files import RUN_FILE, read_json
@@ -73,13 +77,13 @@ def cmd_check(
     """Audit a results directory; exit 1 when a check fails. Writes nothing unless -o is given."""
     from ..analysis.checks import Thresholds, failed, one_method, run_checks
     from ..results.files import write_json
-    from ..results.reader import read
+    from ..results.reader import BULK_COLUMNS, read
     from .output import print_checks
 
     thresholds = Thresholds(length_tolerance=length_tolerance, min_cells=min_cells, stability_ratio=stability_ratio, short_tokens=short_tokens,
                             tolerance_ms=tolerance_ms, outlier_z=outlier_z, precision=precision, cv_warn=cv_warn,
                             cv_fail=cv_fail, spread_warn=spread_warn)
-    table = one_method(read(results), method)
+    table = one_method(read(results, exclude=BULK_COLUMNS), method)
     checks = run_checks(table, _run_info(results), thresholds, legacy=legacy)
     if output is not None:
         write_json(output, {"thresholds": asdict(thresholds), "method": method or "all",
@@ -105,10 +109,11 @@ def cmd_compare(
     if methods == (b is not None):
         raise UsageError("give either --methods with one directory, or two directories")
     if methods:
-        print_method_comparison(compare_methods(read(a)))
+        print_method_comparison(compare_methods(read(a, exclude=SUMMARY_ONLY)))
     else:
         assert b is not None
-        keys, rows = compare_runs(read(a), read(b), on=on.split(",") if on else None)
+        keys, rows = compare_runs(read(a, exclude=SUMMARY_ONLY), read(b, exclude=SUMMARY_ONLY),
+                                  on=on.split(",") if on else None)
         print_run_comparison(keys, rows, a, b)
 
 
@@ -124,7 +129,7 @@ def cmd_report(
     from ..analysis.report import build_comparison_report, build_report
     from ..core.errors import UsageError
     from ..results.files import atomic_write
-    from ..results.reader import read
+    from ..results.reader import BULK_COLUMNS, read, read_call
 
     if format not in ("html", "md", "tex"):
         raise UsageError(f"--format must be html, md or tex, got {format!r}")
@@ -133,17 +138,19 @@ def cmd_report(
             raise UsageError("--format md and tex write one run's tables; compare two runs with the HTML report")
         from ..analysis.report import text_report
 
-        body = text_report(read(results), _run_info(results), format, title=f"phasetime report: {results.name}")
+        body = text_report(read(results, exclude=BULK_COLUMNS), _run_info(results), format, title=f"phasetime report: {results.name}")
         path = output or results / f"report.{format}"
         atomic_write(path, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
         consoles.out.print(f"wrote {path}", highlight=False, soft_wrap=True)
         return
     if other is None:
-        page, figures = build_report(read(results), _run_info(results), title=f"phasetime report: {results.name}")
+        page, figures = build_report(read(results, exclude=BULK_COLUMNS), _run_info(results),
+                                     title=f"phasetime report: {results.name}",
+                                     fetch_call=lambda call: read_call(results, call))
         path = output or results / "report.html"
     else:
-        page, figures = build_comparison_report(read(results), read(other), str(results), str(other),
-                                                on=on.split(",") if on else None)
+        page, figures = build_comparison_report(read(results, exclude=SUMMARY_ONLY), read(other, exclude=SUMMARY_ONLY),
+                                                str(results), str(other), on=on.split(",") if on else None)
         path = output or results / "compare.html"
     atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     consoles.out.print(f"wrote {path} ({len(figures)} plots)", highlight=False, soft_wrap=True)

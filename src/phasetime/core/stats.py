@@ -279,3 +279,33 @@ def linear_trend(x: ArrayLike, y: ArrayLike, level: float = 0.95) -> tuple[float
     se = math.sqrt(float(residual @ residual) / (xs.size - 2) / sxx)
     half = t_quantile(0.5 + level / 2, xs.size - 2) * se
     return a, b, b - half, b + half
+
+
+EXACT_MEDIAN_FROM = 200  # samples this large draw their bootstrap medians from the order statistics
+
+
+def median_draws(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` draws from the bootstrap distribution of a sample's median, without resampling.
+
+    A resample's (lower) median is at most the k-th smallest value x_(k) exactly when at
+    least h = ceil(n / 2) of its n draws are, and that count is Binomial(n, k / n): so
+    P(median <= x_(k)) = P(Bin(n, k / n) >= h), here with the normal approximation (with a
+    continuity correction) from :data:`EXACT_MEDIAN_FROM` values on, where it is accurate, and
+    by resampling below. Each draw costs a search instead of a partition of n values: the
+    full-size bootstrap of a million-row run in milliseconds.
+    """
+    x = np.sort(finite(values))
+    n = x.size
+    if n == 0:
+        return np.full(n_boot, np.nan)
+    if n < EXACT_MEDIAN_FROM:
+        return np.median(x[rng.integers(0, n, size=(n_boot, n))], axis=1)
+    h = math.ceil(n / 2)
+    half = int(6 * math.sqrt(n)) + 2  # beyond 12 sd of the count, the probability is 0 or 1
+    k = np.arange(max(1, h - half), min(n, h + half) + 1)
+    p = k / n
+    z = (h - 0.5 - n * p) / np.sqrt(n * p * (1 - p) + 1e-12)
+    cdf = np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in z])  # P(Bin >= h) = 1 - Phi(z)
+    cdf = np.maximum.accumulate(cdf)
+    picks = np.searchsorted(cdf, rng.random(n_boot), side="left")
+    return x[k[np.minimum(picks, k.size - 1)] - 1]

@@ -8,6 +8,7 @@ where the inventory found them sound (its part, or the merged file).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,25 +25,31 @@ def concat(tables: list[pa.Table]) -> pa.Table:
     return table.replace_schema_metadata({META_KEY: str(SCHEMA_VERSION).encode()})
 
 
-def _load(inv: Inventory) -> pa.Table:
+# The per-step list columns that only a call's timeline or trace needs: the bulk of a large
+# run's bytes. Commands that summarise (check, compare, report) read without them.
+BULK_COLUMNS = ("ready_ms", "decode_forward_ms", "spans")
+
+
+def _load(inv: Inventory, exclude: Sequence[str] = ()) -> pa.Table:
     merged_file = inv.root / MEASUREMENTS_FILE
     tables = []
     if inv.bare:
-        tables.append(read_table(merged_file))
+        tables.append(read_table(merged_file, exclude=exclude))
     merged_cells = sorted(inv.merged_cells)
     if merged_cells:
-        merged = read_table(merged_file)
+        merged = read_table(merged_file, exclude=exclude)
         keep = pc.is_in(merged.column("cell"), value_set=pa.array(merged_cells, merged.schema.field("cell").type))
         tables.append(merged if pc.all(keep).as_py() else merged.filter(keep))
     for index in sorted(set(inv.sources) - inv.merged_cells):
-        tables.append(read_table(inv.sources[index]))
+        tables.append(read_table(inv.sources[index], exclude=exclude))
     if not tables:
         raise StoreError(f"no measurements in {inv.root}")
     return concat(tables)
 
 
-def read(path: str | Path) -> pa.Table:
-    """Every stored row of a results directory (or of one Parquet file), verified.
+def read(path: str | Path, exclude: Sequence[str] = ()) -> pa.Table:
+    """Every stored row of a results directory (or of one Parquet file), verified; without
+    the columns in ``exclude`` (:data:`BULK_COLUMNS`, say) when told.
 
     Cell parameters are columns. Rows of unfinished cells are never included. A damaged
     directory raises :class:`~phasetime.results.StoreError` naming every damaged file.
@@ -50,7 +57,7 @@ def read(path: str | Path) -> pa.Table:
     p = Path(path)
     if p.is_file():
         try:
-            return read_table(p)
+            return read_table(p, exclude=exclude)
         except FileNotFoundError:
             raise StoreError(f"{p} is missing") from None
     for attempt in range(_RETRIES):
@@ -59,7 +66,7 @@ def read(path: str | Path) -> pa.Table:
             raise StoreError(f"{p} is damaged: {damage_report(inv)} (phasetime verify {p} lists it all; "
                              f"phasetime run ... --out {p} --resume measures damaged cells again)")
         try:
-            return _load(inv)
+            return _load(inv, exclude)
         except FileNotFoundError:
             # a running phasetime merged parts into measurements.parquet while we read: look again
             if attempt == _RETRIES - 1:
@@ -68,4 +75,19 @@ def read(path: str | Path) -> pa.Table:
 
 
 
-__all__ = ["concat", "read"]
+def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
+    """Every column of one call's rows (a directory verified by :func:`read` moments before)."""
+    p = Path(path)
+    if p.is_file():
+        files = [p]
+    else:
+        inv = verify(p)
+        files = sorted(set(inv.sources.values())) or ([p / MEASUREMENTS_FILE] if inv.bare else [])
+    for file in files:
+        rows = read_table(file, filters=[("call_id", "==", int(call_id))]).to_pylist()
+        if rows:
+            return rows
+    return []
+
+
+__all__ = ["BULK_COLUMNS", "concat", "read", "read_call"]

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
 from ...results.stability import judge_table
-from ..checks import CheckResult, failed, one_method, run_checks
+from ..checks import CheckResult, failed, run_checks
 from ..compare import compare_runs
 from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, varying
 from ..length import TOLERANCE, length_effects
@@ -71,7 +71,8 @@ def _summary_table(summary: list[CellSummary], labels: list[str], unstable: set[
 
 
 def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], full: list[str], unstable: set[Any],
-             effects: dict[str, list[Any]]) -> list[tuple[str, str, str, Any]]:
+             effects: dict[str, list[Any]], fetch_call: Callable[[int], list[dict[str, Any]]] | None = None,
+             ) -> list[tuple[str, str, str, Any]]:
     """(id, title, caption, figure) of every figure the run has data for, the answers first."""
     out: list[tuple[str, str, str, Any]] = [
         ("fig-breakdown", "Where the time goes", "Median vision, prefill, decode and other per cell (ms), stacked, cells "
@@ -106,7 +107,9 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], fu
     out.append(("fig-itl", "Inter-token latency", "Empirical CDF of the gaps between consecutive tokens, per cell "
                 "(direct method).", f.itl_cdf(table_, summary, labels)))
     row = representative_call(table_)
-    if row is not None:
+    if row is not None and "spans" not in row and fetch_call is not None:
+        row = next(iter(fetch_call(int(row["call_id"]))), None)  # read without its bulk columns: fetch them
+    if row is not None and "spans" in row:
         out.append(("fig-timeline", f"Timeline of call {row['call_id']}", "Every phase and decode step of one "
                     "representative call; red ticks: each token ready.", f.timeline(row)))
     out += [
@@ -136,12 +139,17 @@ def _environment(run_info: dict[str, Any] | None) -> str:
     return table(["field", "value"], rows, left=2, wrap=(1,))
 
 
-def _effects(table_: pa.Table) -> dict[str, list[Any]]:
+def _effects(table_: pa.Table, by_method: dict[str, pa.Table] | None = None) -> dict[str, list[Any]]:
     """The length effect of each method's own per-token latency, over cells."""
     if "method" not in table_.column_names:
         return {"direct": length_effects(table_)}
+    by_method = by_method if by_method is not None else _by_method(table_)
+    return {m: length_effects(t) for m, t in by_method.items()}
+
+
+def _by_method(table_: pa.Table) -> dict[str, pa.Table]:
     method = strings(table_, "method")
-    return {m: length_effects(table_.filter(pa.array(method == m))) for m in ("direct", "subtract") if (method == m).any()}
+    return {m: table_.filter(pa.array(method == m)) for m in ("direct", "subtract") if (method == m).any()}
 
 
 def _folded(title: str, body: str, open_: bool = False) -> str:
@@ -149,23 +157,25 @@ def _folded(title: str, body: str, open_: bool = False) -> str:
 
 
 def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None = None,
-                 title: str = "phasetime report", tolerance: float = TOLERANCE) -> tuple[str, list[str]]:
+                 title: str = "phasetime report", tolerance: float = TOLERANCE,
+                 fetch_call: Callable[[int], list[dict[str, Any]]] | None = None) -> tuple[str, list[str]]:
     """The HTML page of a run and the ids of its figures: the verdict first, then where the
     time goes, the length effect (direct and legacy side by side), the sweep's own axes, and
-    only then the tables (medians per cell, checks, environment, configuration)."""
+    only then the tables (medians per cell, checks, environment, configuration). A table read
+    without its bulk columns gets its timeline's call from ``fetch_call(call_id)``."""
     summary = summarize(table_)
-    methods = set(strings(table_, "method").tolist()) if "method" in table_.column_names else {"direct"}
+    by_method = _by_method(table_) if "method" in table_.column_names else {}
     legacy_failed: list[str] = []
-    if checks is None and "direct" in methods and "subtract" in methods:
+    if checks is None and len(by_method) == 2:
         # the verdict judges the direct rows; the legacy rows fail by design and are named apart
-        legacy_failed = sorted({r.check for r in failed(run_checks(one_method(table_, "subtract"), run_info))})
-        checks = run_checks(one_method(table_, "direct"), run_info)
+        legacy_failed = sorted({r.check for r in failed(run_checks(by_method["subtract"], run_info))})
+        checks = run_checks(by_method["direct"], run_info)
     checks = checks if checks is not None else run_checks(table_, run_info)
     labels, _ = make_labels(summary)
     full = [cell_label(c, varying(summary)) for c in summary]
     unstable = {scope.get("cell") for scope, _, j in judge_table(table_) if j.verdict in ("warn", "fail")}
-    effects = _effects(table_)
-    figs = _figures(table_, summary, labels, full, unstable, effects)
+    effects = _effects(table_, by_method or None)
+    figs = _figures(table_, summary, labels, full, unstable, effects, fetch_call)
     experiment = (run_info or {}).get("experiment", {})
     check_rows = [[html.escape(r.check), html.escape(r.scope), fmt(r.value), html.escape(r.threshold),
                    f"<span class='{r.verdict}'>{r.verdict}</span>", html.escape(r.detail)] for r in checks]
