@@ -30,11 +30,12 @@ def phasetime(*args: str) -> subprocess.CompletedProcess[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--methods", default="direct,subtract")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"{'method':<9} {'run':>3} {'check':>6} {'tpot_vs_length':>15} {'change':>8}  95% CI over cells")
     with tempfile.TemporaryDirectory() as tmp:
-        for method in ("direct", "subtract"):
+        for method in args.methods.split(","):
             for i in range(args.runs):
                 out = Path(tmp) / f"{method}-{i}"
                 start = time.perf_counter()
@@ -46,8 +47,9 @@ def main() -> None:
                 row = next(c for c in saved["checks"] if c["check"] == "tpot_vs_length")
                 ci = row["detail"].split("95% CI ")[-1].split(";")[0]
                 change = "-" if row["value"] is None else f"{100 * row['value']:+.1f}%"
+                failing = sorted({c["check"] for c in saved["checks"] if c["verdict"] == "fail"})
                 print(f"{method:<9} {i:>3} {'exit ' + str(check.returncode):>6} {row['verdict']:>15} {change:>8}  {ci}"
-                      f"  ({time.perf_counter() - start:.0f} s)")
+                      f"  ({time.perf_counter() - start:.0f} s){'  failed: ' + ', '.join(failing) if failing else ''}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -55,6 +55,21 @@ def test_cell_noise_without_a_trend_fails_at_most_the_nominal_rate() -> None:
     assert 0.02 <= misses / len(seeds) <= 0.08, misses
 
 
+def test_a_machine_jumping_between_two_speeds_fails_at_most_the_nominal_rate() -> None:
+    """Each cell at 1x or 1.5x at random (a VM that jumps between two clock states): far from
+    normal noise. The permutation test over cells is exact whatever the noise's shape."""
+    def jumping(seed: int) -> pa.Table:
+        t = truth(seed, flat, cell_sd=0.0)
+        rng = np.random.default_rng(10_000 + seed)
+        speed = rng.choice([1.0, 1.5], size=len(LENGTHS))
+        factor = np.array([speed[c] for c in t.column("cell").to_pylist()])
+        return t.set_column(t.schema.get_field_index("tpot_ms"), "tpot_ms", pa.array(t.column("tpot_ms").to_numpy() * factor))
+
+    effects = [length_effects(jumping(s))[0] for s in range(300)]
+    assert sum(e.fails() for e in effects) / len(effects) <= 0.05
+    assert all(e.p_value is not None and 0 < e.p_value <= 1 for e in effects)
+
+
 def test_the_issue_16_tables_no_longer_fail() -> None:
     """4% cell offsets and 1% row noise, 40 seeds: the row-level check failed 16 of them."""
     assert sum(verdict(truth(s, flat)) == "fail" for s in range(40)) <= 2

@@ -12,7 +12,9 @@ So a claim across output lengths is made over cells, never over rows:
    longest output, ``f(N_max) / f(N_min) - 1``, with a 95% confidence interval from the t
    distribution with (cells - parameters) degrees of freedom (delta method);
 3. the length effect **fails** only when it is both large and significant: ``|change|`` above
-   the tolerance (5% by default) and a confidence interval that excludes 0. The intervals of
+   the tolerance (5% by default), a confidence interval that excludes 0, and a permutation
+   test over cells that agrees (:func:`permutation_p`: exact under no relation with N whatever
+   the shape of the noise between cells, which the t interval assumes normal). The intervals of
    all the configurations a run judges hold together at 95% (Bonferroni: each at
    1 - 0.05 / configurations), so that under no trend a run fails at most as often as 5%,
    whatever the cell-to-cell wobble and however many configurations it has.
@@ -23,6 +25,8 @@ true step: +94% from N = 2 to N = 32, which fails.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +57,12 @@ class LengthEffect:
     config: tuple[tuple[str, object], ...] = ()  # the configuration's parameters (name, value)
     level: float = 0.95  # of the interval: 95% over all the configurations judged together
     judged: int = 1  # configurations judged together (the interval is Bonferroni-adjusted for them)
+    p_value: float | None = None  # permutation test over cells of "no relation with N"
 
     def significant(self) -> bool:
-        return self.ci is not None and (self.ci[0] > 0 or self.ci[1] < 0)
+        """The interval excludes 0 and the permutation test agrees (both at the adjusted level)."""
+        interval = self.ci is not None and (self.ci[0] > 0 or self.ci[1] < 0)
+        return interval and self.p_value is not None and self.p_value < 0.05 / max(self.judged, 1)
 
     def fails(self, tolerance: float = TOLERANCE) -> bool:
         return self.change is not None and abs(self.change) > tolerance and self.significant()
@@ -64,8 +71,9 @@ class LengthEffect:
         if self.change is None or self.ci is None:
             return f"{self.cells} cell(s) with N >= 2 (needs {MIN_CELLS} output lengths)"
         joint = f", simultaneous over {self.judged} configurations" if self.judged > 1 else ""
+        p = f", permutation p {self.p_value:.3g}" if self.p_value is not None else ""
         return (f"{100 * self.change:+.1f}% from N={self.n_min:g} to N={self.n_max:g}, 95% CI{joint} "
-                f"[{100 * self.ci[0]:+.1f}%, {100 * self.ci[1]:+.1f}%]; unit: cell ({self.cells} cells, median of "
+                f"[{100 * self.ci[0]:+.1f}%, {100 * self.ci[1]:+.1f}%]{p}; unit: cell ({self.cells} cells, median of "
                 f"{self.calls // max(self.cells, 1)} calls each)")
 
 
@@ -119,6 +127,41 @@ def change_with_ci(ns: np.ndarray, ys: np.ndarray, level: float = 0.95) -> tuple
     return change, (change - half, change + half)
 
 
+PERMUTATIONS = 20_000  # random orders beyond 8 cells (up to 8, all 40,320 are enumerated)
+
+
+@functools.lru_cache(maxsize=8)
+def _all_orders(n: int) -> np.ndarray:
+    return np.array(list(itertools.permutations(range(n))))
+
+
+def permutation_p(ns: np.ndarray, ys: np.ndarray, seed: int = 0) -> float | None:
+    """P-value of the fitted change under "the cell values do not depend on N": the share of
+    orderings of the cell values over the output lengths whose fitted rise from N_min to N_max
+    is at least as large (in absolute value) as the one observed. Exact under that hypothesis whatever the
+    shape of the noise between cells (a machine that jumps between two speeds, say), which a
+    t interval assumes away."""
+    found = change_with_ci(ns, ys)
+    if found is None:
+        return None
+    inverse = ns.size >= INVERSE_FROM
+    x = _design(ns, inverse)
+    solve = np.linalg.pinv(x)  # beta = solve @ y, for every ordering at once
+    ends = _design(np.array([ns.min(), ns.max()], dtype=float), inverse) @ solve  # [2, cells]
+    if ns.size <= 8:
+        orders = _all_orders(ns.size)
+    else:
+        rng = np.random.default_rng(seed)
+        orders = np.argsort(rng.random((PERMUTATIONS, ns.size)), axis=1)
+    # The statistic: the fitted rise from N_min to N_max, |f(N_max) - f(N_min)|, linear in the
+    # values (their mean, the natural scale, is the same in every ordering). The relative
+    # change itself divides by the fit at N_min, which a random ordering can put near zero.
+    f = ys[orders] @ ends.T  # [orders, 2]: the fit at N_min and N_max
+    rises = np.abs(f[:, 1] - f[:, 0])
+    observed = abs(float((ends @ ys)[1] - (ends @ ys)[0]))
+    return float(np.sum(rises >= observed * (1 - 1e-9)) / orders.shape[0])
+
+
 def effect(scope: str, points: list[tuple[float, float, int]], config: tuple[tuple[str, object], ...] = (),
            judged: int = 1) -> LengthEffect:
     """The length effect of (N, cell value, calls) points; its interval holds at 95% jointly
@@ -132,8 +175,9 @@ def effect(scope: str, points: list[tuple[float, float, int]], config: tuple[tup
     level = 1 - 0.05 / max(judged, 1)
     found = change_with_ci(ns, ys, level) if len(np.unique(ns)) >= MIN_CELLS else None
     change, ci = found if found is not None else (None, None)
+    p = permutation_p(ns, ys) if found is not None else None
     return LengthEffect(scope, len(points), calls, lo_n, hi_n, change, ci, rho,
-                        tuple((float(n), float(y)) for n, y in zip(ns, ys)), config, 0.95, max(judged, 1))
+                        tuple((float(n), float(y)) for n, y in zip(ns, ys)), config, 0.95, max(judged, 1), p)
 
 
 def length_effects(table: pa.Table, values: np.ndarray | None = None) -> list[LengthEffect]:
