@@ -112,7 +112,9 @@ def test_help_and_version_import_neither_torch_nor_pyarrow() -> None:
 
 
 def test_version() -> None:
-    import phasetime
+    """--version prints the version the package was installed as (pyproject.toml), not only the
+    constant it reads itself."""
+    from importlib.metadata import version
 
     out = subprocess.run([sys.executable, "-m", "phasetime.cli", "--version"], capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.strip() == f"phasetime {phasetime.__version__}"
+    assert out.returncode == 0 and out.stdout.strip() == f"phasetime {version('phasetime')}"

@@ -204,3 +204,55 @@ def test_wrong_option_types_are_refused_by_name() -> None:
     model, _ = load_tiny("tiny-llama")
     with pytest.raises(UnsupportedGeneration, match="num_beams='4' is not a number"):
         phasetime.measure(model, tiny_inputs("tiny-llama"), max_new_tokens=3, num_beams="4")
+
+
+def test_a_failed_attach_releases_only_what_it_took(virtual_clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probe B fails to hook its first target: probe A keeps every vision hook it had (0.2.0
+    released A's projector hook, and its time silently became prefill)."""
+    from phasetime.core.hooks import VisionTargets
+
+    model, _ = load_tiny("tiny-llava")
+    projector = model.model.multi_modal_projector
+    a = phasetime.Probe(model, vision=["model.vision_tower", "model.multi_modal_projector"])
+    a.attach()
+    real = VisionTargets.module_target
+
+    def refuse_the_lm(self, module, key):
+        if module is model.model.language_model:
+            raise RuntimeError("this target cannot be hooked")
+        return real(self, module, key)
+
+    monkeypatch.setattr(VisionTargets, "module_target", refuse_the_lm)
+    b = phasetime.Probe(model, vision=["model.language_model", "model.multi_modal_projector"])
+    with pytest.raises(RuntimeError, match="cannot be hooked"):
+        b.attach()
+    handle = projector.register_forward_pre_hook(lambda module, args: virtual_clock.advance(3.0))
+    try:
+        with inject_delays(model, 15.0, 1.0, 1.0, clock=virtual_clock):
+            model.generate(**tiny_inputs("tiny-llava"), max_new_tokens=2, min_new_tokens=2)
+    finally:
+        handle.remove()
+        a.detach()
+    m = a.measurements[-1]
+    assert m.vision_ms == pytest.approx(18.0) and m.prefill_ms == pytest.approx(1.0)  # tower 15 + projector 3
+
+
+def test_a_failed_attach_or_a_description_leaves_nothing_on_the_model() -> None:
+    model, _ = load_tiny("tiny-llava")
+    with pytest.raises(ValueError, match="no attribute 'nope'"):
+        phasetime.Probe(model, vision=["model.nope"]).attach()
+    assert "_phasetime_hooks" not in vars(model)
+    assert phasetime.Probe(model).describe_vision() and "_phasetime_hooks" not in vars(model)
+
+
+def test_measurements_keep_the_sequences_on_the_host_unless_asked() -> None:
+    import torch
+
+    model, _ = load_tiny("tiny-llava")
+    inputs = tiny_inputs("tiny-llava")
+    kwargs = dict(max_new_tokens=3, min_new_tokens=3, return_dict_in_generate=True, output_scores=True)
+    m = phasetime.measure(model, inputs, **kwargs)
+    assert isinstance(m.output_ids, torch.Tensor) and m.output_ids.device.type == "cpu"
+    assert m.output_ids.shape == (1, inputs["input_ids"].shape[1] + 3)  # the sequences, not scores or cache
+    full = phasetime.measure(model, inputs, keep_output=True, **kwargs)
+    assert hasattr(full.output_ids, "scores") and torch.equal(full.output_ids.sequences, m.output_ids)

@@ -134,3 +134,56 @@ def test_a_utilization_above_the_roof_fails_the_check() -> None:
                       "roof_flops_per_s": [1e12, 1e12], "roof_bytes_per_s": [1e11, 1e11]})
     result = next(r for r in check(table) if r.check == "utilization")
     assert result.verdict == "fail" and result.value == 1000.0  # 1e12 FLOP in 1 ms on a 1e12 FLOP/s roof
+
+
+class FourGpus:
+    """NVML of a machine with four GPUs: handles only for what exists, energy from the virtual clock."""
+
+    UUIDS = {f"GPU-{i}aaa": i for i in range(4)}
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        if not 0 <= index < 4:
+            raise RuntimeError(f"NVML: no GPU {index}")
+        return f"physical {index}"
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:
+        if uuid not in self.UUIDS:
+            raise RuntimeError(f"NVML: no GPU {uuid}")
+        return f"physical {self.UUIDS[uuid]}"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: str) -> float:
+        return 100.0 * self.clock.now_ns / 1e6
+
+
+def test_the_gpu_is_named_to_nvml_by_uuid_not_by_torchs_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under CUDA_VISIBLE_DEVICES=3,1 torch's cuda:0 is physical GPU 3: NVML must read GPU 3."""
+    import phasetime.core.gpu_id as gpu_id
+    from phasetime.core.errors import UsageError
+    from phasetime.experiments import conditions
+
+    nvml = FourGpus(VirtualClock())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    monkeypatch.setattr(gpu_id, "cuda_uuid", lambda index: None)  # a torch that gives no UUID
+    assert EnergySensor(torch.device("cpu", 0), nvml=nvml, interval_ms=10.0).handle == "physical 3"
+    assert gpu_id.nvml_handle(nvml, 1) == "physical 1"
+    with pytest.raises(UsageError, match="not among CUDA_VISIBLE_DEVICES"):
+        gpu_id.physical_id(2)
+    monkeypatch.setattr(gpu_id, "cuda_uuid", lambda index: ["GPU-3aaa", "GPU-1aaa"][index])  # what torch reports
+    assert gpu_id.nvml_handle(nvml, 0) == "physical 3" and gpu_id.nvml_handle(nvml, 1) == "physical 1"
+    asked: list[list[str]] = []
+    monkeypatch.setattr(conditions, "_nvidia_smi", lambda args: asked.append(args) or None)
+    conditions.gpu_conditions(0)
+    assert asked and all(args[0] == "--id=GPU-3aaa" for args in asked)  # nvidia-smi too, by UUID
+
+
+def test_runs_whose_sensors_synced_are_flagged_against_runs_that_did_not() -> None:
+    from phasetime.analysis.compare import sync_mismatch
+
+    base = {"cell": [0, 0], "method": ["direct"] * 2, "max_new_tokens": [4, 4], "total_ms": [10.0, 11.0]}
+    plain, synced = pa.table(base), pa.table({**base, "sensor_syncs": [6, 6]})
+    assert sync_mismatch(plain, plain) is None and sync_mismatch(synced, synced) is None
+    assert "run B's sensors synchronised" in sync_mismatch(plain, synced)
+    assert "run A's sensors synchronised" in sync_mismatch(synced, plain)

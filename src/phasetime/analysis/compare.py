@@ -116,6 +116,20 @@ class PhaseComparison:
     verdict: str  # "faster", "slower", "not significant", "-"
 
 
+def sync_mismatch(a: pa.Table, b: pa.Table) -> str | None:
+    """Why two runs' timings should not be compared: one's sensors synchronised the device
+    inside its calls (``--energy`` on CUDA), the other's did not. None when they agree."""
+    def syncs(t: pa.Table) -> bool:
+        return "sensor_syncs" in t.column_names and bool(np.nan_to_num(floats(t, "sensor_syncs")).max(initial=0) > 0)
+
+    sa, sb = syncs(a), syncs(b)
+    if sa == sb:
+        return None
+    which = "A" if sa else "B"
+    return (f"run {which}'s sensors synchronised the device inside its calls (--energy) and the other run's did not: "
+            "its phases include those waits, so a difference between the runs may be the sensor's, not the setup's")
+
+
 def match_keys(a: pa.Table, b: pa.Table) -> list[str]:
     """Parameters to match cells on: those both runs have, except ones that are constant
     within each run but differ between them (what is being compared, e.g. the GPU's dtype)."""

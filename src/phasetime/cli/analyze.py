@@ -101,7 +101,9 @@ def cmd_compare(
     on: Annotated[Optional[str], typer.Option(help="Parameters to match cells on, comma-separated (default: automatic).")] = None,
 ) -> None:
     """Compare direct and legacy timing in one run (--methods), or run B against run A."""
-    from ..analysis.compare import compare_methods, compare_runs
+    from rich.markup import escape
+
+    from ..analysis.compare import compare_methods, compare_runs, sync_mismatch
     from ..core.errors import UsageError
     from ..results.reader import read
     from .output import print_method_comparison, print_run_comparison
@@ -112,8 +114,11 @@ def cmd_compare(
         print_method_comparison(compare_methods(read(a, exclude=SUMMARY_ONLY)))
     else:
         assert b is not None
-        keys, rows = compare_runs(read(a, exclude=SUMMARY_ONLY), read(b, exclude=SUMMARY_ONLY),
-                                  on=on.split(",") if on else None)
+        table_a, table_b = read(a, exclude=SUMMARY_ONLY), read(b, exclude=SUMMARY_ONLY)
+        mismatch = sync_mismatch(table_a, table_b)
+        if mismatch:
+            consoles.err.print(f"[yellow]warning:[/] {escape(mismatch)}", highlight=False, soft_wrap=True)
+        keys, rows = compare_runs(table_a, table_b, on=on.split(",") if on else None)
         print_run_comparison(keys, rows, a, b)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from .gpu_id import nvml_handle
 from .phases import PromptCounter
 from .sensors import SensorColumn
 
@@ -32,6 +33,8 @@ ENERGY_COLUMNS = (
                  "(a step of a batch makes one token per sequence)"),
     SensorColumn("energy_interval_ms", "ms", "how often the GPU's energy counter advances"),
     SensorColumn("energy_coarse", "", "phases shorter than two counter intervals (their energy is coarse)", "str"),
+    SensorColumn("sensor_syncs", "", "device synchronisations a sensor made inside the call (the energy sensor's, at "
+                 "phase boundaries): such calls' timings are not comparable with calls made without them", "int"),
 )
 
 
@@ -60,7 +63,7 @@ class EnergySensor:
         self.nvml = nvml if nvml is not None else _nvml()
         self.now = now  # seconds; a test's virtual clock stands in for the real one
         index = device.index if device.index is not None else (torch.cuda.current_device() if device.type == "cuda" else 0)
-        self.handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+        self.handle = nvml_handle(self.nvml, index)  # by UUID: torch's index is not NVML's (CUDA_VISIBLE_DEVICES)
         self.cuda = device.type == "cuda"
         self.device = device
         self.interval_ms = interval_ms if interval_ms is not None else self._interval_ms()
@@ -133,4 +136,5 @@ class EnergySensor:
         out["energy_per_token_j"] = decode[0] / self.decode_steps if decode and self.decode_steps else None
         out["energy_interval_ms"] = self.interval_ms
         out["energy_coarse"] = ",".join(coarse) or None
+        out["sensor_syncs"] = len(self.reads) if self.cuda else 0
         return out

@@ -90,6 +90,20 @@ class ModelHooks:
         self.targets = VisionTargets(self)
 
     @classmethod
+    def existing(cls, model: torch.nn.Module) -> "ModelHooks | None":
+        """The model's hooks if a probe made them (nothing is added to the model)."""
+        found = vars(model).get(_ATTR)
+        return found if isinstance(found, cls) else None
+
+    def discard_if_unused(self) -> None:
+        """Take this object off its model when no probe is attached (after a failed attach)."""
+        with self.lock:
+            if not self.probes and not self.installed:
+                with _CREATE_LOCK:
+                    if vars(self.model).get(_ATTR) is self:
+                        delattr(self.model, _ATTR)
+
+    @classmethod
     def for_model(cls, model: torch.nn.Module) -> "ModelHooks":
         with _CREATE_LOCK:
             hooks = vars(model).get(_ATTR)
@@ -103,11 +117,13 @@ class ModelHooks:
         with self.lock:
             if not self.installed:
                 self._install()
+            acquired: list[Hashable] = []
             try:
                 for key, install in vision_keys.items():
                     self.acquire(key, install)
+                    acquired.append(key)
             except BaseException:
-                self._release_all(list(vision_keys)[: len(self._targets)])
+                self._release_all(acquired)  # what this probe took, never another probe's hooks
                 if not self.probes:
                     self._uninstall()
                 raise

@@ -25,6 +25,7 @@ def measure(
     nvtx: bool = False,
     clock: Clock | None = None,
     sensors: Sequence[Any] = (),
+    keep_output: bool = False,
     **generate_kwargs: Any,
 ) -> Measurement:
     """Run ``model.generate(**inputs, **generate_kwargs)`` once and time every phase.
@@ -35,7 +36,8 @@ def measure(
     separate calls; see ``docs/metrics.md``). ``vision`` overrides the automatic
     vision-encoder lookup (see :class:`Probe`); ``nvtx`` names the phases in NVTX ranges;
     ``clock`` replaces the default clock (CUDA events on CUDA, else ``perf_counter_ns``);
-    ``sensors`` sample resources at the phase boundaries. Several threads may measure one
+    ``sensors`` sample resources at the phase boundaries; ``keep_output`` keeps generate()'s
+    whole return in ``output_ids`` (by default: the sequences, on the host). Several threads may measure one
     model at once: each call is recorded only by its own thread's probe. Raises
     :class:`~phasetime.UnsupportedGeneration` for a call that cannot be timed correctly.
     """
@@ -43,7 +45,8 @@ def measure(
     if not isinstance(inputs, Mapping):
         raise UsageError(f"inputs must be the dict a processor or tokenizer returns, got {type(inputs).__name__}")
     if method == "direct":
-        with Probe(model, vision=vision, nvtx=nvtx, clock=clock, sensors=sensors, scope="thread") as probe:
+        with Probe(model, vision=vision, nvtx=nvtx, clock=clock, sensors=sensors, scope="thread",
+                   keep_output=keep_output) as probe:
             model.generate(**inputs, **generate_kwargs)
         return probe.measurements[-1]
     if method == "subtract":

@@ -27,34 +27,10 @@ from .generation import media_tokens_without_pixels, pixel_inputs, returns_promp
 from .hooks import CallState, ModelHooks, unwrap
 from .phases import Event, PromptCounter, derive
 from .record import Measurement
+from .nvtx import Nvtx as _Nvtx
 from .vision import resolve_path, vision_methods, vision_modules
 
 SCOPES = ("all", "thread")
-
-
-class _Nvtx:
-    """NVTX ranges through torch; refuses a torch build without them."""
-
-    def __init__(self) -> None:
-        try:
-            torch.cuda.nvtx.range_push("phasetime.check")
-            torch.cuda.nvtx.range_pop()
-        except (RuntimeError, AttributeError) as exc:
-            raise UsageError(f"NVTX ranges need a CUDA build of torch: {exc}") from None
-        self.depth = 0
-
-    def push(self, name: str) -> None:
-        torch.cuda.nvtx.range_push(name)
-        self.depth += 1
-
-    def pop(self) -> None:
-        torch.cuda.nvtx.range_pop()
-        self.depth -= 1
-
-    def close_all(self) -> None:
-        """Pop what a call that raised left open."""
-        while self.depth > 0:
-            self.pop()
 
 
 class Probe:
@@ -69,7 +45,10 @@ class Probe:
     ``phasetime.generate``, ``vision``, ``prefill``, ``decode step k``). ``sensors``
     sample resources at the phase boundaries (see :mod:`phasetime.core.sensors`).
     ``scope="thread"`` records only calls made in the thread that attached the probe
-    (``measure`` uses it); the default records calls from every thread.
+    (``measure`` uses it); the default records calls from every thread. A measurement's
+    ``output_ids`` holds the generated sequences, on the host; ``keep_output=True`` keeps
+    generate()'s whole return instead (scores, KV cache: device memory held for as long as
+    the measurement is).
 
     Every call appends a :class:`~phasetime.Measurement` to :attr:`measurements`. Any
     number of probes may be attached to one model, and detached in any order.
@@ -84,6 +63,7 @@ class Probe:
         nvtx: bool = False,
         sensors: Sequence[Any] = (),
         scope: str = "all",
+        keep_output: bool = False,
     ) -> None:
         if scope not in SCOPES:
             raise UsageError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -96,6 +76,7 @@ class Probe:
         self.clock = clock if clock is not None else _clock.clock_for(_clock.model_device(self.target))
         self.sensors = list(sensors)
         self.scope = scope
+        self.keep_output = keep_output
         self.thread: int | None = None
         self.measurements: list[Measurement] = []
         self.vision_paths = list(vision) if vision is not None else None
@@ -116,10 +97,14 @@ class Probe:
         if self._hooks is not None:
             return
         hooks = ModelHooks.for_model(self.target)
-        targets = self._vision_targets(hooks)
-        self.vision_keys = list(targets)
-        self.thread = threading.get_ident() if self.scope == "thread" else None
-        hooks.add(self, targets)
+        try:
+            targets = self._vision_targets(hooks)
+            self.vision_keys = list(targets)
+            self.thread = threading.get_ident() if self.scope == "thread" else None
+            hooks.add(self, targets)
+        except BaseException:
+            hooks.discard_if_unused()  # a failed attach leaves nothing on the model
+            raise
         self._hooks = hooks
 
     def detach(self) -> None:
@@ -170,7 +155,7 @@ class Probe:
 
     def describe_vision(self) -> list[str]:
         """What this probe times as vision, in words (for ``phasetime inspect``)."""
-        hooks = self._hooks or ModelHooks.for_model(self.target)
+        hooks = self._hooks or ModelHooks.existing(self.target) or ModelHooks(self.target)  # adds nothing
         if self.vision_paths is not None:
             return list(self.vision_paths) or ["nothing (vision=[])"]
         if hooks.own_generate:
@@ -326,5 +311,6 @@ def _finish(r: _Recorder, state: CallState, prompt_tokens: int, lengths: list[in
     resources: dict[str, Any] = {}
     for sensor in r.probe.sensors:
         resources.update(sensor.finish(prompt_tokens))
-    return derive(events, prompt_tokens=prompt_tokens, output_tokens=lengths, timer=r.clock.name, output_ids=output,
+    kept = output if r.probe.keep_output else sequences_tensor(output).detach().to("cpu")
+    return derive(events, prompt_tokens=prompt_tokens, output_tokens=lengths, timer=r.clock.name, output_ids=kept,
                   probe_ms=state.hook_ns / 1e6, resources=resources)

@@ -115,14 +115,18 @@ def _nvidia_smi(args: list[str]) -> str | None:
 
 
 def gpu_conditions(index: int) -> dict[str, Any]:
-    """Clocks, power limit, temperature and the other processes on GPU ``index`` (nvidia-smi)."""
-    out = _nvidia_smi([f"--id={index}", f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,noheader,nounits"])
+    """Clocks, power limit, temperature and the other processes on torch's GPU ``index``
+    (nvidia-smi, which is told the GPU's UUID: its own numbering ignores CUDA_VISIBLE_DEVICES)."""
+    from ..core.gpu_id import physical_id
+
+    ident = physical_id(index)
+    out = _nvidia_smi([f"--id={ident}", f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,noheader,nounits"])
     facts: dict[str, Any] = {}
     if out:
         values = [v.strip() for v in out.split(",")]
         if len(values) == len(GPU_FIELDS):
             facts = dict(zip(GPU_FIELDS, values))
-    apps = _nvidia_smi([f"--id={index}", "--query-compute-apps=pid,process_name,used_memory", "--format=csv,noheader"])
+    apps = _nvidia_smi([f"--id={ident}", "--query-compute-apps=pid,process_name,used_memory", "--format=csv,noheader"])
     if apps is not None:
         others = [line.strip() for line in apps.splitlines() if line.strip() and not line.startswith(f"{os.getpid()},")]
         facts["other_processes"] = others

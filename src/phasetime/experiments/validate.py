@@ -142,7 +142,7 @@ def prepare(experiment: Experiment, *, skip_bad_samples: bool = False, nvtx: boo
     cells = expand(experiment)
     device = _check_models(experiment, cells)
     if nvtx:
-        from ..core.probe import _Nvtx
+        from ..core.nvtx import Nvtx as _Nvtx
 
         try:
             _Nvtx()

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ...results.stability import judge_table
 from ..checks import CheckResult, failed, run_checks
-from ..compare import compare_runs
+from ..compare import compare_runs, sync_mismatch
 from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, varying
 from ..length import TOLERANCE, length_effects
 from . import answers, text
@@ -217,7 +217,9 @@ def build_comparison_report(a: pa.Table, b: pa.Table, name_a: str, name_b: str,
     table_rows = [[short[r.cell], html.escape(r.cell), r.phase.removesuffix("_ms"), fmt(r.median_a), fmt(r.median_b), fmt(r.ratio, 3),
                    "-" if r.ci is None else f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
                    "-" if r.p_value is None else f"{r.p_value:.3g}", html.escape(r.verdict)] for r in rows]
-    intro = (f"<p>B = {html.escape(name_b)} against A = {html.escape(name_a)}, cells matched on "
+    mismatch = sync_mismatch(a, b)
+    intro = ((f"<p class='warn'><b>Not like for like:</b> {html.escape(mismatch)}.</p>" if mismatch else "") +
+             f"<p>B = {html.escape(name_b)} against A = {html.escape(name_a)}, cells matched on "
              f"{html.escape(', '.join(keys) or 'nothing')}. A ratio below 1: B is faster. 'faster' and 'slower' need "
              "p < 0.05 (Mann-Whitney U) and a 95% bootstrap interval that excludes 1.</p>")
     figs = [("fig-ratios", "B / A per cell and phase", "Ratio of medians with its bootstrap 95% interval, cells named by "
