@@ -256,3 +256,37 @@ def test_measurements_keep_the_sequences_on_the_host_unless_asked() -> None:
     assert m.output_ids.shape == (1, inputs["input_ids"].shape[1] + 3)  # the sequences, not scores or cache
     full = phasetime.measure(model, inputs, keep_output=True, **kwargs)
     assert hasattr(full.output_ids, "scores") and torch.equal(full.output_ids.sequences, m.output_ids)
+
+
+def test_setups_phasetime_cannot_time_are_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Encoder-decoder models, audio inputs and MPS: a named refusal, never a wrong number."""
+    import torch
+
+    from phasetime.core.clock import clock_for
+    from phasetime.experiments import models
+
+    model, _ = load_tiny("tiny-llama")
+    monkeypatch.setattr(model.config, "is_encoder_decoder", True)
+    with pytest.raises(UnsupportedGeneration, match=r"encoder-decoder models \(LlamaForCausalLM\) are not supported"):
+        phasetime.measure(model, tiny_inputs("tiny-llama"), max_new_tokens=2)
+    monkeypatch.setattr(model.config, "is_encoder_decoder", False)
+    audio = {**tiny_inputs("tiny-llama"), "input_features": torch.randn(1, 80, 30)}
+    with pytest.raises(UnsupportedGeneration, match=r"audio inputs \(input_features\).*billed to prefill"):
+        phasetime.measure(model, audio, max_new_tokens=2)
+    with pytest.raises(UnsupportedGeneration, match="'mps' devices are not supported"):
+        clock_for("mps")
+    with pytest.raises(models.ModelLoadError, match="'mps' is not supported"):
+        models.resolve_device("mps")
+
+
+def test_inspect_says_in_one_line_when_the_processor_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import run_cli
+    from phasetime.experiments import inspection
+
+    def broken(*args, **kwargs):
+        raise KeyError("chat_template")
+
+    monkeypatch.setattr(inspection, "build_inputs", broken)
+    result = run_cli("inspect", "tiny-llava")
+    assert result.exit_code == 2 and "could not build a prompt with an image" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1

@@ -124,6 +124,9 @@ def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
         *_count_check("no_negative_phase", negative, methods, f"no phase < -{t.tolerance_ms} ms", "have a negative phase"),
         *_count_check("phases_within_total", np.nan_to_num(other, nan=0.0) < -t.tolerance_ms, methods,
                       f"other_ms >= -{t.tolerance_ms} ms", "have phases adding up to more than the total"),
+        *_count_check("no_compilation", np.nan_to_num(floats(table, "compiles"), nan=0.0) > 0, methods,
+                      "no graph compiled during a measured call",
+                      "come from calls during which torch.compile compiled (warm up longer)"),
     ]
 
 

@@ -23,6 +23,8 @@ from typing import Any, Protocol, Sequence
 
 import torch
 
+from .errors import UnsupportedGeneration
+
 
 class Clock(Protocol):
     """Hands out marks and resolves them to milliseconds; see the module docstring."""
@@ -92,6 +94,11 @@ def clock_for(device: torch.device | str | None) -> Clock:
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cuda":
         return CudaEventClock(dev)
+    if dev.type != "cpu":
+        # MPS (and any other asynchronous device): the host clock would time kernel launches,
+        # and transformers defers its stop check there, so the work would land in later gaps.
+        raise UnsupportedGeneration(f"models on {dev.type!r} devices are not supported: phasetime times CPU and CUDA "
+                                    "models (an asynchronous device needs its own synchronised clock)")
     return PerfCounterClock()
 
 

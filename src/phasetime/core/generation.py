@@ -64,6 +64,9 @@ def generation_mode(model: Any, kwargs: dict[str, Any]) -> str:
 def check_mode(model: Any, kwargs: dict[str, Any]) -> str:
     """The generation mode of a call, or :class:`UnsupportedGeneration` when it cannot be timed."""
     mode = generation_mode(model, kwargs)
+    if mode == "encoder_decoder":  # not a mode anyone chose: the model's architecture
+        raise UnsupportedGeneration(f"encoder-decoder models ({type(model).__name__}) are not supported: phasetime "
+                                    "times decoder-only generate() calls")
     if mode not in SUPPORTED_MODES:
         raise UnsupportedGeneration(f"generation mode {mode!r} is not supported (supported: {', '.join(SUPPORTED_MODES)})")
     return mode
@@ -111,6 +114,16 @@ def pixel_inputs(kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
 _MEDIA_TOKEN_ATTRS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index")
 
 
+# Keys processors use for audio: an audio encoder phasetime does not time yet would be billed to prefill.
+AUDIO_KEYS = ("input_features", "input_values", "input_audio_features", "audio_values", "audio_input_features")
+
+
+def audio_inputs(kwargs: dict[str, Any]) -> list[str]:
+    """The floating-point audio tensors among a call's arguments, by key."""
+    return [k for k, v in kwargs.items() if (k in AUDIO_KEYS or "audio" in k) and isinstance(v, torch.Tensor)
+            and v.is_floating_point()]
+
+
 def media_tokens_without_pixels(model: Any, kwargs: dict[str, Any]) -> str | None:
     """Why a call is not what it looks like: its prompt holds image or video placeholder tokens
     but it carries no pixels (the model would run them as text and vision would read 0 ms)."""
@@ -126,6 +139,16 @@ def media_tokens_without_pixels(model: Any, kwargs: dict[str, Any]) -> str | Non
                 return (f"the prompt holds {found} {attr.split('_')[0]} placeholder token(s) (id {token}) but the call "
                         "carries no pixel values: pass the processor's whole output (pixel_values included)")
     return None
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far (0 when dynamo never loaded:
+    importing it costs more than a call)."""
+    import sys
+
+    utils = sys.modules.get("torch._dynamo.utils")
+    counters = getattr(utils, "counters", None)
+    return int(counters["stats"]["unique_graphs"]) if counters is not None else 0
 
 
 def check_generative(model: Any) -> None:

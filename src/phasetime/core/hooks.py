@@ -70,6 +70,7 @@ class CallState:
         self.hook_ns = 0
         self.inner: dict[str, Any] | None = None  # the inner generate()'s arguments and result
         self.discovery: list[Any] = []  # global hook handles while looking for the vision encoder
+        self.compiles = 0  # graphs torch.compile compiled during the call
 
 
 class ModelHooks:

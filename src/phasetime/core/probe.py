@@ -15,6 +15,7 @@ boundaries when a probe is given some.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Callable, Hashable, Sequence
 
@@ -22,8 +23,8 @@ import torch
 
 from . import clock as _clock
 from .errors import UnsupportedGeneration, UsageError
-from .generation import check_generative, check_mode, count_output_tokens, eos_token_ids, prompt_length
-from .generation import media_tokens_without_pixels, pixel_inputs, returns_prompt, sequences_tensor
+from .generation import check_generative, check_mode, compiled_graphs, count_output_tokens, eos_token_ids, prompt_length
+from .generation import audio_inputs, media_tokens_without_pixels, pixel_inputs, returns_prompt, sequences_tensor
 from .hooks import CallState, ModelHooks, unwrap
 from .phases import Event, PromptCounter, derive
 from .record import Measurement
@@ -227,6 +228,9 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
     check_mode(hooks.lm, kwargs)
     if (mismatch := media_tokens_without_pixels(hooks.model, kwargs)) and any(p.vision_paths != [] for p in probes):
         raise UnsupportedGeneration(mismatch)
+    if audio := audio_inputs(kwargs):
+        raise UnsupportedGeneration(f"the call carries audio inputs ({', '.join(audio)}): phasetime times no audio "
+                                    "encoder yet, and its time would be billed to prefill")
     prompt, cached = (0, 0) if hooks.own_generate else prompt_length(args, kwargs)
     state = CallState([_Recorder(p, prompt - cached) for p in probes], pixel_inputs(kwargs))
     if state.pixels and any(p.automatic_vision and not p.vision_keys for p in probes) and not hooks.own_generate:
@@ -237,6 +241,7 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
             r.clock.sync()
             for sensor in r.probe.sensors:
                 sensor.start(r.counter.prompt_tokens)
+        compiled = compiled_graphs()
         for r in state.recorders:
             r.mark("call_start")
         if hooks.own_generate:
@@ -248,6 +253,7 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
             r.mark("call_end")
         for r in state.recorders:
             r.clock.sync()
+        state.compiles = compiled_graphs() - compiled  # a call that compiled is not a latency
     finally:
         hooks.local.call = None
         hooks.targets.stop_discovery(state)
@@ -312,5 +318,6 @@ def _finish(r: _Recorder, state: CallState, prompt_tokens: int, lengths: list[in
     for sensor in r.probe.sensors:
         resources.update(sensor.finish(prompt_tokens))
     kept = output if r.probe.keep_output else sequences_tensor(output).detach().to("cpu")
-    return derive(events, prompt_tokens=prompt_tokens, output_tokens=lengths, timer=r.clock.name, output_ids=kept,
-                  probe_ms=state.hook_ns / 1e6, resources=resources)
+    m = derive(events, prompt_tokens=prompt_tokens, output_tokens=lengths, timer=r.clock.name, output_ids=kept,
+               probe_ms=state.hook_ns / 1e6, resources=resources)
+    return dataclasses.replace(m, compiles=state.compiles) if state.compiles else m

@@ -79,7 +79,9 @@ class Measurement:
     is part of ``vision_ms`` and already taken out of ``decode_ms``. ``probe_ms`` is the
     host time the probe itself spent in its hooks during the call (its own cost, inside
     ``total_ms``). ``resources`` holds what the probe's sensors recorded (memory, energy,
-    ...), by column name; empty without sensors.
+    ...), by column name; empty without sensors. ``compiles`` counts the graphs
+    ``torch.compile`` compiled during the call (process-wide): a call that compiled measured
+    the compiler, not the model, and the ``no_compilation`` check fails its rows.
     """
 
     method: str
@@ -102,6 +104,7 @@ class Measurement:
     probe_ms: float | None = None
     resources: Mapping[str, Any] = field(default_factory=dict)
     output_ids: Any = field(default=None, repr=False, compare=False)
+    compiles: int = 0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

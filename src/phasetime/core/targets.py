@@ -53,13 +53,18 @@ class VisionTargets:
         """Wrap ``owner.name`` so that its calls report vision for ``key``; returns the undo."""
         hooks = self.hooks
 
+        # The marks, not the method, are kept out of a compiled graph: the encoder itself runs
+        # as compiled as it was, and dynamo does not trace the clock.
+        enter = torch.compiler.disable(lambda: hooks.vision_enter(key))
+        leave = torch.compiler.disable(lambda: hooks.vision_exit(key))
+
         def make(original: Callable[..., Any]) -> Callable[..., Any]:
             def timed_vision(*args: Any, **kwargs: Any) -> Any:
-                hooks.vision_enter(key)
+                enter()
                 try:
                     return original(*args, **kwargs)
                 finally:
-                    hooks.vision_exit(key)
+                    leave()
 
             return timed_vision
 

@@ -41,16 +41,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ModelLoadError(f"unknown device {device!r} (use auto, cpu, mps, cuda or cuda:N)") from None
+        raise ModelLoadError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ModelLoadError(f"device {str(device)!r} was asked for but no CUDA device is available")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ModelLoadError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelLoadError("device 'mps' was asked for but MPS is not available")
+    elif dev.type == "mps":
+        raise ModelLoadError("device 'mps' is not supported: phasetime times CPU and CUDA models (on MPS the host "
+                             "clock would time kernel launches, and generate() defers its stop check there)")
     elif dev.type not in ("cpu", "cuda", "mps"):
-        raise ModelLoadError(f"unknown device {device!r} (use auto, cpu, mps, cuda or cuda:N)")
+        raise ModelLoadError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
     return dev
 
 

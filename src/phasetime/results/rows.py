@@ -31,6 +31,7 @@ def _measured(m: Measurement) -> dict[str, Any]:
         "vision_calls": m.vision_calls,
         "decode_vision_ms": m.decode_vision_ms,
         "probe_ms": m.probe_ms,
+        "compiles": m.compiles,
         **dict(m.resources),
     }
 

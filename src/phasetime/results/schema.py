@@ -17,7 +17,8 @@ Schema history (``phasetime.schema`` in the Parquet metadata and in run.json):
 * 2 -- every declared column is written (nulls where not measured, with its declared type
   instead of one inferred from the values); ``decode_vision_ms``, ``probe_ms``,
   ``threads``, ``host``, ``device``, ``worker`` and the resource columns added. Version 1
-  files are still read.
+  files are still read. phasetime 0.3 adds ``compiles`` and ``sensor_syncs`` within version 2
+  (a reader of version 2 reads the columns it knows; files without them read as null).
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("vision_calls", _I32, "call", "", "outermost vision-encoder calls"),
     Column("decode_vision_ms", _F, "phase", "ms", "vision re-run inside decode forwards (in vision_ms, not in decode_ms)"),
     Column("probe_ms", _F, "phase", "ms", "host time the probe spent in its own hooks during the call"),
+    Column("compiles", _I32, "call", "", "graphs torch.compile compiled during the call (not a latency when > 0)"),
     # cell parameters
     Column("cell", _I64, "parameter", "", "the cell's index in the experiment's grid"),
     Column("model", _S, "axis", "", "built-in name, hub id or local directory"),
