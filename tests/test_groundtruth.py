@@ -187,3 +187,38 @@ def test_a_prompt_partly_in_a_cache_counts_only_the_rest() -> None:
     m = measure_virtual(model, dict(inputs), 0.0, max_new_tokens=3, min_new_tokens=3, **{key: cache})
     assert m.prompt_tokens == 4 and m.prefill_forwards == 1 and m.decode_steps == 2
     assert m.prefill_ms == P and m.itl_ms == (D, D)
+
+
+def test_other_is_named_set_up_hand_off_and_first_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Delays injected into generate()'s own work, on the virtual clock: 2 ms in its cache
+    preparation (before any forward) lands in setup_ms or handoff_ms, 3 ms in a logits processor (once after
+    the prefill, then once per decode step) in first_token_ms and the decode gaps, exactly;
+    nothing is left unnamed."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    model, _ = load_tiny("tiny-llava")
+    clock = VirtualClock()
+    real_prepare = type(model)._prepare_cache_for_generation
+
+    def slow_prepare(self, *args, **kwargs):
+        clock.advance(2.0)
+        return real_prepare(self, *args, **kwargs)
+
+    class Slow(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            clock.advance(3.0)
+            return scores
+
+    monkeypatch.setattr(type(model), "_prepare_cache_for_generation", slow_prepare)
+    with inject_delays(model, V, P, D, clock=clock):
+        m = phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, max_new_tokens=4, min_new_tokens=4,
+                              logits_processor=LogitsProcessorList([Slow()]))
+    # transformers >= 5.18 encodes the image first and prepares the cache after it: there the
+    # 2 ms fall between vision and prefill (hand-off); before, ahead of everything (set-up).
+    import transformers
+    from packaging.version import Version
+
+    early = Version(transformers.__version__) < Version("5.18")
+    assert (m.setup_ms, m.handoff_ms) == ((2.0, 0.0) if early else (0.0, 2.0)) and m.first_token_ms == 3.0
+    assert m.vision_ms == V and m.prefill_ms == P and m.itl_ms == (D + 3.0,) * 3  # each step samples too
+    assert m.other_ms == m.setup_ms + m.handoff_ms + m.first_token_ms  # every millisecond named

@@ -154,6 +154,34 @@ def _spans(visions: list[tuple[float, float]], prefill: list[_Forward], decode: 
     return tuple(sorted(spans, key=lambda span: span[1]))
 
 
+OTHER_PARTS = ("setup_ms", "handoff_ms", "first_token_ms")  # the named parts of other_ms
+
+
+def other_parts(visions: list[tuple[float, float]], prefill: list["_Forward"], ready: list[float],
+                t_start: float, t_end: float) -> tuple[float, float, float]:
+    """generate()'s own work around the phases, named: (set-up, hand-off, first token), ms.
+
+    * set-up: from entering generate() to the first vision call or prefill forward (input
+      preparation, the cache, the logits processors);
+    * hand-off: the gaps after vision until the prefill forward starts (vision encoded before
+      the first forward, transformers >= 5.18) and between the forwards of a chunked prefill;
+    * first token: from the end of the last prefill forward to token 1 being ready (sampling
+      it, the stop check, preparing the first decode step; for N = 1, to the return).
+    The tail after the last forward is part of decode: the last token is ready when
+    generate() returns. What these do not cover stays in ``other_ms`` beside them.
+    """
+    if not prefill:
+        return 0.0, 0.0, 0.0
+    first = min([prefill[0].start_ms, *[vs for vs, _ in visions]])
+    setup = first - t_start
+    before = [ve for vs, ve in visions if ve <= prefill[0].start_ms]
+    handoff = prefill[0].start_ms - max(before) if before else 0.0
+    handoff += sum(b.start_ms - a.end_ms for a, b in zip(prefill, prefill[1:]))
+    token_ready = (ready[0] + t_start) if ready else t_end
+    first_token = max(token_ready - prefill[-1].end_ms, 0.0)
+    return max(setup, 0.0), max(handoff, 0.0), first_token
+
+
 def derive(
     events: Sequence[Event],
     *,
@@ -220,4 +248,6 @@ def derive(
         probe_ms=probe_ms,
         resources=dict(resources or {}),
         output_ids=output_ids,
+        setup_ms=(parts := other_parts(visions, prefill, ready, t_start, t_end))[0], handoff_ms=parts[1],
+        first_token_ms=parts[2],
     )

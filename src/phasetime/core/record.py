@@ -82,6 +82,8 @@ class Measurement:
     ...), by column name; empty without sensors. ``compiles`` counts the graphs
     ``torch.compile`` compiled during the call (process-wide): a call that compiled measured
     the compiler, not the model, and the ``no_compilation`` check fails its rows.
+    ``setup_ms``, ``handoff_ms`` and ``first_token_ms`` name the parts of ``other_ms``
+    (:func:`phasetime.core.phases.other_parts`); the legacy method leaves them 0.
     """
 
     method: str
@@ -105,6 +107,9 @@ class Measurement:
     resources: Mapping[str, Any] = field(default_factory=dict)
     output_ids: Any = field(default=None, repr=False, compare=False)
     compiles: int = 0
+    setup_ms: float = 0.0
+    handoff_ms: float = 0.0
+    first_token_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

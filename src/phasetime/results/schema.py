@@ -17,7 +17,8 @@ Schema history (``phasetime.schema`` in the Parquet metadata and in run.json):
 * 2 -- every declared column is written (nulls where not measured, with its declared type
   instead of one inferred from the values); ``decode_vision_ms``, ``probe_ms``,
   ``threads``, ``host``, ``device``, ``worker`` and the resource columns added. Version 1
-  files are still read. phasetime 0.3 adds ``compiles`` and ``sensor_syncs`` within version 2
+  files are still read. phasetime 0.3 adds ``compiles``, ``sensor_syncs``, ``setup_ms``,
+  ``handoff_ms`` and ``first_token_ms`` within version 2
   (a reader of version 2 reads the columns it knows; files without them read as null).
 """
 
@@ -68,6 +69,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("decode_ms", _F, "phase", "ms", "this sequence's decode: ready[N] - ready[1], without vision run inside it"),
     Column("call_decode_ms", _F, "phase", "ms", "the call's decode (its longest sequence)"),
     Column("other_ms", _F, "phase", "ms", "total - vision - prefill - decode: generate()'s own work"),
+    Column("setup_ms", _F, "phase", "ms", "part of other: entering generate() to the first vision call or prefill forward"),
+    Column("handoff_ms", _F, "phase", "ms", "part of other: vision's end to the prefill forward, and gaps of a chunked prefill"),
+    Column("first_token_ms", _F, "phase", "ms", "part of other: the last prefill forward's end to token 1 being ready"),
     Column("decode_steps", _I32, "call", "", "decode forwards of the call (N - 1 for its longest sequence)"),
     Column("tpot_ms", _F, "phase", "ms", "this sequence's decode / (N - 1); null when N < 2"),
     Column("itl_ms", pa.list_(_F), "raw", "ms", "this sequence's N - 1 inter-token gaps"),
