@@ -49,7 +49,7 @@ def test_kv_and_weight_bytes_match_the_model() -> None:
     m = phasetime.measure(model, llama_inputs(20), sensors=[sensor], max_new_tokens=5, min_new_tokens=5)
     assert m.resources["kv_prefill_bytes"] == 20 * per_position  # float32: 4 bytes
     assert m.resources["kv_end_bytes"] == (20 + 4) * per_position  # the last token is never fed back
-    assert all(m.resources[f"mem_{p}_peak_bytes"] > 0 for p in ("prefill", "decode"))
+    # (the peaks themselves: test_memory_peaks_see_a_known_allocation below)
     llava, _ = load_tiny("tiny-llava")
     parts = weight_bytes(llava)
     size = lambda module: sum(p.numel() * p.element_size() for p in module.parameters())  # noqa: E731
@@ -187,3 +187,60 @@ def test_runs_whose_sensors_synced_are_flagged_against_runs_that_did_not() -> No
     assert sync_mismatch(plain, plain) is None and sync_mismatch(synced, synced) is None
     assert "run B's sensors synchronised" in sync_mismatch(plain, synced)
     assert "run A's sensors synchronised" in sync_mismatch(synced, plain)
+
+
+def test_memory_peaks_see_a_known_allocation() -> None:
+    """64 MiB allocated (and touched) in the second decode step and kept to the end of the call:
+    the decode peak (the process's resident memory, on CPU) is at least 60 MiB above prefill's."""
+    model, _ = load_tiny("tiny-llama")
+    held: list[torch.Tensor] = []
+    steps = {"n": 0}
+
+    def allocate(module, args, kwargs):
+        steps["n"] += 1
+        if steps["n"] == 3:  # prefill, decode 1, then decode 2
+            held.append(torch.ones(16 * 2**20, dtype=torch.float32))  # 64 MiB, every page written
+
+    handle = model.register_forward_pre_hook(allocate, with_kwargs=True)
+    try:
+        m = phasetime.measure(model, llama_inputs(20), sensors=[MemorySensor(model)], max_new_tokens=5, min_new_tokens=5)
+    finally:
+        handle.remove()
+    r = m.resources
+    assert held and r["mem_decode_peak_bytes"] - r["mem_prefill_peak_bytes"] >= 60 * 2**20
+
+
+class FakeCuda:
+    """torch.cuda's allocator counters, scripted: the peak since the last reset of each interval."""
+
+    def __init__(self, peaks: list[int]) -> None:
+        self.peaks, self.resets = list(peaks), 0
+
+    def reset_peak_memory_stats(self, device) -> None:
+        self.resets += 1
+
+    def max_memory_allocated(self, device) -> int:
+        return self.peaks.pop(0)
+
+    def max_memory_reserved(self, device) -> int:
+        return 2 * 2**30
+
+
+def test_the_cuda_memory_sensor_keeps_each_phases_own_peak() -> None:
+    """On CUDA a sample is the allocator's peak since the previous boundary (reset at each): the
+    prefill peak is the largest of the prefill intervals, the decode peak of the decode ones."""
+    model, _ = load_tiny("tiny-llama")
+    sensor = MemorySensor(model)
+    # boundaries of a text call with 3 output tokens: call_start, forward_start/end (prefill),
+    # forward_start/end twice (decode), call_end: 8 samples, each the peak of the interval
+    # before it; the gaps between forwards (generate()'s own work) peak higher, and count for
+    # neither phase
+    fake = FakeCuda([1, 500, 300, 400, 90, 450, 120, 470])
+    sensor.cuda, sensor.rss = True, None
+    sensor.torch = type("T", (), {"cuda": fake})()
+    m = phasetime.measure(model, llama_inputs(10), sensors=[sensor], max_new_tokens=3, min_new_tokens=3)
+    r = m.resources
+    assert fake.resets == 9  # at the start and after every one of the 8 samples
+    assert r["mem_prefill_peak_bytes"] == 300  # the interval of the prefill forward
+    assert r["mem_decode_peak_bytes"] == 120  # the largest decode interval
+    assert r["mem_prefill_reserved_bytes"] == 2 * 2**30
