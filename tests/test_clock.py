@@ -70,3 +70,54 @@ def test_clock_choice() -> None:
     assert clock_for("cpu").name == "perf-counter"
     assert isinstance(clock_for(torch.device("cuda", 0)), CudaEventClock)
     assert PerfCounterClock().resolve_ms([5_000_000, 6_500_000]) == [0.0, 1.5]
+
+
+class FakeDeviceClock:
+    """A virtual clock that says it lives on ``device`` and counts its syncs."""
+
+    name = "virtual"
+
+    def __init__(self, device) -> None:
+        import torch
+
+        self.device, self.syncs, self.now = torch.device(device), 0, 0
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+    def mark(self) -> int:
+        self.now += 1
+        return self.now
+
+    def resolve_ms(self, marks):
+        return [float(m - marks[0]) for m in marks]
+
+
+def test_the_clock_follows_the_model_to_its_devices_at_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe built while the model was on the CPU, then the model split over cuda:0, the CPU
+    and cuda:1 (faked on CPU): the call is timed on cuda:0's clock and every GPU is synced at
+    its two bounds, and at no other time."""
+    import torch
+
+    import phasetime.core.clock as clock_module
+
+    model, _ = load_tiny("tiny-llama")
+    probe = phasetime.Probe(model)  # built on the CPU: 0.2 fixed the host clock here
+    made: list = []
+
+    def fake_clock_for(device):
+        made.append(FakeDeviceClock(device))
+        return made[-1]
+
+    synced: list = []
+    monkeypatch.setattr(clock_module, "clock_for", fake_clock_for)
+    monkeypatch.setattr(clock_module, "model_devices",
+                        lambda m: [torch.device("cuda", 0), torch.device("cpu"), torch.device("cuda", 1)])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(torch.device(device)))
+    with probe:
+        model.generate(**tiny_inputs("tiny-llama"), max_new_tokens=3, min_new_tokens=3)
+    m = probe.measurements[-1]
+    assert [c.device for c in made] == [torch.device("cuda", 0)] and m.timer == "virtual"
+    assert made[0].syncs == 2  # the main GPU's clock, at the call's start and end
+    assert synced == [torch.device("cuda", 1)] * 2  # the other GPU too, and never in between
+    assert m.output_tokens == 3 and m.decode_steps == 2

@@ -9,6 +9,10 @@ milliseconds relative to the first one. Two implementations exist:
   the GPU reaches that point of the stream, so asynchronous kernel launches are timed
   where they execute, not where the host queued them.
 
+The clock is chosen at each call from the devices holding the model
+(:func:`clock_for_call`): a model split over several GPUs, or partly offloaded to the CPU, is
+timed with CUDA events on its first GPU and every GPU is synchronised at the call's bounds.
+
 Synchronisation rule (the same for both clocks): call :meth:`Clock.sync` once before the
 first mark of a measured call and once after its last mark, and never in between. A
 per-step synchronisation would change what is measured (it removes the overlap of host
@@ -100,6 +104,51 @@ def clock_for(device: torch.device | str | None) -> Clock:
         raise UnsupportedGeneration(f"models on {dev.type!r} devices are not supported: phasetime times CPU and CUDA "
                                     "models (an asynchronous device needs its own synchronised clock)")
     return PerfCounterClock()
+
+
+class CallClock:
+    """The clock of one call on a model spread over several devices: its marks are those of the
+    main device's clock (the first CUDA device holding the model), and :meth:`sync` waits for
+    every CUDA device of the call, so that no device's queued work leaks across the call's bounds."""
+
+    def __init__(self, main: Clock, devices: Sequence[torch.device]) -> None:
+        self.main = main
+        self.name = main.name
+        self.others = [d for d in devices if d.type == "cuda" and d != getattr(main, "device", None)]
+
+    def sync(self) -> None:
+        for device in self.others:
+            torch.cuda.synchronize(device)
+        self.main.sync()
+
+    def mark(self) -> Any:
+        return self.main.mark()
+
+    def resolve_ms(self, marks: Sequence[Any]) -> list[float]:
+        return self.main.resolve_ms(marks)
+
+
+def model_devices(model: torch.nn.Module) -> list[torch.device]:
+    """Every device holding the model's parameters or buffers, in first-seen order (a model split
+    with ``device_map`` over GPUs, or with layers offloaded to the CPU, has several)."""
+    seen: dict[torch.device, None] = {}
+    for tensor in (*model.parameters(), *model.buffers()):
+        seen.setdefault(tensor.device, None)
+    return list(seen) or [torch.device("cpu")]
+
+
+def clock_for_call(devices: Sequence[torch.device]) -> Clock:
+    """The clock of a call on ``devices`` (looked up at the call, not when the probe was built:
+    a probe made before ``model.to("cuda")`` still gets CUDA events): CUDA events on the first
+    CUDA device, every CUDA device synced at the bounds; the host clock on a CPU-only model."""
+    cuda = [d for d in devices if d.type == "cuda"]
+    odd = [d for d in devices if d.type not in ("cpu", "cuda", "meta")]
+    if odd:
+        clock_for(odd[0])  # refuses it by name
+    if not cuda:
+        return clock_for("cpu")
+    main = clock_for(cuda[0])
+    return main if len(cuda) == 1 else CallClock(main, cuda)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -40,8 +40,9 @@ class Probe:
     ``vision`` overrides the automatic vision-encoder lookup with module paths (e.g.
     ``["model.vision_tower", "model.multi_modal_projector"]``) or method paths
     (``"model.get_image_features"``); ``vision=[]`` says the model has no vision to time
-    (no lookup, and no error when a call carries pixels). ``clock`` defaults to CUDA
-    events on a CUDA model and ``perf_counter_ns`` otherwise. ``nvtx=True`` also wraps the
+    (no lookup, and no error when a call carries pixels). ``clock`` defaults, at each call, to
+    CUDA events on the model's first GPU (every GPU it spans synced at the call's bounds) and
+    ``perf_counter_ns`` on a CPU model. ``nvtx=True`` also wraps the
     call, every vision call, the prefill and every decode step in NVTX ranges (named
     ``phasetime.generate``, ``vision``, ``prefill``, ``decode step k``). ``sensors``
     sample resources at the phase boundaries (see :mod:`phasetime.core.sensors`).
@@ -74,7 +75,8 @@ class Probe:
         self.model = model
         self.target = unwrap(model)
         self.nvtx = _Nvtx() if nvtx else None
-        self.clock = clock if clock is not None else _clock.clock_for(_clock.model_device(self.target))
+        self.fixed_clock = clock  # None: the clock of each call's devices (clock_for_call)
+        self.clock = clock if clock is not None else _clock.clock_for_call(_clock.model_devices(self.target))
         self.sensors = list(sensors)
         self.scope = scope
         self.keep_output = keep_output
@@ -177,7 +179,8 @@ class _Recorder:
 
     def __init__(self, probe: Probe, prompt_tokens: int) -> None:
         self.probe = probe
-        self.clock = probe.clock
+        # the devices of the model now, not when the probe was built (.to() may have moved it)
+        self.clock = probe.fixed_clock or _clock.clock_for_call(_clock.model_devices(probe.target))
         self.marks: list[tuple[str, Any, int | None]] = []
         self.depth = 0
         self.counter = PromptCounter(prompt_tokens)
