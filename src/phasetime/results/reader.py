@@ -13,7 +13,8 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .files import MEASUREMENTS_FILE, META_KEY, StoreError, read_table
+from .content import CALL_ID_STRIDE
+from .files import CELLS_DIR, MEASUREMENTS_FILE, META_KEY, StoreError, read_table
 from .integrity import Inventory, damage_report, verify
 from .schema import SCHEMA_VERSION
 
@@ -76,13 +77,14 @@ def read(path: str | Path, exclude: Sequence[str] = ()) -> pa.Table:
 
 
 def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
-    """Every column of one call's rows (a directory verified by :func:`read` moments before)."""
+    """Every column of one call's rows, from a directory :func:`read` verified moments before
+    (its cell's part, else the merged file: a part wins, as in the inventory)."""
     p = Path(path)
     if p.is_file():
         files = [p]
     else:
-        inv = verify(p)
-        files = sorted(set(inv.sources.values())) or ([p / MEASUREMENTS_FILE] if inv.bare else [])
+        part = p / CELLS_DIR / f"cell-{int(call_id) // CALL_ID_STRIDE:05d}.parquet"
+        files = [f for f in (part, p / MEASUREMENTS_FILE) if f.exists()]
     for file in files:
         rows = read_table(file, filters=[("call_id", "==", int(call_id))]).to_pylist()
         if rows:

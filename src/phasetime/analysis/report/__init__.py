@@ -72,7 +72,7 @@ def _summary_table(summary: list[CellSummary], labels: list[str], unstable: set[
 
 def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], full: list[str], unstable: set[Any],
              effects: dict[str, list[Any]], fetch_call: Callable[[int], list[dict[str, Any]]] | None = None,
-             ) -> list[tuple[str, str, str, Any]]:
+             zero: dict[str, tuple[int, int]] | None = None) -> list[tuple[str, str, str, Any]]:
     """(id, title, caption, figure) of every figure the run has data for, the answers first."""
     out: list[tuple[str, str, str, Any]] = [
         ("fig-breakdown", "Where the time goes", "Median vision, prefill, decode and other per cell (ms), stacked, cells "
@@ -85,7 +85,7 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], fu
          "(when the run has it) the legacy subtraction's decode / N, on one scale per model. The legend gives each "
          "line's change from the shortest to the longest output, judged over cells (the verdict above has its 95% "
          "interval). A line per configuration; the first four are drawn, click the legend for the others.",
-         answers.length_figure(summary, effects, answers.zero_decode(table_, by_model=True))),
+         answers.length_figure(summary, effects, zero or {})),
     ]
     shown = varying(summary)
     axes = [a for a in SWEEP_AXES if a in shown]
@@ -175,7 +175,8 @@ def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list
     full = [cell_label(c, varying(summary)) for c in summary]
     unstable = {scope.get("cell") for scope, _, j in judge_table(table_) if j.verdict in ("warn", "fail")}
     effects = _effects(table_, by_method or None)
-    figs = _figures(table_, summary, labels, full, unstable, effects, fetch_call)
+    zero = answers.zero_decode(table_, by_model=True)
+    figs = _figures(table_, summary, labels, full, unstable, effects, fetch_call, zero)
     experiment = (run_info or {}).get("experiment", {})
     check_rows = [[html.escape(r.check), html.escape(r.scope), fmt(r.value), html.escape(r.threshold),
                    f"<span class='{r.verdict}'>{r.verdict}</span>", html.escape(r.detail)] for r in checks]
@@ -184,7 +185,7 @@ def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list
              "show or hide it; the camera icon saves the figure as SVG.</p>")
     cells_table = _summary_table(summary, labels, unstable)
     sections = [
-        answers.verdict(checks, run_info, table_, effects, tolerance, legacy_failed),
+        answers.verdict(checks, run_info, table_, effects, tolerance, legacy_failed, zero),
         *(figure_html(i, t, c) for i, t, c, _ in figs),
         "<h2 id='tables'>Tables</h2>",
         "<h3 id='summary'>Medians per cell</h3>", _folded(f"{len(summary)} cells (click to show or hide)", cells_table,

@@ -67,7 +67,8 @@ def _effects_line(method: str, found: list[LengthEffect], tolerance: float) -> t
 
 
 def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: pa.Table,
-            effects: dict[str, list[LengthEffect]], tolerance: float, legacy_failed: Sequence[str] = ()) -> str:
+            effects: dict[str, list[LengthEffect]], tolerance: float, legacy_failed: Sequence[str] = (),
+            zero_by_model: dict[str, tuple[int, int]] | None = None) -> str:
     """The verdict block: one line per question, details folded. ``checks`` are those of the
     direct rows; ``legacy_failed`` names the checks the legacy rows fail (by design)."""
     failed = sorted({r.check for r in checks if r.verdict == "fail"})
@@ -93,7 +94,8 @@ def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: p
         line, more = _effects_line(method, found, tolerance)
         lines.append(f"<li><b>Per-token latency against output length</b>, {line}</li>")
         details += more
-    for method, (bad, total) in zero_decode(table).items():
+    for method, (bad, total) in _per_method(zero_by_model if zero_by_model is not None
+                                            else zero_decode(table, by_model=True)).items():
         share = f"{100 * bad / total:.1f}%" if total else "-"
         lines.append(f"<li><b>Zero decode with tokens</b>, {html.escape(METHOD_TITLES.get(method, method))}: {bad} of "
                      f"{total} calls with N &ge; 2 ({share})</li>")
@@ -102,6 +104,16 @@ def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: p
               f"reported ({len(notes)} line(s))</summary><ul>{''.join(f'<li>{n}</li>' for n in notes)}</ul></details>"
               if notes else "")
     return f"<section id='verdict'><h2>Verdict</h2><ul>{''.join(lines)}</ul>{folded}</section>"
+
+
+def _per_method(by_model: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """``model|method`` counts summed per method (a call belongs to one model)."""
+    out: dict[str, tuple[int, int]] = {}
+    for key, (bad, total) in by_model.items():
+        method = key.rsplit("|", 1)[-1]
+        b, t = out.get(method, (0, 0))
+        out[method] = (b + bad, t + total)
+    return out
 
 
 def _warnings(checks: list[CheckResult], run_info: dict[str, Any] | None) -> list[str]:

@@ -127,22 +127,28 @@ def itl_cdf(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> F
     direct = strings(table, "method") == "direct" if "method" in table.column_names else np.ones(table.num_rows, bool)
     levels = np.linspace(0, 1, 101)
     data: list[dict[str, Any]] = []
-    groups: dict[str, int] = {}
+    colours: dict[str, int] = {}
     many = len(summary) > 10  # then one colour per model, each cell named on hover
-    gaps, owner = list_values(table, "itl_ms")  # owner: each gap's row, in row order
+    groups: dict[tuple, np.ndarray] = {}
     for key, idx in group_indices(table, keys).items():
         rows = idx[direct[idx]]
         if rows.size > ITL_ROWS:  # a CDF of 101 quantiles needs no more: a seeded sample of the rows
             rows = np.sort(rng.choice(rows, ITL_ROWS, replace=False))
-        starts, ends = np.searchsorted(owner, rows), np.searchsorted(owner, rows, side="right")
-        values = np.concatenate([gaps[a:b] for a, b in zip(starts, ends)]) if rows.size else np.empty(0)
+        groups[key] = rows
+    # the sampled rows' gaps in one take (the whole column of a big run is tens of millions)
+    order = np.concatenate(list(groups.values())) if groups else np.empty(0, dtype=np.int64)
+    sampled = table.select(["itl_ms"]).take(pa.array(order.astype(np.int64)))
+    gaps, owner = list_values(sampled, "itl_ms")  # owner: each gap's position in ``order``
+    bounds = np.cumsum([0, *[r.size for r in groups.values()]])
+    for (key, rows), lo, hi in zip(groups.items(), bounds[:-1], bounds[1:]):
+        values = gaps[np.searchsorted(owner, lo):np.searchsorted(owner, hi)]
         values = values[np.isfinite(values)]
         if values.size == 0 or key not in by_key:
             continue
         cell, label = by_key[key]
         group = str(cell.get("model")) if many else label
-        first = group not in groups
-        i = groups.setdefault(group, len(groups))
+        first = group not in colours
+        i = colours.setdefault(group, len(colours))
         data.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv", "color": color(i), "width": 1.5},
                      "x": np.quantile(values, levels).round(4).tolist(), "y": levels.round(3).tolist(),
                      "name": group, "legendgroup": group, "showlegend": first,
