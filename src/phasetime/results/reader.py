@@ -77,8 +77,10 @@ def read(path: str | Path, exclude: Sequence[str] = ()) -> pa.Table:
 
 
 def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
-    """Every column of one call's rows, from a directory :func:`read` verified moments before
-    (its cell's part, else the merged file: a part wins, as in the inventory)."""
+    """Every column of one call's rows, from a directory :func:`read` verified moments before:
+    its cell's part, else the merged file (a part is newer: the inventory's rule). Without
+    verifying again, a part the inventory set aside as wrong (a note of ``verify``) would be
+    read here first: ``phasetime run --resume`` moves such parts into ``damaged/``."""
     p = Path(path)
     if p.is_file():
         files = [p]
