@@ -278,3 +278,21 @@ def test_a_plain_run_takes_over_a_directory_killed_before_run_json(tmp_path: Pat
     (out / CELLS_DIR).mkdir()
     result = run_experiment(EXP, out)
     assert result.done == CELLS and read(out).num_rows == CELLS * ROWS_PER_CELL
+
+
+def test_a_calls_rows_come_from_the_file_the_inventory_trusts(finished: Path, tmp_path: Path) -> None:
+    """The report's timeline reads one call: from the merged file of a finished run, and never
+    from a wrong part that verify read around."""
+    from phasetime.results.reader import read_call
+
+    out = copy(finished, tmp_path)
+    t = read(out)
+    call = 3 * CALL_ID_STRIDE
+    truth = cell_rows(t, 3).filter(pc.equal(cell_rows(t, 3).column("call_id"), call)).to_pylist()
+    assert read_call(out, call) == truth
+    fake = set_column(cell_rows(t, 2), "cell", [3] * ROWS_PER_CELL)  # cell 2's rows, relabelled and
+    fake = set_column(fake, "call_id", [3 * CALL_ID_STRIDE + c % CALL_ID_STRIDE  # given cell 3's call ids
+                                        for c in fake.column("call_id").to_pylist()])
+    write(fake, out / CELLS_DIR / "cell-00003.parquet")
+    assert any("cell-00003.parquet" in note for note in verify(out).notes)  # read around
+    assert read_call(out, call) == truth

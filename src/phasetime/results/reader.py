@@ -77,16 +77,18 @@ def read(path: str | Path, exclude: Sequence[str] = ()) -> pa.Table:
 
 
 def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
-    """Every column of one call's rows, from a directory :func:`read` verified moments before:
-    its cell's part, else the merged file (a part is newer: the inventory's rule). Without
-    verifying again, a part the inventory set aside as wrong (a note of ``verify``) would be
-    read here first: ``phasetime run --resume`` moves such parts into ``damaged/``."""
+    """Every column of one call's rows, from a directory :func:`read` verified moments before.
+    A finished run keeps no parts: its merged file is read, without verifying again. Where the
+    call's cell still has a part, the inventory decides which file holds its sound rows."""
     p = Path(path)
+    part = p / CELLS_DIR / f"cell-{int(call_id) // CALL_ID_STRIDE:05d}.parquet"
     if p.is_file():
         files = [p]
+    elif part.exists():
+        source = verify(p).sources.get(int(call_id) // CALL_ID_STRIDE)
+        files = [source] if source is not None else []
     else:
-        part = p / CELLS_DIR / f"cell-{int(call_id) // CALL_ID_STRIDE:05d}.parquet"
-        files = [f for f in (part, p / MEASUREMENTS_FILE) if f.exists()]
+        files = [f for f in (p / MEASUREMENTS_FILE,) if f.exists()]
     for file in files:
         rows = read_table(file, filters=[("call_id", "==", int(call_id))]).to_pylist()
         if rows:
