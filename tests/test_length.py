@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from phasetime.analysis.checks import Thresholds, run_checks
-from phasetime.analysis.length import length_effects
-from phasetime.core.stats import linear_trend, t_quantile
+from phasetime.analysis.length import change_with_ci, length_effects
+from phasetime.core.stats import t_quantile
 
 pytestmark = pytest.mark.anyversion
 
@@ -110,15 +110,20 @@ def test_two_output_lengths_are_not_judged() -> None:
     assert verdict(t) == "skip"
 
 
-def test_linear_trend_and_t_quantile_against_scipy() -> None:
+def test_the_straight_line_fit_and_t_quantile_against_scipy() -> None:
+    """With fewer than 5 cells the change comes from a straight line: its size and interval
+    agree with scipy's regression (the interval's half-width: t times the delta-method error)."""
     stats = pytest.importorskip("scipy.stats")
     for df in (1, 2, 3, 5, 8, 30, 200):
         assert t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), rel=2e-3)
     rng = np.random.default_rng(1)
-    x = np.array(LENGTHS, dtype=float)
+    x = np.array([2.0, 4.0, 8.0, 16.0])
     y = 1.0 + 0.05 * x + rng.normal(0, 0.1, x.size)
-    a, b, lo, hi = linear_trend(x, y)
+    change, (lo, hi) = change_with_ci(x, y)
     fit = stats.linregress(x, y)
-    half = stats.t.ppf(0.975, x.size - 2) * fit.stderr
-    assert (a, b) == pytest.approx((fit.intercept, fit.slope)) and (lo, hi) == pytest.approx((b - half, b + half),
-                                                                                               rel=1e-3)
+    f_min, f_max = fit.intercept + fit.slope * 2.0, fit.intercept + fit.slope * 16.0
+    assert change == pytest.approx(f_max / f_min - 1)
+    # the delta method from scipy's standard errors: var(a), var(b), cov(a, b) = -mean(x) var(b)
+    ga, gb = (f_min - f_max) / f_min**2, (16.0 * f_min - 2.0 * f_max) / f_min**2
+    var = (ga * fit.intercept_stderr) ** 2 + (gb * fit.stderr) ** 2 - 2 * ga * gb * x.mean() * fit.stderr**2
+    assert (hi - lo) / 2 == pytest.approx(stats.t.ppf(0.975, 2) * var**0.5, rel=1e-6)

@@ -20,7 +20,7 @@ from ..core.stats import cv, mad_zscores
 from ..results.schema import AXES, SUMMARY_PHASES
 from ..results.stability import Thresholds as StabilityThresholds
 from ..results.stability import judge_table, machine_advice, machine_warnings
-from ..results.tables import call_means, floats, group_indices, list_values, strings
+from ..results.tables import call_ids, call_means, floats, group_indices, list_values, strings
 from .length import MIN_CELLS, TOLERANCE, length_effects
 
 PARAM_COLUMNS = AXES
@@ -155,15 +155,10 @@ def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool) -> list[Che
     return out
 
 
-def _calls(table: pa.Table) -> np.ndarray:
-    """Each row's call (rows of one batch share it); each row its own call without call ids."""
-    return floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
-
-
 def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     """Per configuration: median over cells of CV(tpot) between calls, short-output cells vs long."""
     groups, scope_of = _grouped(table, CONFIG_COLUMNS)
-    tpot, n_tokens, calls = floats(table, "tpot_ms"), floats(table, "output_tokens"), _calls(table)
+    tpot, n_tokens, calls = floats(table, "tpot_ms"), floats(table, "output_tokens"), call_ids(table)
     out = []
     for keys, idx in groups.items():
         short: list[float] = []
@@ -191,7 +186,7 @@ def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
 
 def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     """Per cell: calls whose total_ms is an outlier by modified z-score; counted, never dropped."""
-    total, calls = floats(table, "total_ms"), _calls(table)
+    total, calls = floats(table, "total_ms"), call_ids(table)
     flagged, n_calls, worst, worst_scope = 0, 0, 0.0, ""
     groups, scope_of = _grouped(table, PARAM_COLUMNS)
     for keys, idx in groups.items():
@@ -306,10 +301,11 @@ def one_method(table: pa.Table, method: str | None) -> pa.Table:
     if method is None:
         return table
 
-    present = sorted(set(strings(table, "method").tolist())) if "method" in table.column_names else []
-    if method not in present:
+    mask = pc.equal(table.column("method"), method) if "method" in table.column_names else None
+    if mask is None or not pc.any(mask).as_py():
+        present = sorted(set(strings(table, "method").tolist())) if mask is not None else []
         raise UsageError(f"--method {method}: this run has method(s) {', '.join(map(str, present)) or 'none'}")
-    return table.filter(pc.equal(table.column("method"), method))
+    return table.filter(mask)
 
 
 def failed(results: list[CheckResult]) -> list[CheckResult]:

@@ -14,7 +14,7 @@ import pyarrow as pa
 from ..core.errors import UsageError
 from ..core.stats import cv, geometric_mean, mann_whitney_u, median, median_draws, t_quantile
 from ..results.schema import AXES, SUMMARY_PHASES
-from ..results.tables import call_means, floats, group_indices, strings
+from ..results.tables import call_ids, call_means, floats, group_indices, strings
 from .length import length_effects
 
 PARAM_COLUMNS = AXES
@@ -76,7 +76,7 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
 
     spread = {}
     tpot = floats(table, "tpot_ms")
-    calls = floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
+    calls = call_ids(table)
     for m in ("direct", "subtract"):
         cvs_decode, cvs_token = [], []
         for idx in cells.values():
@@ -188,7 +188,7 @@ def compare_runs(
     varying = [k for k in range(len(keys)) if len({c[k] for c in common}) > 1]
     values_a = {phase: floats(a, phase) for phase in COMPARED_PHASES}
     values_b = {phase: floats(b, phase) for phase in COMPARED_PHASES}
-    calls_a, calls_b = _calls(a), _calls(b)
+    calls_a, calls_b = call_ids(a), call_ids(b)
     rng = np.random.default_rng(seed)
     results = []
     for cell in common:
@@ -217,10 +217,6 @@ def compare_runs(
             results.append(PhaseComparison("geometric mean", phase, None, None, geometric_mean(ratios),
                                            _over_cells(ratios), None, f"over {len(ratios)} cells (unit: cell)"))
     return keys, results
-
-
-def _calls(table: pa.Table) -> np.ndarray:
-    return floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
 
 
 def _over_cells(ratios: list[float], level: float = 0.95) -> tuple[float, float] | None:

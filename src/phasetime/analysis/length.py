@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from ..core.stats import spearman, t_quantile
 from ..results.schema import AXES
-from ..results.tables import call_means, floats, group_indices
+from ..results.tables import call_ids, call_means, floats, group_indices
 
 CONFIG_COLUMNS = tuple(c for c in AXES if c != "max_new_tokens")
 TOLERANCE = 0.05  # relative change of TPOT from the shortest to the longest output
@@ -77,9 +77,9 @@ class LengthEffect:
                 f"{self.calls // max(self.cells, 1)} calls each)")
 
 
-def cell_value(values: np.ndarray, calls: np.ndarray | None) -> tuple[float | None, int]:
+def cell_value(values: np.ndarray, calls: np.ndarray) -> tuple[float | None, int]:
     """A cell's value (the median over its calls of each call's mean) and its number of calls."""
-    per_call = call_means(values, calls) if calls is not None else values
+    per_call = call_means(values, calls)
     per_call = per_call[np.isfinite(per_call)]
     return (float(np.median(per_call)) if per_call.size else None), int(per_call.size)
 
@@ -185,14 +185,14 @@ def length_effects(table: pa.Table, values: np.ndarray | None = None) -> list[Le
     one per row, are given: the legacy decode / N, say). Cells with N < 2 are left out."""
     y = floats(table, "tpot_ms") if values is None else values
     n_tokens = floats(table, "output_tokens")
-    calls = floats(table, "call_id") if "call_id" in table.column_names else None
+    calls = call_ids(table)
     names = [c for c in CONFIG_COLUMNS if c in table.column_names]
     varying = [n for n in names if len(table.column(n).unique()) > 1]
     cell_keys = [*names, "max_new_tokens"] if "max_new_tokens" in table.column_names else names
     by_config: dict[tuple, list[tuple[float, float, int]]] = {}
     for key, idx in group_indices(table, cell_keys).items():
         n = float(np.nanmedian(n_tokens[idx])) if np.isfinite(n_tokens[idx]).any() else float("nan")
-        value, count = cell_value(y[idx], calls[idx] if calls is not None else None)
+        value, count = cell_value(y[idx], calls[idx])
         config = key[:len(names)]
         by_config.setdefault(config, [])
         if n >= 2 and value is not None:

@@ -9,6 +9,14 @@ and keeps its traceback.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """An exception's message as one line for a user-facing error (at most ``limit``
+    characters), or its type's name when it has none."""
+    text = str(exc).strip()
+    line = text.splitlines()[0][:limit] if text else ""
+    return line or type(exc).__name__
+
+
 class PhasetimeError(Exception):
     """Base class of every error phasetime raises for bad input, bad files or unsupported use."""
 

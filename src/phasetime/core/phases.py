@@ -154,9 +154,6 @@ def _spans(visions: list[tuple[float, float]], prefill: list[_Forward], decode: 
     return tuple(sorted(spans, key=lambda span: span[1]))
 
 
-OTHER_PARTS = ("setup_ms", "handoff_ms", "first_token_ms")  # the named parts of other_ms
-
-
 def other_parts(visions: list[tuple[float, float]], prefill: list["_Forward"], ready: list[float],
                 t_start: float, t_end: float) -> tuple[float, float, float]:
     """generate()'s own work around the phases, named: (set-up, hand-off, first token), ms.

@@ -75,8 +75,9 @@ class Probe:
         self.model = model
         self.target = unwrap(model)
         self.nvtx = _Nvtx() if nvtx else None
-        self.fixed_clock = clock  # None: the clock of each call's devices (clock_for_call)
-        self.clock = clock if clock is not None else _clock.clock_for_call(_clock.model_devices(self.target))
+        self.clock = clock  # None: the clock of each call's devices (clock_for_call)
+        if clock is None:
+            _clock.clock_for_call(_clock.model_devices(self.target))  # refuses an unsupported device now
         self.sensors = list(sensors)
         self.scope = scope
         self.keep_output = keep_output
@@ -180,7 +181,7 @@ class _Recorder:
     def __init__(self, probe: Probe, prompt_tokens: int) -> None:
         self.probe = probe
         # the devices of the model now, not when the probe was built (.to() may have moved it)
-        self.clock = probe.fixed_clock or _clock.clock_for_call(_clock.model_devices(probe.target))
+        self.clock = probe.clock or _clock.clock_for_call(_clock.model_devices(probe.target))
         self.marks: list[tuple[str, Any, int | None]] = []
         self.depth = 0
         self.counter = PromptCounter(prompt_tokens)

@@ -263,24 +263,6 @@ def _normal_quantile(p: float) -> float:
     return x - u / (1 + x * u / 2)
 
 
-def linear_trend(x: ArrayLike, y: ArrayLike, level: float = 0.95) -> tuple[float, float, float, float] | None:
-    """Least-squares line y = a + b x: (a, b, and the ``level`` confidence interval of b from
-    the t distribution with n - 2 degrees of freedom). None with fewer than 3 points or one x."""
-    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ok = np.isfinite(xs) & np.isfinite(ys)
-    xs, ys = xs[ok], ys[ok]
-    if xs.size < 3 or np.ptp(xs) == 0:
-        return None
-    dx = xs - xs.mean()
-    sxx = float(dx @ dx)
-    b = float(dx @ (ys - ys.mean())) / sxx
-    a = float(ys.mean() - b * xs.mean())
-    residual = ys - (a + b * xs)
-    se = math.sqrt(float(residual @ residual) / (xs.size - 2) / sxx)
-    half = t_quantile(0.5 + level / 2, xs.size - 2) * se
-    return a, b, b - half, b + half
-
-
 EXACT_MEDIAN_FROM = 200  # samples this large draw their bootstrap medians from the order statistics
 
 

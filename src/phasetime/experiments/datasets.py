@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from PIL import Image
 
-from ..core.errors import PhasetimeError
+from ..core.errors import PhasetimeError, first_line
 from .inputs import load_image, to_rgb
 
 
@@ -196,7 +196,7 @@ def load_hf(path: str | Path, columns: dict[str, str], split: str | None = None)
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - datasets and Arrow raise many types for a damaged file
-        raise DatasetError(f"cannot load data set {p}: {_first_line(exc)}") from None
+        raise DatasetError(f"cannot load data set {p}: {first_line(exc, 200)}") from None
     if isinstance(ds, datasets.DatasetDict):
         name = split or ("test" if "test" in ds else next(iter(ds)))
         if name not in ds:
@@ -226,11 +226,6 @@ def load_hf(path: str | Path, columns: dict[str, str], split: str | None = None)
             )
         )
     return samples
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0][:200] if text else "") or type(exc).__name__
 
 
 def format_question(sample: Sample, pre: str = "", post: str = "") -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..results import directory
-from ..results.content import plan_digest
+from ..results.content import plan_digest, plan_intact
 from ..results.files import RUN_FILE, StoreError, read_json, write_json
 from ..results.schema import SCHEMA_VERSION
 from ..results.stability import machine_warnings, table_warnings
@@ -143,8 +143,7 @@ def _resume(path: Path, experiment: Experiment, prepared: Prepared, source: Path
     run_file = path / RUN_FILE
     try:
         saved = read_json(run_file)
-        if "plan_digest" in saved and saved["plan_digest"] != plan_digest(
-                saved.get("experiment"), saved.get("cell_keys"), saved.get("cell_params")):
+        if not plan_intact(saved):
             raise StoreError(f"{run_file} was edited after the run wrote it (its plan does not match its digest)")
         same = comparable(parse_experiment(saved.get("experiment"), str(run_file)).model_dump(mode="json"))
     except (StoreError, RunError, ValueError) as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.errors import PhasetimeError, UnsupportedGeneration, UsageError
+from ..core.errors import PhasetimeError, UnsupportedGeneration, UsageError, first_line
 from ..core.generation import check_mode
 from ..core.hooks import brings_own_generate, inner_language_model, unwrap
 from ..core.probe import Probe
@@ -74,9 +74,8 @@ def inspect_model(name: str, *, image: str | None = None, device: str = "auto", 
     except PhasetimeError:
         raise
     except Exception as exc:  # noqa: BLE001 - a processor raises whatever it raises
-        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"the processor of {name!r} could not build a prompt{' with an image' if pictures else ''}: "
-                         f"{text}") from None
+                         f"{first_line(exc, 200)}") from None
     kwargs = {"max_new_tokens": max_new_tokens, "min_new_tokens": max_new_tokens}
     probe = Probe(model, vision=vision)
     result = Inspection(model=name, model_class=type(target).__name__, parameters=sum(p.numel() for p in target.parameters()),

@@ -8,6 +8,7 @@ that returns ``(model, processor)``; anything else goes through ``AutoProcessor`
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import PhasetimeError
+from ..core.errors import PhasetimeError, first_line
 from .tiny import BUILDERS, BUILTIN_POSITIONS
 
 __all__ = ["BUILTIN", "DEFAULT_MODEL", "DTYPES", "ModelLoadError", "check_name", "is_vision_language", "load", "max_positions",
@@ -97,7 +98,7 @@ def _load_factory(name: str) -> tuple[torch.nn.Module, Any]:
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
-        raise ModelLoadError(f"model {name!r}: importing {file} failed: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"model {name!r}: importing {file} failed: {first_line(exc)}") from exc
     build = getattr(module, function, None)
     if not callable(build):
         raise ModelLoadError(f"model {name!r}: {file} has no function {function!r}")
@@ -167,10 +168,16 @@ HUB_TIMEOUT_S = 5.0
 
 def hub_unreachable(timeout_s: float = HUB_TIMEOUT_S) -> str | None:
     """None when the hub (``HF_ENDPOINT``, default huggingface.co) accepts a connection within
-    ``timeout_s``; else why not. Skipped (None) behind a proxy, which a direct probe cannot judge."""
+    ``timeout_s``; else why not. Skipped (None) behind a proxy, which a direct probe cannot judge.
+    Asked once per endpoint and process: a run checks each hub model when it is validated and
+    again when it loads."""
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
         return None
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    return _probe_hub(os.environ.get("HF_ENDPOINT") or "https://huggingface.co", timeout_s)
+
+
+@functools.lru_cache(maxsize=8)
+def _probe_hub(endpoint: str, timeout_s: float) -> str | None:
     parts = urllib.parse.urlsplit(endpoint)
     if not parts.hostname:
         return f"HF_ENDPOINT {endpoint!r} names no host"
@@ -251,19 +258,16 @@ def _load_pretrained(
     try:
         processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except Exception as exc:  # transformers raises OSError, ValueError or KeyError here
-        raise ModelLoadError(f"cannot load a processor for {name_or_path!r}: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"cannot load a processor for {name_or_path!r}: {first_line(exc)}") from exc
     errors = []
     for auto in (AutoModelForImageTextToText, AutoModelForCausalLM):
         try:
             model = auto.from_pretrained(source, **kwargs)
             return model.to(device).eval(), processor
         except (ValueError, KeyError) as exc:  # architecture not mapped to this auto class
-            errors.append(_first_line(exc))
+            errors.append(first_line(exc))
         except OSError as exc:
-            raise ModelLoadError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from exc
+            raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from exc
     raise ModelLoadError(f"cannot load model {name_or_path!r}: {errors[-1]}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

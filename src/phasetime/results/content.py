@@ -54,11 +54,18 @@ def fingerprint(table: pa.Table) -> dict[str, float]:
     return out
 
 
-def plan_digest(experiment: Any, cell_keys: list[str], cell_params: list[dict[str, Any]]) -> str:
+def plan_digest(experiment: Any, cell_keys: Any, cell_params: Any) -> str:
     """The digest ``run.json`` keeps of its own plan: the experiment and every cell's key and parameters."""
     blob = json.dumps({"experiment": experiment, "cell_keys": cell_keys, "cell_params": cell_params},
                       sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plan_intact(run: dict[str, Any]) -> bool:
+    """Whether a run.json's plan still matches the digest it was written with (True for a
+    run.json of phasetime 0.2, which has no digest)."""
+    digest = run.get("plan_digest")
+    return digest is None or digest == plan_digest(run.get("experiment"), run.get("cell_keys"), run.get("cell_params"))
 
 
 def _add(out: dict[int, str], cell: int, reason: str) -> None:
@@ -152,4 +159,4 @@ def check_columns(expected: dict[int, Expected]) -> list[str]:
     return list(dict.fromkeys([*CHECK_COLUMNS, *params]))
 
 
-__all__ = ["CALL_ID_STRIDE", "Expected", "check_columns", "faults", "fingerprint", "plan_digest"]
+__all__ = ["CALL_ID_STRIDE", "Expected", "check_columns", "faults", "fingerprint", "plan_digest", "plan_intact"]

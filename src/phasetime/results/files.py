@@ -142,15 +142,3 @@ def read_table(file: Path, columns: list[str] | None = None, exclude: Sequence[s
         raise
     except (OSError, pa.ArrowException) as exc:
         raise StoreError(f"cannot read {file}: {str(exc).splitlines()[0][:120]}") from None
-
-
-def row_count(file: Path) -> int:
-    """Rows of a Parquet file of ours, from its footer."""
-    try:
-        meta = pq.read_metadata(file)
-        table_version(meta.schema.to_arrow_schema(), file)
-        return int(meta.num_rows)
-    except FileNotFoundError:
-        raise
-    except (OSError, pa.ArrowException) as exc:
-        raise StoreError(f"cannot read {file}: {str(exc).splitlines()[0][:120]}") from None

@@ -35,8 +35,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .content import Expected, check_columns, faults, plan_digest
-from .files import CELLS_DIR, MEASUREMENTS_FILE, RUN_FILE, StoreError, read_json, read_table
+from .content import Expected, check_columns, faults, plan_intact
+from .files import CELLS_DIR, MEASUREMENTS_FILE, RUN_FILE, StoreError, cell_files, read_json, read_table
 from .schema import READABLE_VERSIONS
 
 _MARKER = re.compile(r"^cell-(\d{5,})\.json$")
@@ -111,8 +111,7 @@ def _check_run(inv: Inventory) -> None:
     if not isinstance(run.get("experiment"), dict):
         inv.problems.append(Problem(RUN_FILE, "has no experiment"))
         return
-    digest = run.get("plan_digest")
-    if digest is not None and digest != plan_digest(run["experiment"], run.get("cell_keys"), run.get("cell_params")):
+    if not plan_intact(run):
         inv.problems.append(Problem(RUN_FILE, "was edited after the run wrote it: its experiment or cells no longer "
                                               "match its plan_digest (phasetime run FILE --out DIR --resume rebuilds "
                                               "it from the experiment file)"))
@@ -194,7 +193,7 @@ def _merged(inv: Inventory, columns: list[str]) -> pa.Table | None:
 
 def _part_fault(inv: Inventory, index: int, exp: Expected, columns: list[str]) -> Problem | None | bool:
     """Cell ``index``'s part: False when there is none, None when it is sound, else its problem."""
-    part = inv.root / CELLS_DIR / f"cell-{index:05d}.parquet"
+    part = cell_files(inv.root, index)[0]
     rel = _rel(inv.root, part)
     try:
         table = read_table(part, columns)
@@ -215,7 +214,7 @@ def _locate(inv: Inventory) -> None:
     if merged_faults is not None:
         inv.merged_sound = set(expected) - set(merged_faults)
     for index, exp in expected.items():
-        part = inv.root / CELLS_DIR / f"cell-{index:05d}.parquet"
+        part = cell_files(inv.root, index)[0]
         rel = _rel(inv.root, part)
         part_problem = _part_fault(inv, index, exp, columns)
         if part_problem is None:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .content import CALL_ID_STRIDE
-from .files import CELLS_DIR, MEASUREMENTS_FILE, META_KEY, StoreError, read_table
+from .files import MEASUREMENTS_FILE, META_KEY, StoreError, cell_files, read_table
 from .integrity import Inventory, damage_report, verify
 from .schema import SCHEMA_VERSION
 
@@ -81,14 +81,15 @@ def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
     A finished run keeps no parts: its merged file is read, without verifying again. Where the
     call's cell still has a part, the inventory decides which file holds its sound rows."""
     p = Path(path)
-    part = p / CELLS_DIR / f"cell-{int(call_id) // CALL_ID_STRIDE:05d}.parquet"
+    cell = int(call_id) // CALL_ID_STRIDE
+    part = cell_files(p, cell)[0]
     if p.is_file():
         files = [p]
     elif part.exists():
-        source = verify(p).sources.get(int(call_id) // CALL_ID_STRIDE)
+        source = verify(p).sources.get(cell)
         files = [source] if source is not None else []
     else:
-        files = [f for f in (p / MEASUREMENTS_FILE,) if f.exists()]
+        files = [p / MEASUREMENTS_FILE] if (p / MEASUREMENTS_FILE).exists() else []
     for file in files:
         rows = read_table(file, filters=[("call_id", "==", int(call_id))]).to_pylist()
         if rows:

@@ -171,12 +171,12 @@ def judge_table(table: Any, t: Thresholds = Thresholds()) -> list[tuple[dict[str
     (the group's keys, the phase, the judgement). The unit is the call: a batch's rows count
     once, as their mean; rows of the
     legacy subtraction method are left out (their spread is the method's, not the machine's)."""
-    from .tables import call_means, floats, group_indices
+    from .tables import call_ids, call_means, floats, group_indices
 
     if "method" in table.column_names:  # the legacy baseline's spread is not a measurement's
         table = table.filter(pa.compute.equal(table.column("method"), "direct"))
     keys = [k for k in ("cell", "max_new_tokens", "sample_id") if k in table.column_names]
-    calls = floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
+    calls = call_ids(table)
     columns = {phase: floats(table, phase) for phase in JUDGED}
     out = []
     for group, idx in group_indices(table, keys).items():

@@ -53,6 +53,12 @@ def list_values(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     return values, rows
 
 
+def call_ids(table: pa.Table) -> np.ndarray:
+    """Each row's call as a float array (a batch's rows share it); each row its own call in a
+    table without call ids."""
+    return floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
+
+
 def call_means(values: np.ndarray, calls: np.ndarray) -> np.ndarray:
     """One value per call: the mean of its rows' finite values (NaN for a call with none)."""
     _, inverse = np.unique(calls, return_inverse=True)

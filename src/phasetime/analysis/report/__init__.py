@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from ...results.stability import judge_table
-from ..checks import CheckResult, failed, run_checks
+from ..checks import CheckResult, failed, one_method, run_checks
 from ..compare import compare_runs, sync_mismatch
 from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, varying
 from ..length import TOLERANCE, length_effects
@@ -148,8 +148,8 @@ def _effects(table_: pa.Table, by_method: dict[str, pa.Table] | None = None) -> 
 
 
 def _by_method(table_: pa.Table) -> dict[str, pa.Table]:
-    method = strings(table_, "method")
-    return {m: table_.filter(pa.array(method == m)) for m in ("direct", "subtract") if (method == m).any()}
+    present = set(strings(table_, "method").tolist())
+    return {m: one_method(table_, m) for m in ("direct", "subtract") if m in present}
 
 
 def _folded(title: str, body: str, open_: bool = False) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from ...results.tables import call_ids
 from ..checks import CheckResult
 from ..length import LengthEffect
 from ..summary import CellSummary, floats, strings
@@ -36,7 +37,7 @@ def zero_decode(table: pa.Table, by_model: bool = False) -> dict[str, tuple[int,
     method = strings(table, "method") if "method" in table.column_names else np.array(["direct"] * table.num_rows)
     if by_model and "model" in table.column_names:
         method = np.array([f"{a}|{b}" for a, b in zip(strings(table, "model").tolist(), method.tolist())], dtype=object)
-    calls = floats(table, "call_id") if "call_id" in table.column_names else np.arange(table.num_rows, dtype=float)
+    calls = call_ids(table)
     out = {}
     for m in dict.fromkeys(method.tolist()):
         sel = (method == m) & (n >= 2)
@@ -160,7 +161,7 @@ def length_figure(summary: list[CellSummary], effects: dict[str, list[LengthEffe
                          "legendgroup": group_id, "visible": visible, "line": {"color": color(i),
                                                                                "dash": "dash" if method == "subtract" else "solid"},
                          "hovertemplate": "N=%{x}<br>median %{y:.3f} ms per token<extra>" + label + "</extra>"})
-        layout[f"xaxis{ax[0][1:]}"].update(axis_for(x_values(members), "output tokens N"))
+        layout[f"xaxis{ax[0][1:]}"].update(axis_for([c.get("max_new_tokens") for c in members], "output tokens N"))
         first_y = axes[panels.index((model, methods[0]))][1]
         layout[f"yaxis{ax[1][1:]}"].update({"title": {"text": "ms per output token"}, "rangemode": "tozero"})
         if ax[1] != first_y:
@@ -172,10 +173,6 @@ def length_figure(summary: list[CellSummary], effects: dict[str, list[LengthEffe
                 "yref": f"{ax[1]} domain", "x": 0.98, "y": 0.04, "xanchor": "right", "showarrow": False,
                 "font": {"size": 11, "color": "#cf222e"}})
     return figure(data, layout, height=330 * rows + 110)
-
-
-def x_values(cells: Sequence[CellSummary]) -> list[Any]:
-    return [c.get("max_new_tokens") for c in cells]
 
 
 def _match(effects: list[LengthEffect], wanted: dict[str, Any]) -> LengthEffect | None:
