@@ -13,9 +13,9 @@ from conftest import VirtualClock, inject_delays, load_tiny, tiny_inputs
 from phasetime import UnsupportedGeneration
 from phasetime.experiments import models
 from phasetime.experiments.inputs import synthetic_image
-from phasetime.experiments.tiny import TEXT_ONLY_IMPOSSIBLE, video_inputs
+from phasetime.experiments.tiny import TEXT_BUILTINS, TEXT_ONLY_IMPOSSIBLE, video_inputs
 
-FAMILIES = [name for name in models.BUILTIN if name.startswith("tiny-") and name != "tiny-llama"]
+FAMILIES = [name for name in models.BUILTIN if name.startswith("tiny-") and name not in TEXT_BUILTINS]
 TOWERS = ("vision_tower", "visual", "vision_model")
 V, P, D = 20.0, 30.0, 10.0
 
@@ -167,7 +167,7 @@ def test_inspect_every_builtin(name: str) -> None:
     result = run_cli("inspect", name, "--device", "cpu")
     assert result.exit_code == 0, result
     assert "vision is timed as:" in result.stdout and "decode: 3 forwards for 4 tokens (N - 1)" in result.stdout
-    if name != "tiny-llama":
+    if name not in TEXT_BUILTINS:
         assert "vision ran: no vision ran" not in result.stdout and "warning: the model takes images" not in result.stdout
 
 

@@ -101,7 +101,7 @@ def test_quick_experiment_matches_the_cli_defaults() -> None:
     assert quick_experiment(method="both").sweep.method == ["both"]
 
 
-@pytest.mark.parametrize("name", ["latency", "motivation", "accuracy"])
+@pytest.mark.parametrize("name", ["latency", "motivation", "accuracy", "assisted", "lookup"])
 def test_examples_are_valid(name: str) -> None:
     exp = load_experiment(EXAMPLES / f"{name}.yaml")
     assert exp.name == name and expand(exp)

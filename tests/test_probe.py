@@ -63,9 +63,10 @@ def test_vision_override_with_module_paths(virtual_clock) -> None:
 @pytest.mark.parametrize(
     "kwargs, mode",
     [
-        (dict(num_beams=2), "beam_search"),
-        (dict(num_beams=2, do_sample=True), "beam_sample"),
-        (dict(prompt_lookup_num_tokens=3), "assisted"),
+        (dict(penalty_alpha=0.6, top_k=4), "contrastive_search"),
+        (dict(num_beams=4, num_beam_groups=2), "group_beam_search"),
+        (dict(dola_layers="high"), "dola_generation"),
+        (dict(assistant_early_exit=1), "assistant_early_exit"),
     ],
 )
 def test_untimeable_modes_are_refused_by_name(kwargs: dict, mode: str) -> None:
@@ -75,9 +76,9 @@ def test_untimeable_modes_are_refused_by_name(kwargs: dict, mode: str) -> None:
     assert "generate" not in vars(model)
 
 
-def test_assistant_model_is_refused() -> None:
+def test_the_target_as_its_own_draft_is_refused() -> None:
     model, _ = load_tiny("tiny-llama")
-    with pytest.raises(UnsupportedGeneration, match="assisted"):
+    with pytest.raises(UnsupportedGeneration, match="its own draft"):
         phasetime.measure(model, tiny_inputs("tiny-llama"), max_new_tokens=3, assistant_model=model)
 
 

@@ -170,8 +170,10 @@ def test_a_failing_cell_is_recorded_and_the_run_goes_on(tmp_path: Path, monkeypa
 
 
 def test_unsupported_modes_are_refused_before_running() -> None:
-    with pytest.raises(Exception, match="generation mode 'beam_search' cannot be timed"):
-        small(sweep={"max_new_tokens": [2], "generation": [{}, {"num_beams": 2}]})
+    with pytest.raises(Exception, match="generation mode 'group_beam_search' is not supported"):
+        small(sweep={"max_new_tokens": [2], "generation": [{}, {"num_beams": 4, "num_beam_groups": 2}]})
+    with pytest.raises(Exception, match="assistant_early_exit"):
+        small(sweep={"max_new_tokens": [2], "generation": [{"assistant_early_exit": 1}]})
 
 
 def test_resume_refuses_a_changed_experiment(tmp_path: Path) -> None:

@@ -75,6 +75,10 @@ def cmd_run(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N (default: auto).")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="auto, float32, float16 or bfloat16 (default: auto).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for weights and sampling (default: 0).")] = None,
+    draft: Annotated[Optional[str], typer.Option(help="Assisted decoding with this draft model (e.g. tiny-llava-draft).")] = None,
+    num_assistant_tokens: Annotated[Optional[int], typer.Option(help="Candidates the draft proposes per round, to start with.")] = None,
+    prompt_lookup: Annotated[Optional[int], typer.Option(help="Prompt lookup decoding: candidates per round (prompt_lookup_num_tokens).")] = None,
+    num_beams: Annotated[Optional[int], typer.Option(help="Beam search with this many beams.")] = None,
 ) -> None:
     """Measure every phase of generate(): an experiment file, or one model over output lengths."""
     from ..experiments.validate import RunError
@@ -82,7 +86,8 @@ def cmd_run(
     quick = {
         "model": model, "max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens, "repeats": repeats,
         "warmup": warmup, "prompt": prompt, "image": image, "image_size": image_size, "batch_size": batch_size,
-        "method": method, "device": device, "dtype": dtype, "seed": seed,
+        "method": method, "device": device, "dtype": dtype, "seed": seed, "draft": draft,
+        "num_assistant_tokens": num_assistant_tokens, "prompt_lookup": prompt_lookup, "num_beams": num_beams,
     }
     given: dict[str, Any] = {k: v for k, v in quick.items() if v is not None}
     if experiment is not None and given:

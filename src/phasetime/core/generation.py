@@ -12,8 +12,9 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from .errors import UnsupportedGeneration, UsageError
+from .record import DECODINGS  # noqa: F401 -- named here too, beside decoding()
 
-SUPPORTED_MODES = ("greedy_search", "sample")
+SUPPORTED_MODES = ("greedy_search", "sample", "assisted_generate", "beam_search", "beam_sample")
 _MODEL_INPUT_KEYS = ("input_ids", "inputs_embeds")
 _CACHE_KEYS = ("past_key_values", "cache")
 # Keys processors use for image and video pixels. Any other key with "pixel" in its name
@@ -69,7 +70,33 @@ def check_mode(model: Any, kwargs: dict[str, Any]) -> str:
                                     "times decoder-only generate() calls")
     if mode not in SUPPORTED_MODES:
         raise UnsupportedGeneration(f"generation mode {mode!r} is not supported (supported: {', '.join(SUPPORTED_MODES)})")
+    if mode == "assisted_generate":
+        _check_assisted(model, kwargs)
     return mode
+
+
+def _check_assisted(model: Any, kwargs: dict[str, Any]) -> None:
+    """The assisted modes phasetime cannot split into draft and verify, refused by name."""
+    config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+    draft = kwargs.get("assistant_model", getattr(config, "assistant_model", None))
+    if kwargs.get("assistant_early_exit", getattr(config, "assistant_early_exit", None)):
+        raise UnsupportedGeneration("self-speculative decoding (assistant_early_exit) is not supported: its draft is the "
+                                    "target's own first layers and shares the target's cache, so draft and verify "
+                                    "forwards cannot be told apart")
+    if kwargs.get("assistant_tokenizer") is not None:
+        raise UnsupportedGeneration("assisted decoding across tokenizers (assistant_tokenizer) is not supported yet: "
+                                    "its rounds re-tokenize the draft's text; use a draft with the target's tokenizer")
+    if draft is not None and model is not None and (draft is model or getattr(draft, "_orig_mod", None) is model):
+        raise UnsupportedGeneration("the target model as its own draft (assistant_model=model) is not supported: its "
+                                    "draft generate() would run inside the timed one, on the same hooks")
+
+
+def decoding(mode: str, kwargs: dict[str, Any]) -> str:
+    """phasetime's name for how a call decodes: greedy, sample, assisted (a draft model),
+    prompt_lookup, beam_search or beam_sample."""
+    if mode == "assisted_generate":
+        return "assisted" if kwargs.get("assistant_model") is not None else "prompt_lookup"
+    return {"greedy_search": "greedy"}.get(mode, mode)
 
 
 def positions_fed(args: Sequence[Any], kwargs: dict[str, Any]) -> int | None:

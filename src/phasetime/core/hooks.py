@@ -9,13 +9,15 @@ method. Patched methods and hooks are:
   (BLIP-2 and the like) the inner language model's ``generate`` too;
 * ``_get_stopping_criteria`` of the language model, so each row's end is recorded as
   generate() decides it (see :class:`~phasetime.core.generation.StopRecorder`);
+* ``_get_candidate_generator`` of the language model, so the rounds of assisted and
+  prompt-lookup decoding are marked (see :mod:`phasetime.core.drafts`);
 * forward pre- and post-hooks on the module whose forward generate() runs;
 * the vision targets the probes asked for, reference-counted.
 
-The state of a call lives in a :class:`CallState` kept per thread: two threads can run
+The state of a call lives in a :class:`~phasetime.core.call.CallState` kept per thread: two threads can run
 measured calls on one model at once, and a hook only ever writes into the call of the
 thread it runs in. The hooks are wrapped in ``torch.compiler.disable`` so that a compiled
-forward calls them eagerly; each measures its own host time (``CallState.hook_ns``).
+forward calls them eagerly; each measures its own host time (``CallState.hook_ns``); what a call records is :mod:`phasetime.core.call`'s.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import torch
 
+from .call import CallState, Recorder, run_inner_call, run_timed_call
+from .drafts import wrap_candidate_generator
 from .errors import UnsupportedGeneration
-from .generation import StopRecorder
+from .generation import positions_fed
 from .targets import VisionTargets
 
 if TYPE_CHECKING:
-    from .probe import Probe, _Recorder
+    from .probe import Probe
 
 _ATTR = "_phasetime_hooks"
 _CREATE_LOCK = threading.Lock()
@@ -58,19 +62,6 @@ def inner_language_model(model: Any) -> Any | None:
         if isinstance(inner, torch.nn.Module) and hasattr(inner, "generate") and not brings_own_generate(inner):
             return inner
     return None
-
-
-class CallState:
-    """One generate() call in one thread: who records it and what generate() decided."""
-
-    def __init__(self, recorders: list["_Recorder"], pixels: dict[str, torch.Tensor]) -> None:
-        self.recorders = recorders
-        self.pixels = pixels
-        self.stops = StopRecorder()
-        self.hook_ns = 0
-        self.inner: dict[str, Any] | None = None  # the inner generate()'s arguments and result
-        self.discovery: list[Any] = []  # global hook handles while looking for the vision encoder
-        self.compiles = 0  # graphs torch.compile compiled during the call
 
 
 class ModelHooks:
@@ -165,6 +156,8 @@ class ModelHooks:
                 self.patch(self.inner, "generate", self._wrap_inner_generate)
             if callable(getattr(self.lm, "_get_stopping_criteria", None)):
                 self.patch(self.lm, "_get_stopping_criteria", self._wrap_criteria)
+            if callable(getattr(self.lm, "_get_candidate_generator", None)):
+                self.patch(self.lm, "_get_candidate_generator", wrap_candidate_generator(self))
             # Our pre-hooks go first and post-hooks last, so the timed span covers any other hooks.
             self._handles.append(self.lm.register_forward_pre_hook(self._forward_pre, with_kwargs=True, prepend=True))
             self._handles.append(self.lm.register_forward_hook(self._forward_post))
@@ -233,8 +226,6 @@ class ModelHooks:
             probes = hooks.recorders_here()
             if not probes:
                 return original(*args, **kwargs)
-            from .probe import run_timed_call
-
             return run_timed_call(hooks, probes, original, args, kwargs)
 
         return timed_generate
@@ -246,8 +237,6 @@ class ModelHooks:
             state = hooks.call if hooks.installed else None
             if state is None or state.inner is not None:
                 return original(*args, **kwargs)
-            from .probe import run_inner_call
-
             return run_inner_call(hooks, state, original, args, kwargs)
 
         return inner_generate
@@ -262,7 +251,7 @@ class ModelHooks:
 
         return get_stopping_criteria
 
-    def each(self, action: Callable[["_Recorder"], None]) -> None:
+    def each(self, action: Callable[[Recorder], None]) -> None:
         """Run ``action`` on every recorder of this thread's call, counting the time as the probe's own."""
         state = self.call
         if state is None:
@@ -277,8 +266,6 @@ class ModelHooks:
         state = self.call
         if state is None:
             return None
-        from .generation import positions_fed
-
         tokens = positions_fed(args, kwargs)
         if tokens is None:
             raise UnsupportedGeneration("a forward received neither input_ids nor inputs_embeds")

@@ -26,7 +26,7 @@ from . import clock as _clock
 from .clock import Clock, time_call
 from .errors import UnsupportedGeneration
 from .generation import (
-    check_mode, count_output_tokens, eos_token_ids, pixel_inputs, prompt_length, returns_prompt, sequences_tensor,
+    check_mode, count_output_tokens, decoding, eos_token_ids, pixel_inputs, prompt_length, returns_prompt, sequences_tensor,
 )
 from .hooks import unwrap
 from .record import Measurement, SequenceTiming
@@ -58,10 +58,15 @@ def measure_subtract(model: torch.nn.Module, inputs: dict[str, Any], *, clock: C
                      **generate_kwargs: Any) -> Measurement:
     """Time one input the legacy way (three separate calls); see the module docstring.
 
-    Generation modes the direct method refuses are refused here too, before anything runs.
+    Generation modes the direct method refuses are refused here too, before anything runs,
+    and so are assisted, prompt-lookup and beam search: the legacy baseline is defined for
+    one token per forward.
     """
     model = unwrap(model)
-    check_mode(model, {**inputs, **generate_kwargs})
+    mode = check_mode(model, {**inputs, **generate_kwargs})
+    if mode not in ("greedy_search", "sample"):
+        raise UnsupportedGeneration(f"the subtract method times greedy and sampled generate() calls only, not "
+                                    f"{mode!r}: use the direct method")
     device = _clock.model_device(model)
     clock = clock if clock is not None else _clock.clock_for(device)
     vision_ms = _vision_call_ms(model, inputs, clock)
@@ -95,4 +100,5 @@ def measure_subtract(model: torch.nn.Module, inputs: dict[str, Any], *, clock: C
         sequences=seqs,
         vision_calls=0,
         output_ids=output,
+        decoding=decoding(mode, generate_kwargs),
     )

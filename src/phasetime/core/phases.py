@@ -18,14 +18,19 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .errors import UnsupportedGeneration
-from .record import Measurement, SequenceTiming
+from .record import Measurement, Round, SequenceTiming
+from .rounds import assisted_rounds, beam_ready, draft_spans, early_drafts, ready_from_rounds
 
-EVENT_KINDS = ("call_start", "call_end", "forward_start", "forward_end", "vision_start", "vision_end")
+EVENT_KINDS = ("call_start", "call_end", "forward_start", "forward_end", "vision_start", "vision_end",
+               "draft_start", "draft_end", "draft_forward_start", "draft_forward_end")
+ROUND_DECODINGS = ("assisted", "prompt_lookup")
+BEAM_DECODINGS = ("beam_search", "beam_sample")
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One boundary seen by the probe; ``tokens`` is set on ``forward_start`` only."""
+    """One boundary seen by the probe. ``tokens``: the positions fed on ``forward_start``, the
+    sequence's length on ``draft_start``, the candidates proposed on ``draft_end``."""
 
     kind: str
     t_ms: float
@@ -146,22 +151,25 @@ def _sequences(ready: list[float], output_tokens: Sequence[int], nested: _Decode
 
 
 def _spans(visions: list[tuple[float, float]], prefill: list[_Forward], decode: list[_Forward],
-           t_start: float) -> tuple[tuple[str, float, float], ...]:
+           t_start: float, drafts: Sequence[tuple[float, float]] = ()) -> tuple[tuple[str, float, float], ...]:
     """Every timed interval as (name, start, end) from the call start, in time order."""
     spans = ([("vision", vs - t_start, ve - t_start) for vs, ve in visions]
+             + [("draft", ds - t_start, de - t_start) for ds, de in drafts]
              + [("prefill", f.start_ms - t_start, f.end_ms - t_start) for f in prefill]
              + [("decode", f.start_ms - t_start, f.end_ms - t_start) for f in decode])
     return tuple(sorted(spans, key=lambda span: span[1]))
 
 
 def other_parts(visions: list[tuple[float, float]], prefill: list["_Forward"], ready: list[float],
-                t_start: float, t_end: float) -> tuple[float, float, float]:
+                t_start: float, t_end: float, drafts: Sequence[tuple[float, float]] = ()) -> tuple[float, float, float]:
     """generate()'s own work around the phases, named: (set-up, hand-off, first token), ms.
 
-    * set-up: from entering generate() to the first vision call or prefill forward (input
-      preparation, the cache, the logits processors);
-    * hand-off: the gaps after vision until the prefill forward starts (vision encoded before
-      the first forward, transformers >= 5.18) and between the forwards of a chunked prefill;
+    * set-up: from entering generate() to the first vision call, candidate search (round 1
+      of assisted decoding) or prefill forward (input preparation, the cache, the logits
+      processors);
+    * hand-off: from there to the prefill forward, what vision and round 1's candidate
+      search do not cover (vision encoded before the first forward, transformers >= 5.18),
+      and the gaps between the forwards of a chunked prefill;
     * first token: from the end of the last prefill forward to token 1 being ready (sampling
       it, the stop check, preparing the first decode step; for N = 1, to the return).
     The tail after the last forward is part of decode: the last token is ready when
@@ -169,14 +177,32 @@ def other_parts(visions: list[tuple[float, float]], prefill: list["_Forward"], r
     """
     if not prefill:
         return 0.0, 0.0, 0.0
-    first = min([prefill[0].start_ms, *[vs for vs, _ in visions]])
+    start = prefill[0].start_ms
+    early = [(a, b) for a, b in [*visions, *drafts] if b <= start]
+    first = min([start, *[a for a, _ in early]])
     setup = first - t_start
-    before = [ve for vs, ve in visions if ve <= prefill[0].start_ms]
-    handoff = prefill[0].start_ms - max(before) if before else 0.0
+    handoff = start - first - sum(b - a for a, b in early)
     handoff += sum(b.start_ms - a.end_ms for a, b in zip(prefill, prefill[1:]))
     token_ready = (ready[0] + t_start) if ready else t_end
     first_token = max(token_ready - prefill[-1].end_ms, 0.0)
     return max(setup, 0.0), max(handoff, 0.0), first_token
+
+
+def _ready(raw: list[tuple[str, float, int | None]], decoding: str, forwards: list[_Forward], decode: list[_Forward],
+           visions: list[tuple[float, float]], n_max: int, generated_tokens: int | None, t_start: float,
+           t_end: float) -> tuple[list[float], list[_Forward], list[Round]]:
+    """(ready[1..], the decode forwards timed, the rounds): one token per forward, a round's
+    tokens at once (assisted, prompt lookup), or a beam search's steps."""
+    if decoding in ROUND_DECODINGS:
+        verify = [f.end_ms - f.start_ms - sum(_overlap(vs, ve, f.start_ms, f.end_ms) for vs, ve in visions)
+                  for f in forwards]
+        generated = n_max if generated_tokens is None else generated_tokens
+        rounds = assisted_rounds(raw, [(f.start_ms, f.end_ms) for f in forwards], verify, generated, t_end, t_start)
+        return ready_from_rounds(rounds)[:n_max], decode, rounds
+    if decoding in BEAM_DECODINGS:
+        return (beam_ready([f.start_ms for f in decode], n_max, t_end, t_start) if n_max > 0 else []), decode, []
+    # without a deferred stop's discarded forward
+    return _ready_times(decode, n_max, t_start, t_end), decode[: max(n_max - 1, 0)], []
 
 
 def derive(
@@ -188,6 +214,9 @@ def derive(
     output_ids: Any = None,
     probe_ms: float | None = None,
     resources: dict[str, Any] | None = None,
+    decoding: str = "greedy",
+    generated_tokens: int | None = None,
+    num_beams: int = 1,
 ) -> Measurement:
     """Build the :class:`Measurement` of one call from its events.
 
@@ -195,7 +224,10 @@ def derive(
     (prompt length minus any positions already in a user-supplied cache);
     ``output_tokens`` holds the output length of every sequence (see
     :class:`phasetime.core.generation.StopRecorder`); ``probe_ms`` and ``resources`` are
-    passed through to the record.
+    passed through to the record. ``decoding`` names how the call decoded
+    (:data:`~phasetime.core.generation.DECODINGS`): assisted and prompt-lookup calls are
+    read round by round (:mod:`phasetime.core.rounds`; ``generated_tokens``: the tokens the
+    call appended), beam searches step by step.
     """
     # 1. Call bounds and raw spans.
     t_start, t_end = _call_bounds(events)
@@ -213,9 +245,11 @@ def derive(
     nested_vision = sum(_overlap(vs, ve, f.start_ms, f.end_ms) for f in prefill for vs, ve in visions)
     prefill_ms = sum(f.end_ms - f.start_ms for f in prefill) - nested_vision
 
-    # 3. Ready times, and each sequence's own decode.
-    ready = _ready_times(decode, n_max, t_start, t_end)
-    timed_decode = decode[: max(n_max - 1, 0)]  # without a deferred stop's discarded forward
+    # 3. Ready times (one token per forward, a round's tokens at once, or a beam search's
+    #    steps), and each sequence's own decode.
+    raw = [(e.kind, e.t_ms, e.tokens) for e in events]
+    ready, timed_decode, rounds = _ready(raw, decoding, forwards, decode, visions, n_max, generated_tokens,
+                                         t_start, t_end)
     nested = _DecodeVision(visions, decode, t_start)
     sequences = _sequences(ready, output_tokens, nested)
 
@@ -224,27 +258,19 @@ def derive(
     vision_ms = sum(ve - vs for vs, ve in visions)
     decode_vision_ms = nested.between(ready[0], ready[-1]) if ready else 0.0
     decode_ms = ready[-1] - ready[0] - decode_vision_ms if ready else 0.0
+    early = early_drafts(raw, prefill[0].start_ms) if prefill else []
+    parts = other_parts(visions, prefill, ready, t_start, t_end, early)
+    steps = len(timed_decode) if decoding in (*ROUND_DECODINGS, *BEAM_DECODINGS) else max(n_max - 1, 0)
     return Measurement(
-        method="direct",
-        timer=timer,
-        total_ms=total_ms,
-        vision_ms=vision_ms,
-        prefill_ms=prefill_ms,
-        ttft_ms=ready[0] if ready else None,
-        decode_ms=decode_ms,
-        other_ms=total_ms - vision_ms - prefill_ms - decode_ms,
-        decode_steps=max(n_max - 1, 0),
-        prompt_tokens=prompt_tokens,
-        sequences=sequences,
-        prefill_forwards=len(prefill),
-        vision_calls=len(visions),
-        ready_ms=tuple(ready),
+        method="direct", timer=timer, total_ms=total_ms, vision_ms=vision_ms, prefill_ms=prefill_ms,
+        ttft_ms=ready[0] if ready else None, decode_ms=decode_ms, other_ms=total_ms - vision_ms - prefill_ms - decode_ms,
+        decode_steps=steps, prompt_tokens=prompt_tokens, sequences=sequences, prefill_forwards=len(prefill),
+        vision_calls=len(visions), ready_ms=tuple(ready),
         decode_forward_ms=tuple(f.end_ms - f.start_ms for f in timed_decode),
-        spans=_spans(visions, prefill, timed_decode, t_start),
-        decode_vision_ms=decode_vision_ms,
-        probe_ms=probe_ms,
-        resources=dict(resources or {}),
-        output_ids=output_ids,
-        setup_ms=(parts := other_parts(visions, prefill, ready, t_start, t_end))[0], handoff_ms=parts[1],
-        first_token_ms=parts[2],
+        spans=_spans(visions, prefill, timed_decode, t_start, draft_spans(raw)),
+        decode_vision_ms=decode_vision_ms, probe_ms=probe_ms, resources=dict(resources or {}), output_ids=output_ids,
+        setup_ms=parts[0], handoff_ms=parts[1], first_token_ms=parts[2],
+        decoding=decoding, num_beams=num_beams, rounds=tuple(rounds),
+        draft_ms=sum(r.draft_ms for r in rounds[1:]), verify_ms=sum(r.verify_ms for r in rounds[1:]),
+        first_draft_ms=sum(b - a for a, b in early),
     )

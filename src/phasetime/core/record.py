@@ -18,10 +18,12 @@ from typing import Any, Mapping
 
 from .errors import UnsupportedGeneration
 
-__all__ = ["METHODS", "TIMERS", "Measurement", "SequenceTiming", "UnsupportedGeneration"]
+__all__ = ["METHODS", "TIMERS", "Measurement", "Round", "SequenceTiming", "UnsupportedGeneration"]
 
 METHODS = ("direct", "subtract")
-TIMERS = ("perf-counter", "cuda-event", "virtual")  # virtual: a clock the caller drives (tests)
+TIMERS = ("perf-counter", "cuda-event", "virtual")
+# How a call decodes (phasetime.core.generation.decoding names them from transformers' modes).
+DECODINGS = ("greedy", "sample", "assisted", "prompt_lookup", "beam_search", "beam_sample")  # virtual: a clock the caller drives (tests)
 
 # Phases may come out a hair below zero from float rounding of event timestamps; anything
 # beyond this is a defect of the probe, not noise.
@@ -64,6 +66,34 @@ class SequenceTiming:
 
 
 @dataclass(frozen=True, slots=True)
+class Round:
+    """One round of assisted or prompt-lookup decoding: candidates proposed, then verified.
+
+    ``draft_ms`` is the candidate search (the draft model's own generate(), or the n-gram
+    search of prompt lookup on the host), ``draft_forwards`` and ``draft_forward_ms`` the
+    draft model's forwards inside it; ``verify_ms`` the target's one forward over the
+    candidates (in round 1 that forward is the prefill). Of ``proposed`` candidates the
+    target ``accepted`` some; the round adds ``tokens`` = accepted + 1 (the target's own
+    token after the last accepted one), all ready at ``ready_ms`` from the call start.
+    """
+
+    draft_ms: float
+    verify_ms: float
+    proposed: int
+    accepted: int
+    tokens: int
+    ready_ms: float
+    draft_forwards: int = 0
+    draft_forward_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("draft_ms", "verify_ms", "ready_ms", "draft_forward_ms"):
+            _check_duration(name, getattr(self, name))
+        if not 0 <= self.accepted <= self.proposed or self.tokens < 1:
+            raise ValueError(f"a round accepts 0..proposed candidates and adds >= 1 token, got {self}")
+
+
+@dataclass(frozen=True, slots=True)
 class Measurement:
     """Timing of one ``generate()`` call (or, for ``method="subtract"``, of the legacy trio of calls).
 
@@ -84,6 +114,12 @@ class Measurement:
     the compiler, not the model, and the ``no_compilation`` check fails its rows.
     ``setup_ms``, ``handoff_ms`` and ``first_token_ms`` name the parts of ``other_ms``
     (:func:`phasetime.core.phases.other_parts`); the legacy method leaves them 0.
+
+    ``decoding`` says how the call decoded (:data:`DECODINGS`). Assisted and prompt-lookup
+    calls keep their :attr:`rounds`; ``draft_ms`` and ``verify_ms`` sum the rounds after
+    the first token (inside ``decode_ms``), ``first_draft_ms`` is round 1's candidate search
+    (before the prefill forward, inside TTFT: a named part of ``other_ms``). Beam search
+    records ``num_beams``; its ``ready_ms`` are the search's steps (docs/metrics.md).
     """
 
     method: str
@@ -110,8 +146,16 @@ class Measurement:
     setup_ms: float = 0.0
     handoff_ms: float = 0.0
     first_token_ms: float = 0.0
+    decoding: str = "greedy"
+    num_beams: int = 1
+    rounds: tuple[Round, ...] = ()
+    draft_ms: float = 0.0
+    verify_ms: float = 0.0
+    first_draft_ms: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.timer not in TIMERS:
@@ -133,6 +177,27 @@ class Measurement:
                     raise ValueError(f"sequence {seq.index}: tpot_ms must be None exactly when output_tokens < 2")
                 if len(seq.itl_ms) != max(seq.output_tokens - 1, 0):
                     raise ValueError(f"sequence {seq.index}: expected {seq.output_tokens - 1} ITL gaps")
+
+    @property
+    def proposed_tokens(self) -> int:
+        """Candidates proposed over all rounds (0 without rounds)."""
+        return sum(r.proposed for r in self.rounds)
+
+    @property
+    def accepted_tokens(self) -> int:
+        """Candidates the target accepted over all rounds."""
+        return sum(r.accepted for r in self.rounds)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """accepted / proposed over all rounds; None when nothing was proposed."""
+        proposed = self.proposed_tokens
+        return self.accepted_tokens / proposed if proposed else None
+
+    @property
+    def tokens_per_round(self) -> float | None:
+        """Tokens the rounds added, per round; None without rounds."""
+        return sum(r.tokens for r in self.rounds) / len(self.rounds) if self.rounds else None
 
     @property
     def batch_size(self) -> int:

@@ -74,6 +74,7 @@ class Worker:
         self.name = name
         self.host = socket.gethostname()
         self._loaded: tuple[tuple[Any, ...], Any, Any] | None = None
+        self._draft: tuple[tuple[Any, ...], Any, Any] | None = None  # (key, draft, its first draft length)
 
     def placement(self, device: torch.device) -> dict[str, Any]:
         return {"host": self.host, "device": str(device), "worker": self.name, "pid": os.getpid()}
@@ -103,6 +104,21 @@ class Worker:
         self._loaded = (cell.load_key, model, processor)
         return model, processor
 
+    def draft_for(self, task: CellTask, device: torch.device) -> Any | None:
+        """The cell's draft model (assisted decoding), on the target's device and dtype; None without one."""
+        name = task.cell.params.get("draft")
+        if name is None:
+            return None
+        key = (name, str(device), task.cell.params["dtype"])
+        if self._draft is None or self._draft[0] != key:
+            self._draft = None
+            draft, _ = models.load(name, device=str(device), dtype=task.cell.params["dtype"], seed=task.experiment.seed)
+            self._draft = (key, draft, draft.generation_config.num_assistant_tokens)
+        # transformers' "heuristic" schedule carries the draft length from one call to the next
+        # (in the draft's generation config): every call starts from the draft's own.
+        self._draft[1].generation_config.num_assistant_tokens = self._draft[2]
+        return self._draft[1]
+
     def run(self, task: CellTask, *, on_call: CallFn | None = None, should_stop: StopFn | None = None,
             on_load: Callable[[str], None] | None = None) -> CellOutcome:
         """Measure one cell; see the module docstring."""
@@ -121,7 +137,11 @@ class Worker:
         device = next(model.parameters()).device
         place = self.placement(device)
         try:
-            table, calls, failed = _measure_cell(task, model, processor, device, place, on_call, should_stop)
+            draft = self.draft_for(task, device)
+        except Exception as exc:  # noqa: BLE001 -- a draft that does not load fails its cells only
+            return CellOutcome(**base, error=f"loading the draft model failed: {describe(exc)}", placement=place)
+        try:
+            table, calls, failed = _measure_cell(task, model, processor, device, place, on_call, should_stop, draft)
         except _Interrupted:
             return CellOutcome(**base, interrupted=True, placement=place, seconds=time.monotonic() - start)
         except (UnsupportedGeneration, CellError, BadSample) as exc:
@@ -162,10 +182,14 @@ def _images(task: CellTask, vlm: bool) -> tuple[list[tuple[list[Any], list[list[
 
 
 def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.device, place: dict[str, Any],
-                  on_call: CallFn | None, should_stop: StopFn | None) -> tuple[pa.Table, int, list[dict[str, str]]]:
+                  on_call: CallFn | None, should_stop: StopFn | None,
+                  draft: Any = None) -> tuple[pa.Table, int, list[dict[str, str]]]:
     """Warm-up (not stored), then every batch x repeat. Returns (rows, calls, failed samples)."""
     cell, experiment, options = task.cell, task.experiment, task.options
     kwargs = cell.generate_kwargs
+    first_length = draft.generation_config.num_assistant_tokens if draft is not None else None
+    if draft is not None:
+        kwargs["assistant_model"] = draft
     method = cell.params["method"]
     vision = cell.model.vision if method == "direct" else None
     nvtx = options.nvtx and method == "direct"  # the legacy method's three calls are not phases
@@ -187,6 +211,8 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
     for _ in range(experiment.warmup):
         kept, images = prepared[0]
         batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
+        if draft is not None:
+            draft.generation_config.num_assistant_tokens = first_length
         measure(model, batch.inputs, method=method, vision=vision, nvtx=nvtx, sensors=sensors, **kwargs)
         tick(True)
     rows: list[dict[str, Any]] = []
@@ -194,6 +220,8 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
     for repeat in range(experiment.repeats):
         for kept, images in prepared:
             batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
+            if draft is not None:  # every call starts from the same draft length (see draft_for)
+                draft.generation_config.num_assistant_tokens = first_length
             m = measure(model, batch.inputs, method=method, vision=vision, nvtx=nvtx, sensors=sensors, **kwargs)
             m = resources.add_cost(m, model, batch.inputs, kwargs, vision)
             add_predictions(batch, m.output_ids, tokenizer, experiment.metric)

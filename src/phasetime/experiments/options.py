@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Sequence
 
 from ..core.errors import UnsupportedGeneration
-from ..core.generation import SUPPORTED_MODES, generation_mode
+from ..core.generation import check_mode
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 RESERVED = {"max_new_tokens", "min_new_tokens"}
@@ -82,7 +82,8 @@ def _known_options() -> set[str]:
 
 def check_generation(options: dict[str, Any]) -> dict[str, Any]:
     """A ``sweep.generation`` entry: known generate() options of the right types, JSON-storable,
-    a mode phasetime can time, and accepted by transformers' GenerationConfig."""
+    a mode phasetime can time, and accepted by transformers' GenerationConfig. ``draft`` (a
+    model name, phasetime's own key) runs assisted decoding with that draft model."""
     try:
         json.dumps(options, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError):
@@ -90,21 +91,43 @@ def check_generation(options: dict[str, Any]) -> dict[str, Any]:
     reserved = RESERVED & set(options)
     if reserved:
         raise ValueError(f"{sorted(reserved)} cannot be set here (max/min_new_tokens have their own keys)")
+    draft = options.get("draft")
+    if "draft" in options and not (isinstance(draft, str) and draft.strip()):
+        raise ValueError(f"draft={draft!r} must be a model: a built-in name, hub id or local directory")
+    if draft is not None and (options.get("num_beams") or 1) > 1:
+        raise ValueError("a draft model decodes greedily or by sampling, not with beams (num_beams)")
     known = _known_options()
-    for key, value in options.items():
+    generate = {k: v for k, v in options.items() if k != "draft"}
+    for key, value in generate.items():
+        if key == "assistant_model":
+            raise ValueError("name the draft model with draft: MODEL (phasetime loads it beside the target)")
         if key in _FORBIDDEN or key not in known:
             raise ValueError(f"{key!r} is not a generate() option phasetime can set")
         problem = _type_problem(key, value) or _range_problem(key, value)
         if problem:
             raise ValueError(f"{key}={value!r} {problem}")
     try:
-        mode = generation_mode(None, options)
+        check_mode(None, {**generate, "assistant_model": draft} if draft is not None else generate)
     except UnsupportedGeneration as exc:
-        raise ValueError(str(exc)) from None
-    if mode not in SUPPORTED_MODES:
-        raise ValueError(f"{options}: generation mode {mode!r} cannot be timed (supported: greedy_search, sample)")
-    _check_with_transformers(options)
+        raise ValueError(f"{options}: {exc}") from None
+    _check_with_transformers(generate)
     return options
+
+
+def check_decoding(generation: Sequence[dict[str, Any]], methods: Sequence[str], batch_sizes: Sequence[int],
+                   per_phase_resources: bool) -> None:
+    """Assisted, prompt-lookup and beam-search cells: what they cannot be combined with."""
+    rounds = any(g.get("draft") or g.get("prompt_lookup_num_tokens") for g in generation)
+    beams = any((g.get("num_beams") or 1) > 1 for g in generation)
+    if (rounds or beams) and set(methods) & {"subtract", "both"}:
+        raise ValueError("sweep.method: the subtract method times greedy and sampled calls only; assisted, "
+                         "prompt-lookup and beam-search cells need method: [direct]")
+    if rounds and max(batch_sizes) > 1:
+        raise ValueError("sweep.batch_size: assisted and prompt-lookup decoding run one prompt per call "
+                         "(transformers' limit); use batch_size: [1]")
+    if (rounds or beams) and per_phase_resources:
+        raise ValueError("resources: cost and energy per phase assume one token per forward; they cannot be "
+                         "recorded with assisted, prompt-lookup or beam-search cells")
 
 
 def _check_with_transformers(options: dict[str, Any]) -> None:

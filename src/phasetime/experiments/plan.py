@@ -44,6 +44,7 @@ class Cell:
     @property
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs = dict(json.loads(self.params["generation"]))
+        kwargs.pop("draft", None)  # a model name: the worker passes the loaded draft as assistant_model
         kwargs["max_new_tokens"] = self.params["max_new_tokens"]
         kwargs["min_new_tokens"] = self.params["min_new_tokens"]
         return kwargs
@@ -87,8 +88,10 @@ def expand(experiment: Experiment) -> list[Cell]:
             sweep.max_new_tokens,
         )
         for dtype, attn, method, image_size, max_pixels, max_tokens, batch, generation, n in axes:
+            draft = generation.get("draft")
             params = {
                 "model": model.name,
+                **({"draft": draft} if draft is not None else {}),  # absent without one: keys of 0.2 cells kept
                 "dtype": dtype,
                 "attn_implementation": attn,
                 "method": method,

@@ -27,13 +27,23 @@ def quick_experiment(
     memory: bool = False,
     cost: bool = False,
     energy: bool = False,
+    draft: str | None = None,
+    num_assistant_tokens: int | None = None,
+    prompt_lookup: int | None = None,
+    num_beams: int | None = None,
 ) -> Experiment:
-    """The experiment behind ``phasetime run --model ...``: one model, synthetic input, an output-length sweep."""
+    """The experiment behind ``phasetime run --model ...``: one model, synthetic input, an output-length sweep.
+    ``draft`` / ``num_assistant_tokens`` (assisted decoding), ``prompt_lookup``
+    (``prompt_lookup_num_tokens``) and ``num_beams`` set how it decodes."""
+    generation = {key: value for key, value in (("draft", draft), ("num_assistant_tokens", num_assistant_tokens),
+                                                ("prompt_lookup_num_tokens", prompt_lookup), ("num_beams", num_beams))
+                  if value is not None}
     data = {
         "name": "run",
         "models": [{"name": model, "dtype": dtype, "device": device}],
         "inputs": {"kind": "synthetic", "prompt": prompt, "image": image, "image_size": image_size},
-        "sweep": {"max_new_tokens": list(max_new_tokens), "batch_size": [batch_size], "method": [method]},
+        "sweep": {"max_new_tokens": list(max_new_tokens), "batch_size": [batch_size], "method": [method],
+                  "generation": [generation]},
         "min_new_tokens": "max" if min_new_tokens is None else min_new_tokens,
         "repeats": repeats,
         "warmup": warmup,

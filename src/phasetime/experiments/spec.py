@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..core.errors import PhasetimeError
 from .datasets import HF_COLUMNS
 from .models import DEFAULT_MODEL
-from .options import check_attention, check_device, check_generation, check_text
+from .options import check_attention, check_decoding, check_device, check_generation, check_text
 from .scoring import METRICS
+from .yaml_keys import UniqueKeyLoader
 
 DEFAULT_PROMPT = "Describe this image in detail."
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -211,6 +212,12 @@ class Experiment(_Strict):
         return {"kind": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _decoding_fits(self) -> "Experiment":
+        sweep = self.sweep
+        check_decoding(sweep.generation, sweep.method, sweep.batch_size, self.resources.cost or self.resources.energy)
+        return self
+
+    @model_validator(mode="after")
     def _metric_needs_answers(self) -> "Experiment":
         if self.metric is not None and self.inputs.kind == "synthetic":
             raise ValueError("a metric needs a data set with answers (inputs.kind: manifest, llava, hf or synthetic-vqa)")
@@ -257,32 +264,12 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
         raise ExperimentError(f"{source}: nested too deeply") from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last one
-    silently: ``repeats: 1`` then ``repeats: 50`` would run 50)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            line = key_node.start_mark.line + 1
-            try:
-                first = seen.get(key)
-                seen[key] = line
-            except TypeError:  # an unhashable key: the base loader names it
-                break
-            if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (lines {first} and {line})", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment YAML (or JSON) file; relative data paths are resolved against it."""
     p = Path(path)
     try:
         text = p.read_bytes().decode("utf-8")
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
         raise ExperimentError(f"cannot read {p}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
@@ -322,4 +309,7 @@ def _resolve_paths(experiment: Experiment, base: Path) -> Experiment:
             return None
 
     models = [m.model_copy(update={"name": local(m.name)}) if local(m.name) else m for m in experiment.models]
-    return experiment.model_copy(update={"inputs": inputs, "models": models})
+    generation = [{**g, "draft": local(g["draft"]) or g["draft"]} if isinstance(g.get("draft"), str) else g
+                  for g in experiment.sweep.generation]
+    sweep = experiment.sweep.model_copy(update={"generation": generation})
+    return experiment.model_copy(update={"inputs": inputs, "models": models, "sweep": sweep})

@@ -130,6 +130,12 @@ def _check_models(experiment: Experiment, cells: list[Cell]) -> Any:
         if positions is not None and longest >= positions:
             raise RunError(f"sweep.max_new_tokens: {longest} does not fit model {spec.name!r}, which has "
                            f"{positions} positions (prompt included)")
+    for j, options in enumerate(experiment.sweep.generation):
+        if options.get("draft") is not None:
+            try:
+                models.check_name(options["draft"])
+            except models.ModelLoadError as exc:
+                raise RunError(f"sweep.generation[{j}].draft: {exc}") from None
     return device
 
 

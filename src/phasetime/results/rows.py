@@ -35,7 +35,25 @@ def _measured(m: Measurement) -> dict[str, Any]:
         "decode_vision_ms": m.decode_vision_ms,
         "probe_ms": m.probe_ms,
         "compiles": m.compiles,
+        "decoding": m.decoding,
+        "num_beams": m.num_beams,
+        **_round_fields(m),
         **dict(m.resources),
+    }
+
+
+def _round_fields(m: Measurement) -> dict[str, Any]:
+    """The round columns: null for a call without rounds."""
+    if not m.rounds:
+        return {}
+    rounds = m.rounds
+    return {
+        "draft_ms": m.draft_ms, "verify_ms": m.verify_ms, "first_draft_ms": m.first_draft_ms, "rounds": len(rounds),
+        "proposed_tokens": m.proposed_tokens, "accepted_tokens": m.accepted_tokens,
+        "acceptance_rate": m.acceptance_rate, "tokens_per_round": m.tokens_per_round,
+        "round_tokens": [r.tokens for r in rounds], "round_proposed": [r.proposed for r in rounds],
+        "round_draft_ms": [r.draft_ms for r in rounds], "round_verify_ms": [r.verify_ms for r in rounds],
+        "round_draft_forwards": [r.draft_forwards for r in rounds],
     }
 
 

@@ -18,7 +18,8 @@ Schema history (``phasetime.schema`` in the Parquet metadata and in run.json):
   instead of one inferred from the values); ``decode_vision_ms``, ``probe_ms``,
   ``threads``, ``host``, ``device``, ``worker`` and the resource columns added. Version 1
   files are still read. phasetime 0.3 adds ``compiles``, ``sensor_syncs``, ``setup_ms``,
-  ``handoff_ms`` and ``first_token_ms`` within version 2
+  ``handoff_ms``, ``first_token_ms``, ``decoding``, ``num_beams``, ``draft`` and the
+  round columns (``draft_ms`` ... ``round_draft_forwards``) within version 2
   (a reader of version 2 reads the columns it knows; files without them read as null).
 """
 
@@ -83,9 +84,26 @@ COLUMNS: tuple[Column, ...] = (
     Column("decode_vision_ms", _F, "phase", "ms", "vision re-run inside decode forwards (in vision_ms, not in decode_ms)"),
     Column("probe_ms", _F, "phase", "ms", "host time the probe spent in its own hooks during the call"),
     Column("compiles", _I32, "call", "", "graphs torch.compile compiled during the call (not a latency when > 0)"),
+    # how the call decoded, and the rounds of assisted / prompt-lookup decoding
+    Column("decoding", _S, "call", "", "`greedy`, `sample`, `assisted` (a draft model), `prompt_lookup`, `beam_search` or `beam_sample`"),
+    Column("num_beams", _I32, "call", "", "beams of a beam search (1 otherwise)"),
+    Column("draft_ms", _F, "phase", "ms", "part of decode: the candidate searches (draft model or prompt lookup) of rounds 2.."),
+    Column("verify_ms", _F, "phase", "ms", "part of decode: the target's verify forwards of rounds 2.."),
+    Column("first_draft_ms", _F, "phase", "ms", "part of other: round 1's candidate search, before the prefill forward"),
+    Column("rounds", _I32, "call", "", "rounds of assisted / prompt-lookup decoding (null otherwise)"),
+    Column("proposed_tokens", _I32, "call", "tokens", "candidates proposed over all rounds"),
+    Column("accepted_tokens", _I32, "call", "tokens", "candidates the target accepted over all rounds"),
+    Column("acceptance_rate", _F, "call", "", "accepted / proposed tokens (null when nothing was proposed)"),
+    Column("tokens_per_round", _F, "call", "tokens", "tokens the rounds added, per round (accepted + 1 each)"),
+    Column("round_tokens", pa.list_(_I32), "raw", "tokens", "tokens each round added, all ready at once"),
+    Column("round_proposed", pa.list_(_I32), "raw", "tokens", "candidates each round proposed"),
+    Column("round_draft_ms", pa.list_(_F), "raw", "ms", "each round's candidate search"),
+    Column("round_verify_ms", pa.list_(_F), "raw", "ms", "each round's verify forward (round 1's is the prefill)"),
+    Column("round_draft_forwards", pa.list_(_I32), "raw", "", "the draft model's forwards in each round"),
     # cell parameters
     Column("cell", _I64, "parameter", "", "the cell's index in the experiment's grid"),
     Column("model", _S, "axis", "", "built-in name, hub id or local directory"),
+    Column("draft", _S, "parameter", "", "the draft model of assisted decoding, `generation`'s `draft` (null: none)"),
     Column("dtype", _S, "axis", "", "the weights' dtype"),
     Column("attn_implementation", _S, "axis", "", "attention implementation (null: the model's default)"),
     Column("image_size", _I64, "axis", "px", "longer image side after resizing (null: as given)"),

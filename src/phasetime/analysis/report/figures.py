@@ -160,8 +160,10 @@ def itl_cdf(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> F
 
 
 def timeline(row: dict[str, Any]) -> Figure:
-    """One call: vision, prefill and every decode step on a time axis, with when each token was ready."""
-    lanes = {"vision": 3, "prefill": 2, "decode": 1, "tokens": 0}
+    """One call: vision, prefill, every decode step (and a round's candidate search) on a time
+    axis, with when each token was ready."""
+    names = {s["name"] for s in row.get("spans") or []}
+    lanes = {"vision": 4, **({"draft": 3} if "draft" in names else {}), "prefill": 2, "decode": 1, "tokens": 0}
     data = []
     for lane in lanes:
         spans = [s for s in row.get("spans") or [] if s["name"] == lane]

@@ -173,3 +173,38 @@ def ratios(rows: list[PhaseComparison], short: dict[str, str]) -> Figure | None:
         layout.setdefault("shapes", []).append({"type": "line", "xref": f"{ax[0]} domain", "yref": ax[1], "x0": 0, "x1": 1,
                                                 "y0": 1, "y1": 1, "line": {"color": "#222", "dash": "dot"}})
     return figure(data, layout, height=330 * rows_n + 90)
+
+
+def rounds(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> Figure | None:
+    """Assisted and prompt-lookup calls: TPOT against the acceptance rate and against the
+    candidates proposed per round (the draft length), a point per call, a colour per cell."""
+    needed = {"rounds", "acceptance_rate", "proposed_tokens", "tpot_ms", "sequence"}
+    if not needed <= set(table.column_names):
+        return None
+    from ..summary import cell_keys, group_indices
+
+    n_rounds = floats(table, "rounds")
+    first = floats(table, "sequence") == 0  # a call's rows share its rounds: one point per call
+    keys = cell_keys(table)
+    by_key = {tuple(c.get(k) for k in keys): label for c, label in zip(summary, labels)}
+    axes, layout, _ = grid(["TPOT against acceptance", "TPOT against draft length"], columns=2)
+    data: list[dict[str, Any]] = []
+    rate, proposed, tpot = floats(table, "acceptance_rate"), floats(table, "proposed_tokens"), floats(table, "tpot_ms")
+    for i, (key, idx) in enumerate(group_indices(table, keys).items()):
+        rows = idx[first[idx] & np.isfinite(n_rounds[idx]) & np.isfinite(tpot[idx])]
+        if rows.size == 0:
+            continue
+        label = by_key.get(key, str(key))
+        for panel, x in enumerate((rate[rows], proposed[rows] / n_rounds[rows])):
+            xa, ya = axes[panel]
+            data.append({"type": "scatter", "mode": "markers", "x": np.round(x, 4).tolist(),
+                         "y": np.round(tpot[rows], 4).tolist(), "xaxis": xa, "yaxis": ya, "name": label,
+                         "legendgroup": label, "showlegend": panel == 0, "marker": {"color": color(i), "size": 7},
+                         "hovertemplate": f"{label}<br>%{{x:.2f}}: TPOT %{{y:.3f}} ms<extra></extra>"})
+    if not data:
+        return None
+    layout["xaxis"].update({"title": {"text": "accepted / proposed candidates"}, "range": [-0.05, 1.05]})
+    layout["xaxis2"].update({"title": {"text": "candidates proposed per round"}})
+    for y in ("yaxis", "yaxis2"):
+        layout[y].update({"title": {"text": "TPOT, ms (decode / (N - 1))"}, "rangemode": "tozero"})
+    return figure(data, layout, height=380)

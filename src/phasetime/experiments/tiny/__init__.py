@@ -13,13 +13,15 @@ from .google import build_gemma3, build_paligemma
 from .llava import build_llava, build_llava_1b, build_llava_onevision
 from .others import build_blip2, build_internvl, build_mllama, build_smolvlm
 from .qwen import build_qwen2_5_vl, build_qwen2_vl, video_inputs
-from .text import build_llama
+from .text import build_llama, build_llama_draft, build_llava_draft
 
-__all__ = ["BUILDERS", "BUILTIN_POSITIONS", "TEXT_ONLY_IMPOSSIBLE", "build_llama", "byte_tokenizer", "text_config",
+__all__ = ["BUILDERS", "BUILTIN_POSITIONS", "TEXT_BUILTINS", "TEXT_ONLY_IMPOSSIBLE", "build_llama", "byte_tokenizer", "text_config",
            "video_inputs"]
 
 BUILDERS: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-llama": (build_llama, "Llama text model, 2 layers x 64 wide (~0.1M parameters)"),
+    "tiny-llama-draft": (build_llama_draft, "Llama text model, 1 layer x 32 wide: an assisted-decoding draft for tiny-llama"),
+    "tiny-llava-draft": (build_llava_draft, "Llama text model, 1 layer x 32 wide, tiny-llava's tokenizer: a draft for tiny-llava"),
     "tiny-llava": (build_llava, "LLaVA: 2-layer CLIP (56 px, 14 px patches) + 2-layer Llama"),
     "tiny-qwen2-vl": (build_qwen2_vl, "Qwen2-VL: 2-block ViT with dynamic resolution + 2-layer Qwen2; images and video"),
     "tiny-qwen2.5-vl": (build_qwen2_5_vl, "Qwen2.5-VL: 2-block windowed ViT, dynamic resolution + 2-layer Qwen2"),
@@ -32,6 +34,9 @@ BUILDERS: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-blip2": (build_blip2, "BLIP-2: 2-layer ViT, Q-Former, 2-layer OPT; brings its own generate()"),
     "llava-1.4b-random": (build_llava_1b, "LLaVA: CLIP ViT-L/14-336 + 22-layer 2048-wide Llama, ~1.4B (GPU benchmark)"),
 }
+
+# Text-only built-ins (the others take images).
+TEXT_BUILTINS = frozenset({"tiny-llama", "tiny-llama-draft", "tiny-llava-draft"})
 
 # Built-ins that cannot generate without an image (their generate() needs pixel_values).
 TEXT_ONLY_IMPOSSIBLE = frozenset({"tiny-blip2"})
