@@ -134,6 +134,8 @@ def test_assisted_phases_are_exact_on_the_virtual_clock(virtual_clock: VirtualCl
         drafts = 0
     assert list(m.ready_ms) == pytest.approx(ready[:12])
     assert list(m.itl_ms) == pytest.approx([b - a for a, b in zip(ready, ready[1:12])])
+    distinct = sorted(set(ready))
+    assert list(m.round_gaps_ms) == pytest.approx([b - a for a, b in zip(distinct, distinct[1:])])
     for r in m.rounds[1:]:
         assert r.verify_ms == pytest.approx(VERIFY) and r.draft_ms == pytest.approx(r.draft_forwards * DRAFT)
     if scale == 0.0:
@@ -205,6 +207,31 @@ def test_prompt_lookup_times_the_search_as_its_own_part(virtual_clock: VirtualCl
     assert all(r.draft_forwards == 0 for r in m.rounds)
     plain = model.generate(**inputs, prompt_lookup_num_tokens=3, max_new_tokens=10, min_new_tokens=10)
     assert torch.equal(m.output_ids, plain)
+
+
+def test_beam_search_on_a_vlm_times_vision_and_every_step(virtual_clock: VirtualClock) -> None:
+    model, _ = load_tiny("tiny-llava")
+    inputs = tiny_inputs("tiny-llava")
+    log: list[str] = []
+    with delays(model, None, virtual_clock, log):
+        m = phasetime.measure(model, inputs, num_beams=2, max_new_tokens=5, min_new_tokens=5)
+    assert (m.decoding, m.num_beams, m.output_tokens) == ("beam_search", 2, 5)
+    assert m.vision_ms == pytest.approx(VISION) and m.prefill_ms == pytest.approx(PREFILL)
+    assert m.ttft_ms == pytest.approx(VISION + PREFILL) and m.decode_ms == pytest.approx(VERIFY * (log.count("T") - 1))
+    assert torch.equal(m.output_ids, model.generate(**inputs, num_beams=2, max_new_tokens=5, min_new_tokens=5))
+
+
+def test_speculative_sampling_is_timed_in_rounds(virtual_clock: VirtualClock) -> None:
+    model, _ = load_tiny("tiny-llama")
+    draft = nudged_copy(model, 0.005)
+    log: list[str] = []
+    torch.manual_seed(0)
+    with delays(model, draft, virtual_clock, log):
+        m = phasetime.measure(model, tiny_inputs("tiny-llama"), assistant_model=draft, do_sample=True,
+                              max_new_tokens=8, min_new_tokens=8)
+    want = expected(log)
+    assert m.decoding == "assisted" and sum(r.tokens for r in m.rounds) == 8 and len(m.rounds) == want["rounds"]
+    assert m.decode_ms == pytest.approx(want["decode"]) and m.ttft_ms == pytest.approx(want["ttft"])
 
 
 @pytest.mark.parametrize("returned", [1, 2])
@@ -339,13 +366,33 @@ def test_an_unknown_draft_is_named_before_anything_runs(tmp_path: Any) -> None:
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("name", ["assisted", "lookup"])
+def test_the_example_experiments_run(tmp_path: Any, name: str) -> None:
+    import os
+
+    from conftest import EXAMPLES
+    from phasetime.experiments.driver import run_experiment
+    from phasetime.experiments.spec import load_experiment
+    from phasetime.results import read
+
+    exp = load_experiment(os.path.join(EXAMPLES, f"{name}.yaml"))
+    short = exp.model_copy(update={"repeats": 1, "warmup": 0,
+                                   "sweep": exp.sweep.model_copy(update={"max_new_tokens": [4]})})
+    result = run_experiment(short, tmp_path / name)
+    assert (result.done, result.failed) == (len(exp.sweep.generation), 0), result.errors
+    want = {"assisted": {"greedy", "assisted", "beam_search"}, "lookup": {"greedy", "prompt_lookup", "assisted",
+                                                                          "beam_search"}}[name]
+    assert set(read(tmp_path / name).column("decoding").to_pylist()) == want
+
+
 def test_the_cli_runs_a_draft_prompt_lookup_and_beams(tmp_path: Any) -> None:
     from conftest import run_cli
 
-    for flag, value, mode in (("--draft", "tiny-llama-draft", "assisted"), ("--prompt-lookup", "2", "prompt_lookup"),
-                              ("--num-beams", "2", "beam_search")):
+    for model, flag, value, mode in (("tiny-llava", "--draft", "tiny-llava-draft", "assisted"),
+                                     ("tiny-llama", "--prompt-lookup", "2", "prompt_lookup"),
+                                     ("tiny-llava", "--num-beams", "2", "beam_search")):
         out = tmp_path / mode
-        result = run_cli("run", "--model", "tiny-llama", flag, value, "--max-new-tokens", "3", "--repeats", "1",
+        result = run_cli("run", "--model", model, flag, value, "--max-new-tokens", "3", "--repeats", "1",
                          "--warmup", "0", "--device", "cpu", "--out", str(out), "--quiet")
         assert result.exit_code == 0, result
         from phasetime.results import read

@@ -195,6 +195,11 @@ class Measurement:
         return self.accepted_tokens / proposed if proposed else None
 
     @property
+    def round_gaps_ms(self) -> tuple[float, ...]:
+        """The gaps between consecutive rounds' ready times (the ITL gaps that are not zero)."""
+        return tuple(b.ready_ms - a.ready_ms for a, b in zip(self.rounds, self.rounds[1:]))
+
+    @property
     def tokens_per_round(self) -> float | None:
         """Tokens the rounds added, per round; None without rounds."""
         return sum(r.tokens for r in self.rounds) / len(self.rounds) if self.rounds else None

@@ -53,7 +53,7 @@ def _round_fields(m: Measurement) -> dict[str, Any]:
         "acceptance_rate": m.acceptance_rate, "tokens_per_round": m.tokens_per_round,
         "round_tokens": [r.tokens for r in rounds], "round_proposed": [r.proposed for r in rounds],
         "round_draft_ms": [r.draft_ms for r in rounds], "round_verify_ms": [r.verify_ms for r in rounds],
-        "round_draft_forwards": [r.draft_forwards for r in rounds],
+        "round_draft_forwards": [r.draft_forwards for r in rounds], "round_gap_ms": list(m.round_gaps_ms),
     }
 
 

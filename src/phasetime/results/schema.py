@@ -100,6 +100,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("round_draft_ms", pa.list_(_F), "raw", "ms", "each round's candidate search"),
     Column("round_verify_ms", pa.list_(_F), "raw", "ms", "each round's verify forward (round 1's is the prefill)"),
     Column("round_draft_forwards", pa.list_(_I32), "raw", "", "the draft model's forwards in each round"),
+    Column("round_gap_ms", pa.list_(_F), "raw", "ms", "the gaps between consecutive rounds' ready times"),
     # cell parameters
     Column("cell", _I64, "parameter", "", "the cell's index in the experiment's grid"),
     Column("model", _S, "axis", "", "built-in name, hub id or local directory"),
