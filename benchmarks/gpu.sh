@@ -29,9 +29,13 @@ python benchmarks/resources.py --model "$MODEL" --json "$OUT/resources.json" 2>&
 # 3. A compiled static cache under the probe (graphs compiled per call) and the GPU's NVML id (issue 17).
 python benchmarks/compiled.py --model "$MODEL" 2>&1 | tee "$OUT/compiled.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
-# 4. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
+# 4. Greedy, assisted (random and perfect draft), prompt lookup and beam search (issue 19).
+python benchmarks/decoding.py --model tiny-llava --draft tiny-llava-draft --prompt "Describe this image." \
+  --device auto 2>&1 | tee "$OUT/decoding.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# 5. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
 if python -c "import pytest, pyarrow, typer, pydantic" 2>/dev/null; then
-  python -m pytest -q -p no:cacheprovider tests/test_groundtruth.py tests/test_probe.py tests/test_clock.py tests/test_compile.py \
+  python -m pytest -q -p no:cacheprovider tests/test_groundtruth.py tests/test_probe.py tests/test_clock.py tests/test_compile.py tests/test_assisted.py \
     2>&1 | tail -3 | tee "$OUT/tests.txt"
 else
   echo "pytest or a dependency is missing here: tests skipped" | tee "$OUT/tests.txt"
