@@ -73,51 +73,88 @@ def test_clock_choice() -> None:
 
 
 class FakeDeviceClock:
-    """A virtual clock that says it lives on ``device`` and counts its syncs."""
+    """One fake GPU's event clock: an event fires at the virtual host time plus ``lag`` ms for
+    the next mark only (work still queued on this device when the host marks a boundary), and
+    never before the device's previous event (a stream runs in order); counts its syncs."""
 
-    name = "virtual"
+    name = "cuda-event"
 
-    def __init__(self, device) -> None:
+    def __init__(self, device, host: "VirtualClock") -> None:
         import torch
 
-        self.device, self.syncs, self.now = torch.device(device), 0, 0
+        self.device, self.host, self.syncs, self.lag, self.last = torch.device(device), host, 0, 0.0, 0.0
 
     def sync(self) -> None:
         self.syncs += 1
 
-    def mark(self) -> int:
-        self.now += 1
-        return self.now
+    def mark(self) -> float:
+        self.last, self.lag = max(self.host.now_ns / 1e6 + self.lag, self.last), 0.0
+        return self.last
 
     def resolve_ms(self, marks):
-        return [float(m - marks[0]) for m in marks]
+        return [m - marks[0] for m in marks]
 
 
-def test_the_clock_follows_the_model_to_its_devices_at_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_model_split_over_gpus_is_timed_on_every_gpu_on_one_timeline(monkeypatch: pytest.MonkeyPatch) -> None:
     """A probe built while the model was on the CPU, then the model split over cuda:0, the CPU
-    and cuda:1 (faked on CPU): the call is timed on cuda:0's clock and every GPU is synced at
-    its two bounds, and at no other time."""
+    and cuda:1 (faked on CPU): the call gets a clock on each GPU, each synced at the call's two
+    bounds only, and a boundary resolves to the GPU that reached it last: when cuda:1 is still
+    busy 2 ms after the host ends each forward, the prefill waits for it (2 ms more, which a
+    clock on cuda:0 alone would miss), every later forward starts behind it, and the call ends
+    when cuda:1 is done."""
     import torch
 
     import phasetime.core.clock as clock_module
+    from conftest import VirtualClock, inject_delays
 
     model, _ = load_tiny("tiny-llama")
     probe = phasetime.Probe(model)  # built on the CPU: 0.2 fixed the host clock here
-    made: list = []
+    host = VirtualClock()
+    made: dict = {}
 
     def fake_clock_for(device):
-        made.append(FakeDeviceClock(device))
-        return made[-1]
+        made[torch.device(device)] = FakeDeviceClock(device, host)
+        return made[torch.device(device)]
 
-    synced: list = []
     monkeypatch.setattr(clock_module, "clock_for", fake_clock_for)
     monkeypatch.setattr(clock_module, "model_devices",
                         lambda m: [torch.device("cuda", 0), torch.device("cpu"), torch.device("cuda", 1)])
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(torch.device(device)))
-    with probe:
-        model.generate(**tiny_inputs("tiny-llama"), max_new_tokens=3, min_new_tokens=3)
+
+    def gpu1_behind(module, args, output) -> None:  # runs before the probe's own post-hook
+        made[torch.device("cuda", 1)].lag = 2.0
+
+    handle = model.register_forward_hook(gpu1_behind)
+    try:
+        with probe, inject_delays(model, 0.0, 5.0, 1.0, clock=host):
+            model.generate(**tiny_inputs("tiny-llama"), max_new_tokens=4, min_new_tokens=4)
+    finally:
+        handle.remove()
     m = probe.measurements[-1]
-    assert [c.device for c in made] == [torch.device("cuda", 0)] and m.timer == "virtual"
-    assert made[0].syncs == 2  # the main GPU's clock, at the call's start and end
-    assert synced == [torch.device("cuda", 1)] * 2  # the other GPU too, and never in between
-    assert m.output_tokens == 3 and m.decode_steps == 2
+    assert list(made) == [torch.device("cuda", 0), torch.device("cuda", 1)] and m.timer == "cuda-event"
+    assert [c.syncs for c in made.values()] == [2, 2]  # both GPUs, at the call's start and end only
+    assert m.prefill_ms == pytest.approx(5.0 + 2.0) and m.ttft_ms == pytest.approx(5.0 + 2.0)
+    assert m.decode_forward_ms == pytest.approx((1.0,) * 3) and m.tpot_ms == pytest.approx(1.0)
+    assert m.total_ms == pytest.approx(5.0 + 3 * 1.0 + 2.0)  # cuda:0 alone would read 8.0
+    assert m.output_tokens == 4 and m.decode_steps == 3
+
+
+def test_the_multi_gpu_clock_resolves_each_mark_to_its_latest_gpu() -> None:
+    from phasetime.core.clock import CallClock
+
+    class Scripted:
+        def __init__(self, times):
+            self.times, self.syncs = list(times), 0
+
+        def sync(self):
+            self.syncs += 1
+
+        def mark(self):
+            return self.times.pop(0)
+
+        def resolve_ms(self, marks):
+            return [m - marks[0] for m in marks]
+
+    clock = CallClock.__new__(CallClock)
+    clock.clocks = [Scripted([10.0, 11.0, 15.0]), Scripted([40.0, 43.0, 44.0])]  # GPU 1's own epoch: 40
+    marks = [clock.mark() for _ in range(3)]
+    assert clock.resolve_ms(marks) == [0.0, 3.0, 5.0]  # mark 1: GPU 1 (3 ms), mark 2: GPU 0 (5 ms)

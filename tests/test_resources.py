@@ -91,6 +91,30 @@ def test_energy_per_phase_from_the_counter() -> None:
     assert m.resources["energy_coarse"] == "vision,decode"  # 20 ms and 10 ms: under two 12 ms steps
 
 
+def test_the_energy_sensor_sums_every_gpu_of_a_split_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two GPUs at 100 W each (faked, by physical id through CUDA_VISIBLE_DEVICES): each phase's
+    energy is twice one GPU's, both are synchronised at every read."""
+    import phasetime.core.gpu_id as gpu_id
+
+    clock = VirtualClock()
+    nvml = FourGpus(clock)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    monkeypatch.setattr(gpu_id, "cuda_uuid", lambda index: None)
+    synced: list = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(torch.device(device)))
+    sensor = EnergySensor([torch.device("cuda", 0), torch.device("cuda", 1)], nvml=nvml, interval_ms=10.0,
+                          now=lambda: clock.now_ns / 1e9)
+    assert sensor.handles == ["physical 2", "physical 0"]
+    model, _ = load_tiny("tiny-llava")
+    with inject_delays(model, 20.0, 30.0, 10.0, clock=clock):
+        m = phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[sensor], max_new_tokens=4,
+                              min_new_tokens=4)
+    r = m.resources
+    assert r["energy_vision_j"] == pytest.approx(4.0) and r["energy_prefill_j"] == pytest.approx(6.0)
+    assert r["energy_total_j"] == pytest.approx(16.0) and r["energy_per_token_j"] == pytest.approx(2.0)
+    assert synced and synced.count(torch.device("cuda", 0)) == synced.count(torch.device("cuda", 1)) == r["sensor_syncs"]
+
+
 def test_the_roof_from_datasheets_and_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     h100 = datasheet("NVIDIA H100 80GB HBM3", "bfloat16")
     assert h100 is not None and h100.flops_per_s == 989e12 and h100.bytes_per_s == 3.35e12
@@ -211,19 +235,39 @@ def test_memory_peaks_see_a_known_allocation() -> None:
 
 
 class FakeCuda:
-    """torch.cuda's allocator counters, scripted: the peak since the last reset of each interval."""
+    """torch.cuda's allocator counters, scripted: the peak since the last reset of each interval
+    (``per_device``: a script per device index)."""
 
-    def __init__(self, peaks: list[int]) -> None:
-        self.peaks, self.resets = list(peaks), 0
+    def __init__(self, peaks: list[int], per_device: dict[int, list[int]] | None = None) -> None:
+        self.scripts = per_device if per_device is not None else {0: list(peaks)}
+        self.resets = 0
 
     def reset_peak_memory_stats(self, device) -> None:
         self.resets += 1
 
     def max_memory_allocated(self, device) -> int:
-        return self.peaks.pop(0)
+        return self.scripts[torch.device(device).index or 0].pop(0)
 
     def max_memory_reserved(self, device) -> int:
         return 2 * 2**30
+
+
+def test_the_memory_sensor_sums_every_gpu_of_a_split_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model split over cuda:0 and cuda:1 (faked): each phase's peak is the sum of the two
+    GPUs' own peaks in that interval, and both GPUs are reset at every boundary."""
+    import phasetime.core.clock as clock_module
+
+    model, _ = load_tiny("tiny-llama")
+    monkeypatch.setattr(clock_module, "model_devices", lambda m: [torch.device("cuda", 0), torch.device("cuda", 1)])
+    sensor = MemorySensor(model)
+    monkeypatch.undo()  # the call itself runs on the CPU clock
+    assert sensor.devices == [torch.device("cuda", 0), torch.device("cuda", 1)] and sensor.cuda
+    fake = FakeCuda([], per_device={0: [1, 500, 300, 400, 90, 450, 120, 470], 1: [1, 5, 30, 4, 9, 45, 12, 47]})
+    sensor.rss, sensor.torch = None, type("T", (), {"cuda": fake})()
+    r = phasetime.measure(model, llama_inputs(10), sensors=[sensor], max_new_tokens=3, min_new_tokens=3).resources
+    assert fake.resets == 2 * 9
+    assert r["mem_prefill_peak_bytes"] == 300 + 30 and r["mem_decode_peak_bytes"] == max(90 + 9, 120 + 12)
+    assert r["mem_prefill_reserved_bytes"] == 2 * 2 * 2**30
 
 
 def test_the_cuda_memory_sensor_keeps_each_phases_own_peak() -> None:
@@ -236,7 +280,7 @@ def test_the_cuda_memory_sensor_keeps_each_phases_own_peak() -> None:
     # before it; the gaps between forwards (generate()'s own work) peak higher, and count for
     # neither phase
     fake = FakeCuda([1, 500, 300, 400, 90, 450, 120, 470])
-    sensor.cuda, sensor.rss = True, None
+    sensor.cuda, sensor.rss, sensor.devices = True, None, [torch.device("cuda", 0)]
     sensor.torch = type("T", (), {"cuda": fake})()
     m = phasetime.measure(model, llama_inputs(10), sensors=[sensor], max_new_tokens=3, min_new_tokens=3)
     r = m.resources

@@ -11,7 +11,9 @@ milliseconds relative to the first one. Two implementations exist:
 
 The clock is chosen at each call from the devices holding the model
 (:func:`clock_for_call`): a model split over several GPUs, or partly offloaded to the CPU, is
-timed with CUDA events on its first GPU and every GPU is synchronised at the call's bounds.
+timed with CUDA events on every GPU it holds (:class:`CallClock`: each mark on each GPU, one
+timeline, a boundary when the last GPU reaches it) and every GPU is synchronised at the
+call's bounds.
 
 Synchronisation rule (the same for both clocks): call :meth:`Clock.sync` once before the
 first mark of a measured call and once after its last mark, and never in between. A
@@ -107,25 +109,38 @@ def clock_for(device: torch.device | str | None) -> Clock:
 
 
 class CallClock:
-    """The clock of one call on a model spread over several devices: its marks are those of the
-    main device's clock (the first CUDA device holding the model), and :meth:`sync` waits for
-    every CUDA device of the call, so that no device's queued work leaks across the call's bounds."""
+    """The clock of one call on a model spread over several CUDA devices.
+
+    Every mark is a CUDA event recorded on the current stream of *each* device, so each
+    device says when it reached the boundary; :meth:`sync` waits for every device. The
+    call's first mark is recorded right after the opening sync, when every device is idle:
+    each device's events are timed from its own first event, which puts them on one timeline
+    (to within the microseconds between recording the first events). A boundary is reached
+    when the last device gets there, so a mark resolves to the latest of its devices' times:
+    work still queued on the second GPU when a forward ends on the first counts in that
+    forward. With one CUDA device this is :class:`CudaEventClock` exactly.
+    """
+
+    name = "cuda-event"
 
     def __init__(self, main: Clock, devices: Sequence[torch.device]) -> None:
         self.main = main
-        self.name = main.name
-        self.others = [d for d in devices if d.type == "cuda" and d != getattr(main, "device", None)]
+        self.device = getattr(main, "device", None)
+        self.devices = [d for d in devices if d.type == "cuda"]
+        self.clocks = [main if d == self.device else clock_for(d) for d in self.devices]
 
     def sync(self) -> None:
-        for device in self.others:
-            torch.cuda.synchronize(device)
-        self.main.sync()
+        for clock in self.clocks:
+            clock.sync()
 
-    def mark(self) -> Any:
-        return self.main.mark()
+    def mark(self) -> list[Any]:
+        return [clock.mark() for clock in self.clocks]
 
     def resolve_ms(self, marks: Sequence[Any]) -> list[float]:
-        return self.main.resolve_ms(marks)
+        if not marks:
+            return []
+        per_device = [clock.resolve_ms([m[i] for m in marks]) for i, clock in enumerate(self.clocks)]
+        return [max(times) for times in zip(*per_device)]
 
 
 def model_devices(model: torch.nn.Module) -> list[torch.device]:
@@ -139,8 +154,9 @@ def model_devices(model: torch.nn.Module) -> list[torch.device]:
 
 def clock_for_call(devices: Sequence[torch.device]) -> Clock:
     """The clock of a call on ``devices`` (looked up at the call, not when the probe was built:
-    a probe made before ``model.to("cuda")`` still gets CUDA events): CUDA events on the first
-    CUDA device, every CUDA device synced at the bounds; the host clock on a CPU-only model."""
+    a probe made before ``model.to("cuda")`` still gets CUDA events): CUDA events on every CUDA
+    device (:class:`CallClock` when there are several), each synced at the bounds; the host
+    clock on a CPU-only model (CPU offload: the host waits for the CPU's work anyway)."""
     cuda = [d for d in devices if d.type == "cuda"]
     odd = [d for d in devices if d.type not in ("cpu", "cuda", "meta")]
     if odd:

@@ -1,5 +1,7 @@
 """Energy per phase from the GPU's energy counter (NVML), read at phase boundaries.
 
+A model split over several GPUs reads every GPU's counter at each boundary, summed.
+
 NVML's total-energy counter (millijoules since the driver loaded) is read at the call's start
 and end, at the first and last boundary of vision, at the start and end of the prefill and at
 the start of the decode: a handful of reads per call, never one per decode step. Each read
@@ -15,7 +17,7 @@ intervals in ``energy_coarse``: their energy is a count of counter steps, not a 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .gpu_id import nvml_handle
 from .phases import PromptCounter
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     import torch
 
 ENERGY_COLUMNS = (
-    SensorColumn("energy_vision_j", "J", "GPU energy during vision (NVML counter)"),
+    SensorColumn("energy_vision_j", "J", "GPU energy during vision (NVML counter; every GPU of the model, summed)"),
     SensorColumn("energy_prefill_j", "J", "GPU energy during prefill, without nested vision"),
     SensorColumn("energy_decode_j", "J", "GPU energy during decode"),
     SensorColumn("energy_total_j", "J", "GPU energy of the whole call"),
@@ -55,17 +57,22 @@ class EnergySensor:
     name = "energy"
     columns = ENERGY_COLUMNS
 
-    def __init__(self, device: "torch.device", nvml: Any = None, interval_ms: float | None = None,
+    def __init__(self, device: "torch.device | Sequence[torch.device]", nvml: Any = None, interval_ms: float | None = None,
                  now: Callable[[], float] = time.perf_counter) -> None:
         import torch
 
         self.torch = torch
         self.nvml = nvml if nvml is not None else _nvml()
         self.now = now  # seconds; a test's virtual clock stands in for the real one
-        index = device.index if device.index is not None else (torch.cuda.current_device() if device.type == "cuda" else 0)
-        self.handle = nvml_handle(self.nvml, index)  # by UUID: torch's index is not NVML's (CUDA_VISIBLE_DEVICES)
-        self.cuda = device.type == "cuda"
-        self.device = device
+        # several devices: a model split over GPUs (device_map); their energies are summed
+        self.devices = [device] if isinstance(device, torch.device) else list(device)
+        indices = [d.index if d.index is not None else (torch.cuda.current_device() if d.type == "cuda" else 0)
+                   for d in self.devices]
+        # by UUID: torch's index is not NVML's (CUDA_VISIBLE_DEVICES)
+        self.handles = [nvml_handle(self.nvml, index) for index in indices]
+        self.handle = self.handles[0]
+        self.cuda = any(d.type == "cuda" for d in self.devices)
+        self.device = self.devices[0]
         self.interval_ms = interval_ms if interval_ms is not None else self._interval_ms()
         self.reads: dict[str, tuple[float, float]] = {}
         self.counter = PromptCounter(0)
@@ -73,9 +80,11 @@ class EnergySensor:
 
     def _read(self) -> tuple[float, float]:
         """(joules, seconds) now, after the device has finished its queued work."""
-        if self.cuda:
-            self.torch.cuda.synchronize(self.device)
-        return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0, self.now()
+        for device in self.devices:
+            if device.type == "cuda":
+                self.torch.cuda.synchronize(device)
+        joules = sum(self.nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self.handles) / 1000.0
+        return joules, self.now()
 
     def _interval_ms(self, timeout_s: float = 1.0) -> float | None:
         """Time between two advances of the counter (None when it did not advance twice)."""

@@ -150,9 +150,13 @@ class MemorySensor:
     def __init__(self, model: "torch.nn.Module", weights: dict[str, int] | None = None) -> None:
         import torch
 
+        from .clock import model_devices
+
         self.torch = torch
         self.device = next(model.parameters()).device
-        self.cuda = self.device.type == "cuda"
+        # every GPU of a model split over several (device_map): their peaks are summed
+        self.devices = [d for d in model_devices(model) if d.type == "cuda"]
+        self.cuda = bool(self.devices)
         self.weights = weights if weights is not None else weight_bytes(model)
         self.rss = _Rss() if not self.cuda else None
         self.samples: list[tuple[str, int | None, int, int]] = []
@@ -165,14 +169,16 @@ class MemorySensor:
         self.samples.clear()
         self.counter = PromptCounter(prompt_tokens)
         self.kv_prefill, self.prefill_ending, self.last_output = None, False, None
-        if self.cuda:
-            self.torch.cuda.reset_peak_memory_stats(self.device)
+        for device in self.devices:
+            self.torch.cuda.reset_peak_memory_stats(device)
 
     def sample(self, kind: str, tokens: int | None = None, output: Any = None) -> None:
         if self.cuda:
-            allocated = self.torch.cuda.max_memory_allocated(self.device)
-            reserved = self.torch.cuda.max_memory_reserved(self.device)
-            self.torch.cuda.reset_peak_memory_stats(self.device)
+            cuda = self.torch.cuda
+            allocated = sum(cuda.max_memory_allocated(d) for d in self.devices)
+            reserved = sum(cuda.max_memory_reserved(d) for d in self.devices)
+            for device in self.devices:
+                cuda.reset_peak_memory_stats(device)
         else:
             assert self.rss is not None
             allocated, reserved = self.rss(), 0

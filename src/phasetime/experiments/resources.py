@@ -34,7 +34,10 @@ class CellResources:
         if spec.energy:
             from ..core.energy import EnergySensor
 
-            self.sensors.append(EnergySensor(self.device))
+            from ..core.clock import model_devices
+
+            gpus = [d for d in model_devices(model) if d.type == "cuda"]
+            self.sensors.append(EnergySensor(gpus or self.device))
         self.roof: Any = None
         if spec.cost:
             from ..core.roof import roof
