@@ -33,9 +33,12 @@ python benchmarks/compiled.py --model "$MODEL" 2>&1 | tee "$OUT/compiled.txt"
 python benchmarks/decoding.py --model tiny-llava --draft tiny-llava-draft --prompt "Describe this image." \
   --device auto 2>&1 | tee "$OUT/decoding.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
-# 5. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
+# 5. A model split between cuda:0 and the CPU (accelerate), probe against the wall clock (issue 17).
+python benchmarks/split.py --model "$MODEL" 2>&1 | tee "$OUT/split.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# 6. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
 if python -c "import pytest, pyarrow, typer, pydantic" 2>/dev/null; then
-  python -m pytest -q -p no:cacheprovider tests/test_groundtruth.py tests/test_probe.py tests/test_clock.py tests/test_compile.py tests/test_assisted.py \
+  python -m pytest -q -p no:cacheprovider tests/test_groundtruth.py tests/test_probe.py tests/test_clock.py tests/test_compile.py tests/test_assisted.py tests/test_resources.py \
     2>&1 | tail -3 | tee "$OUT/tests.txt"
 else
   echo "pytest or a dependency is missing here: tests skipped" | tee "$OUT/tests.txt"

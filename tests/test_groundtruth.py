@@ -158,17 +158,24 @@ def test_sampling_is_timed_like_greedy() -> None:
 
 
 def test_hooks_survive_a_compiled_forward() -> None:
+    """generate() compiles the forward for a static cache. The model is compiled and warmed up
+    with neither the probe nor the injector attached (hooks added after compilation do not fire
+    inside a compiled module: the delays are injected at the model's own forward, whose hooks
+    do), then timed: every phase exactly, every decode step seen."""
     from transformers import CompileConfig
 
     model, _ = load_tiny("tiny-llama")
     config = CompileConfig(backend="eager", fullgraph=False)
     config._compile_all_devices = True  # transformers compiles on CUDA only unless told
     kwargs = dict(max_new_tokens=5, min_new_tokens=5, cache_implementation="static", compile_config=config)
-    # The first call compiles inside its first decode step; time the second.
-    measure_virtual(model, tiny_inputs("tiny-llama"), 0.0, **kwargs)
-    m = measure_virtual(model, tiny_inputs("tiny-llama"), 0.0, **kwargs)
+    for _ in range(2):  # the first call compiles inside its first decode step
+        model.generate(**tiny_inputs("tiny-llama"), **kwargs)
     assert hasattr(model, "_compiled_call"), "generate() did not take the compiled path"
-    assert m.decode_steps == 4 and m.itl_ms == (D,) * 4 and m.prefill_ms == P
+    clock = VirtualClock()
+    with inject_delays(model, 0.0, P, D, clock=clock, language_model=model):
+        m = phasetime.measure(model, tiny_inputs("tiny-llama"), clock=clock, **kwargs)
+    assert m.compiles == 0 and m.decode_steps == 4
+    assert m.itl_ms == (D,) * 4 and m.prefill_ms == P and m.total_ms == P + 4 * D
 
 
 def test_a_prompt_partly_in_a_cache_counts_only_the_rest() -> None:

@@ -291,3 +291,33 @@ def test_inspect_says_in_one_line_when_the_processor_fails(monkeypatch: pytest.M
     result = run_cli("inspect", "tiny-llava")
     assert result.exit_code == 2 and "could not build a prompt with an image" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_exception_inside_a_probed_generate_leaves_the_probe_ready() -> None:
+    """A forward that raises at the third step: the error reaches the caller unchanged, no
+    measurement is recorded for the broken call, nothing of it stays behind (the call state,
+    the draft's hooks), and the next call is measured as if nothing happened."""
+    from phasetime.core.hooks import ModelHooks
+
+    model, _ = load_tiny("tiny-llama")
+    draft, _ = load_tiny("tiny-llama-draft")
+    calls = {"n": 0}
+
+    def third_forward_fails(module, args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    handle = model.register_forward_pre_hook(third_forward_fails)
+    with phasetime.Probe(model) as probe:
+        try:
+            with pytest.raises(RuntimeError, match="illegal memory access"):
+                model.generate(**tiny_inputs("tiny-llama"), assistant_model=draft, max_new_tokens=6, min_new_tokens=6)
+        finally:
+            handle.remove()
+        hooks = ModelHooks.existing(model)
+        assert probe.measurements == [] and hooks is not None and hooks.call is None
+        assert not draft._forward_pre_hooks and not draft._forward_hooks
+        model.generate(**tiny_inputs("tiny-llama"), max_new_tokens=4, min_new_tokens=4)
+    assert len(probe.measurements) == 1 and probe.measurements[0].output_tokens == 4
+    assert "generate" not in vars(model)
