@@ -91,6 +91,24 @@ def test_energy_per_phase_from_the_counter() -> None:
     assert m.resources["energy_coarse"] == "vision,decode"  # 20 ms and 10 ms: under two 12 ms steps
 
 
+def test_energy_follows_derives_rule_when_vision_reruns_in_decode() -> None:
+    """Without a cache, transformers <= 5.17 re-encodes the image in every forward: vision's
+    energy is every vision span's, and prefill and decode leave out the vision nested in them
+    (0.2 read vision from its first start to its last end, across the decode, and gave a
+    negative prefill energy). On >= 5.18 vision runs once, before the prefill."""
+    model, _ = load_tiny("tiny-llava")
+    clock = VirtualClock()
+    sensor = EnergySensor(torch.device("cpu"), nvml=FakeNvml(clock), interval_ms=1.0, now=lambda: clock.now_ns / 1e9)
+    with inject_delays(model, 20.0, 30.0, 30.0, clock=clock):  # without a cache every forward is a "prefill" to it
+        m = phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[sensor], max_new_tokens=4,
+                              min_new_tokens=4, use_cache=False)
+    r, encodes = m.resources, m.vision_calls
+    assert encodes in (1, 4)
+    assert r["energy_vision_j"] == pytest.approx(2.0 * encodes)  # 20 ms at 100 W per encoding
+    assert r["energy_prefill_j"] == pytest.approx(3.0) and r["energy_decode_j"] == pytest.approx(3 * 3.0)
+    assert r["energy_total_j"] == pytest.approx(2.0 * encodes + 3.0 + 9.0)
+
+
 def test_the_energy_sensor_sums_every_gpu_of_a_split_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two GPUs at 100 W each (faked, by physical id through CUDA_VISIBLE_DEVICES): each phase's
     energy is twice one GPU's, both are synchronised at every read."""

@@ -21,8 +21,9 @@ from .errors import UnsupportedGeneration
 from .generation import StopRecorder, check_mode, compiled_graphs, count_output_tokens, decoding, eos_token_ids
 from .generation import audio_inputs, media_tokens_without_pixels, pixel_inputs, prompt_length, returns_prompt
 from .generation import sequences_tensor
-from .phases import Event, PromptCounter, derive
+from .phases import Event, derive
 from .record import Measurement
+from .sensors import Boundary, Phases
 
 if TYPE_CHECKING:
     from .hooks import ModelHooks
@@ -58,28 +59,33 @@ class Recorder:
         self.clock = probe.clock or _clock.clock_for_call(_clock.model_devices(probe.target))
         self.marks: list[tuple[str, Any, int | None]] = []
         self.depth = 0
-        self.counter = PromptCounter(prompt_tokens)
+        self.phases = Phases(prompt_tokens)  # each boundary's phase, decided once for sensors and NVTX
         self.decode_step = 0
         self.nvtx = probe.nvtx
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.phases.counter.prompt_tokens
 
     def mark(self, kind: str, tokens: int | None = None, output: Any = None) -> None:
         if self.nvtx is not None and kind.endswith("_end"):
             self.nvtx.pop()
         self.marks.append((kind, self.clock.mark(), tokens))
-        if not kind.startswith("draft"):  # sensors sample the target's boundaries
+        boundary = None if kind.startswith("draft") else self.phases.observe(kind, tokens)
+        if boundary is not None:  # sensors sample the target's boundaries
             for sensor in self.probe.sensors:
-                sensor.sample(kind, tokens, output)
+                sensor.sample(boundary, output)
         if self.nvtx is not None and kind.endswith("_start"):
-            self.nvtx.push(self._range_name(kind, tokens))
+            self.nvtx.push(self._range_name(kind, boundary))
 
-    def _range_name(self, kind: str, tokens: int | None) -> str:
+    def _range_name(self, kind: str, boundary: Boundary | None) -> str:
         if kind == "call_start":
             return "phasetime.generate"
         if kind == "vision_start":
             return "vision"
-        if kind.startswith("draft"):
+        if boundary is None:
             return "draft" if kind == "draft_start" else "draft forward"
-        if self.counter.feed(tokens or 0):
+        if boundary.forward == "prefill":
             return "prefill"
         self.decode_step += 1
         return f"decode step {self.decode_step}"
@@ -122,7 +128,7 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
         for r in state.recorders:
             r.clock.sync()
             for sensor in r.probe.sensors:
-                sensor.start(r.counter.prompt_tokens)
+                sensor.start(r.prompt_tokens)
         compiled = compiled_graphs()
         for r in state.recorders:
             r.mark("call_start")
@@ -171,7 +177,7 @@ def run_inner_call(hooks: ModelHooks, state: CallState, original: Callable[..., 
     prompt, cached = prompt_length(args, kwargs)
     state.inner = {"prompt": prompt, "cached": cached, "args": (args, kwargs)}
     for r in state.recorders:
-        r.counter = PromptCounter(prompt - cached)
+        r.phases = Phases(prompt - cached)
         if r.probe.vision_paths is None:
             r.mark("vision_end")
     output = original(*args, **kwargs)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from .sensors import PHASES, PhaseIntervals, SensorColumn
+from .sensors import PHASES, Boundary, SensorColumn
 
 if TYPE_CHECKING:
     import torch
@@ -49,24 +49,20 @@ class FlopSensor:
 
     def __init__(self, counter: Any) -> None:
         self.counter = counter
-        self.samples: list[tuple[str, int | None, int]] = []
+        self.samples: list[tuple[str, int]] = []  # (phase after the boundary, FLOPs so far)
 
     def start(self, prompt_tokens: int) -> None:
-        self.samples = [("start", None, self.counter.get_total_flops())]
+        self.samples = []
 
-    def sample(self, kind: str, tokens: int | None = None, output: Any = None) -> None:
-        self.samples.append((kind, tokens, self.counter.get_total_flops()))
+    def sample(self, boundary: Boundary, output: Any = None) -> None:
+        self.samples.append((boundary.after, self.counter.get_total_flops()))
 
     def finish(self, prompt_tokens: int) -> dict[str, Any]:
-        kinds = [(k, t) for k, t, _ in self.samples[1:]]
-        intervals = PhaseIntervals(kinds, prompt_tokens)
         flops = {p: 0 for p in PHASES}
-        # sample i (i >= 1) holds the total at boundary i; the interval before it belongs to
-        # the phase after boundary i - 1
-        for i in range(2, len(self.samples)):
-            phase = intervals.phase_after(i - 2)
+        # the FLOPs between two boundaries belong to the phase the first one opened
+        for (phase, before), (_, after) in zip(self.samples, self.samples[1:]):
             if phase in flops:
-                flops[phase] += self.samples[i][2] - self.samples[i - 1][2]
+                flops[phase] += after - before
         return {f"{p}_flops": flops[p] for p in PHASES}
 
 

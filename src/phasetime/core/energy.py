@@ -3,8 +3,10 @@
 A model split over several GPUs reads every GPU's counter at each boundary, summed.
 
 NVML's total-energy counter (millijoules since the driver loaded) is read at the call's start
-and end, at the first and last boundary of vision, at the start and end of the prefill and at
-the start of the decode: a handful of reads per call, never one per decode step. Each read
+and end, at the start and end of every vision span, at the start and end of the prefill and at
+the start of the decode: a handful of reads per call, never one per decode step (unless
+vision re-runs in every step: then its spans are read too, so that its energy is vision's,
+as its time is). Each read
 follows a device synchronisation, so that the counter has seen the phase's work: this is the
 only sensor that synchronises inside a call, which is why it is off unless asked for
 (``--energy``), and why its calls' timings should not be mixed with those of runs without it.
@@ -20,8 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .gpu_id import nvml_handle
-from .phases import PromptCounter
-from .sensors import SensorColumn
+from .sensors import Boundary, SensorColumn
 
 if TYPE_CHECKING:
     import torch
@@ -75,8 +76,7 @@ class EnergySensor:
         self.device = self.devices[0]
         self.interval_ms = interval_ms if interval_ms is not None else self._interval_ms()
         self.reads: dict[str, tuple[float, float]] = {}
-        self.counter = PromptCounter(0)
-        self.decode_steps = 0
+        self.start(0)
 
     def _read(self) -> tuple[float, float]:
         """(joules, seconds) now, after the device has finished its queued work."""
@@ -101,49 +101,66 @@ class EnergySensor:
 
     def start(self, prompt_tokens: int) -> None:
         self.reads = {}
-        self.counter = PromptCounter(prompt_tokens)
+        self.visions: list[tuple[tuple[float, float], tuple[float, float]]] = []  # every vision span's reads
+        self.vision_open: tuple[float, float] | None = None
         self.decode_steps = 0
 
-    def _once(self, key: str, last: bool = False) -> None:
-        if last or key not in self.reads:
+    def _once(self, key: str) -> None:
+        if key not in self.reads:
             self.reads[key] = self._read()
 
-    def sample(self, kind: str, tokens: int | None = None, output: Any = None) -> None:
-        if kind == "call_start":
-            self._once("call_start")
-        elif kind == "call_end":
-            self._once("call_end")
-        elif kind == "vision_start":
-            self._once("vision_start")
-        elif kind == "vision_end":
-            self._once("vision_end", last=True)
+    def sample(self, boundary: "Boundary", output: Any = None) -> None:
+        kind = boundary.kind
+        if kind in ("call_start", "call_end"):
+            self._once(kind)
+        elif kind == "vision_start" and boundary.after == "vision" and self.vision_open is None:
+            self.vision_open = self._read()
+        elif kind == "vision_end" and boundary.after != "vision" and self.vision_open is not None:
+            self.visions.append((self.vision_open, self._read()))
+            self.vision_open = None
         elif kind == "forward_start":
-            prefill = self.counter.feed(tokens or 0)
-            self._once("prefill_start" if prefill else "decode_start")
-            self.decode_steps += 0 if prefill else 1
-            self._prefill_ending = prefill and self.counter.consumed >= self.counter.prompt_tokens
-        elif kind == "forward_end" and getattr(self, "_prefill_ending", False):
+            self._once("prefill_start" if boundary.forward == "prefill" else "decode_start")
+            self.decode_steps += boundary.forward == "decode"
+        elif kind == "forward_end" and boundary.ends_prefill:
             self._once("prefill_end")
-            self._prefill_ending = False
 
     def _span(self, a: str, b: str) -> tuple[float, float] | None:
         if a in self.reads and b in self.reads:
-            (ja, ta), (jb, tb) = self.reads[a], self.reads[b]
-            return jb - ja, 1000 * (tb - ta)
+            return _between(self.reads[a], self.reads[b])
         return None
 
+    def _vision_within(self, span: tuple[str, str]) -> tuple[float, float]:
+        """Energy and time of the vision spans inside the reads ``span`` (nested vision)."""
+        if span[0] not in self.reads or span[1] not in self.reads:
+            return 0.0, 0.0
+        lo, hi = self.reads[span[0]][1], self.reads[span[1]][1]
+        inside = [_between(a, b) for a, b in self.visions if lo <= a[1] and b[1] <= hi]
+        return sum(j for j, _ in inside), sum(ms for _, ms in inside)
+
     def finish(self, prompt_tokens: int) -> dict[str, Any]:
-        spans = {"vision": self._span("vision_start", "vision_end"), "prefill": self._span("prefill_start", "prefill_end"),
-                 "decode": self._span("decode_start", "call_end"), "total": self._span("call_start", "call_end")}
-        vision, prefill = spans["vision"], spans["prefill"]
-        if vision and prefill and self.reads["vision_start"][1] >= self.reads["prefill_start"][1]:
-            prefill = (prefill[0] - vision[0], prefill[1] - vision[1])  # vision nested in the prefill forward
-            spans["prefill"] = prefill
+        """Energy per phase, by derive's rule: vision is every vision span; prefill and decode
+        leave out the vision nested in them (5.17 encodes inside the prefill forward; a model
+        re-encoding every step runs vision inside decode)."""
+        visions = [_between(a, b) for a, b in self.visions]
+        spans: dict[str, tuple[float, float] | None] = {
+            "vision": (sum(j for j, _ in visions), sum(ms for _, ms in visions)) if visions else None,
+            "prefill": self._span("prefill_start", "prefill_end"), "decode": self._span("decode_start", "call_end"),
+            "total": self._span("call_start", "call_end")}
+        for phase, keys in (("prefill", ("prefill_start", "prefill_end")), ("decode", ("decode_start", "call_end"))):
+            got = spans[phase]
+            if got is not None:
+                nested = self._vision_within(keys)
+                spans[phase] = (got[0] - nested[0], got[1] - nested[1])
         coarse = [p for p, s in spans.items() if s and self.interval_ms and s[1] < 2 * self.interval_ms]
         out: dict[str, Any] = {f"energy_{p}_j": (s[0] if s else None) for p, s in spans.items()}
         decode = spans["decode"]
         out["energy_per_token_j"] = decode[0] / self.decode_steps if decode and self.decode_steps else None
         out["energy_interval_ms"] = self.interval_ms
         out["energy_coarse"] = ",".join(coarse) or None
-        out["sensor_syncs"] = len(self.reads) if self.cuda else 0
+        out["sensor_syncs"] = (len(self.reads) + 2 * len(self.visions)) if self.cuda else 0
         return out
+
+
+def _between(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """(joules, ms) from read ``a`` to read ``b``."""
+    return b[0] - a[0], 1000 * (b[1] - a[1])

@@ -3,10 +3,10 @@
 A sensor is one class plus its columns. The probe calls :meth:`Sensor.start` before the call,
 :meth:`Sensor.sample` at every boundary it marks (call start and end, vision start and end,
 each forward's start and end, with the forward's output at its end) and :meth:`Sensor.finish`
-after the call, which returns the sensor's column values. Which interval belongs to which
-phase is decided here once, by :class:`PhaseIntervals`, the way :func:`~phasetime.core.phases.derive`
-decides it: forwards are prefill until the prompt is consumed, decode after; vision wins
-inside a forward. Without sensors the probe does none of this.
+after the call, which returns the sensor's column values. Each boundary comes as a
+:class:`Boundary` whose phase the call's recorder decided once (:class:`Phases`), the way
+:func:`~phasetime.core.phases.derive` decides it: forwards are prefill until the prompt is
+consumed, decode after; vision wins inside a forward. No sensor classifies for itself.
 
 Sensors (see docs/metrics.md, "Resources"):
 
@@ -44,13 +44,27 @@ class SensorColumn:
     kind: str = "float"
 
 
+@dataclass(frozen=True)
+class Boundary:
+    """One boundary of a call, as every sensor sees it: ``kind`` (``call_start``,
+    ``vision_end``, ``forward_start``, ...), ``after`` (the phase of the interval it opens:
+    vision, prefill, decode or other), ``forward`` (on a forward's start and end: prefill or
+    decode) and ``ends_prefill`` (the end of the forward that consumed the prompt's last
+    positions)."""
+
+    kind: str
+    after: str
+    forward: str | None = None
+    ends_prefill: bool = False
+
+
 class Sensor(Protocol):
     name: str
     columns: tuple[SensorColumn, ...]
 
     def start(self, prompt_tokens: int) -> None: ...
 
-    def sample(self, kind: str, tokens: int | None = None, output: Any = None) -> None: ...
+    def sample(self, boundary: Boundary, output: Any = None) -> None: ...
 
     def finish(self, prompt_tokens: int) -> dict[str, Any]: ...
 
@@ -58,31 +72,29 @@ class Sensor(Protocol):
 PHASES = ("vision", "prefill", "decode")
 
 
-class PhaseIntervals:
-    """Turns the boundary kinds a sensor saw into the phase of each interval between them.
+class Phases:
+    """Decides each boundary's phase once, for one call (the recorder keeps one): vision
+    inside a vision span, prefill or decode inside a forward (by counting the prompt's
+    positions, :class:`PromptCounter`), else other."""
 
-    ``phase_after(i)`` is the phase from boundary i to boundary i + 1: vision inside a vision
-    span, prefill or decode inside a forward (by counting the prompt's positions), else
-    ``"other"``.
-    """
+    def __init__(self, prompt_tokens: int) -> None:
+        self.counter = PromptCounter(prompt_tokens)
+        self.forward: str | None = None
+        self.vision = 0
+        self.ending = False
 
-    def __init__(self, kinds: Sequence[tuple[str, int | None]], prompt_tokens: int) -> None:
-        counter = PromptCounter(prompt_tokens)
-        self.phases: list[str] = []
-        forward, vision = None, 0
-        for kind, tokens in kinds:
-            if kind == "forward_start":
-                forward = "prefill" if counter.feed(tokens or 0) else "decode"
-            elif kind == "forward_end":
-                forward = None
-            elif kind == "vision_start":
-                vision += 1
-            elif kind == "vision_end":
-                vision -= 1
-            self.phases.append("vision" if vision > 0 else forward or "other")
-
-    def phase_after(self, i: int) -> str:
-        return self.phases[i]
+    def observe(self, kind: str, tokens: int | None = None) -> Boundary:
+        forward, ends = None, False
+        if kind == "forward_start":
+            self.forward = forward = "prefill" if self.counter.feed(tokens or 0) else "decode"
+            self.ending = forward == "prefill" and self.counter.consumed >= self.counter.prompt_tokens
+        elif kind == "forward_end":
+            forward, ends, self.forward, self.ending = self.forward, self.ending, None, False
+        elif kind == "vision_start":
+            self.vision += 1
+        elif kind == "vision_end":
+            self.vision -= 1
+        return Boundary(kind, "vision" if self.vision > 0 else self.forward or "other", forward, ends)
 
 
 def cache_bytes(output: Any) -> int | None:
@@ -159,20 +171,17 @@ class MemorySensor:
         self.cuda = bool(self.devices)
         self.weights = weights if weights is not None else weight_bytes(model)
         self.rss = _Rss() if not self.cuda else None
-        self.samples: list[tuple[str, int | None, int, int]] = []
-        self.counter = PromptCounter(0)
+        self.samples: list[tuple[str, int, int]] = []  # (phase after the boundary, allocated, reserved)
         self.kv_prefill: int | None = None
-        self.prefill_ending = False
         self.last_output: Any = None
 
     def start(self, prompt_tokens: int) -> None:
         self.samples.clear()
-        self.counter = PromptCounter(prompt_tokens)
-        self.kv_prefill, self.prefill_ending, self.last_output = None, False, None
+        self.kv_prefill, self.last_output = None, None
         for device in self.devices:
             self.torch.cuda.reset_peak_memory_stats(device)
 
-    def sample(self, kind: str, tokens: int | None = None, output: Any = None) -> None:
+    def sample(self, boundary: Boundary, output: Any = None) -> None:
         if self.cuda:
             cuda = self.torch.cuda
             allocated = sum(cuda.max_memory_allocated(d) for d in self.devices)
@@ -182,23 +191,19 @@ class MemorySensor:
         else:
             assert self.rss is not None
             allocated, reserved = self.rss(), 0
-        self.samples.append((kind, tokens, allocated, reserved))
-        if kind == "forward_start":
-            # the forward that consumes the prompt's last positions ends the prefill
-            self.prefill_ending = self.counter.feed(tokens or 0) and self.counter.consumed >= self.counter.prompt_tokens
-        elif kind == "forward_end":
-            if self.prefill_ending and self.kv_prefill is None:
+        self.samples.append((boundary.after, allocated, reserved))
+        if boundary.kind == "forward_end":
+            if boundary.ends_prefill and self.kv_prefill is None:
                 self.kv_prefill = cache_bytes(output)
             self.last_output = output
 
     def finish(self, prompt_tokens: int) -> dict[str, Any]:
-        intervals = PhaseIntervals([(k, t) for k, t, _, _ in self.samples], prompt_tokens)
         peaks = {p: 0 for p in PHASES}
         reserved = {p: 0 for p in PHASES}
-        for i, (_, _, allocated, res) in enumerate(self.samples[1:], 1):
+        for i, (after, allocated, res) in enumerate(self.samples[1:], 1):
             # on CUDA a sample holds the peak since the previous boundary; on CPU the current
             # RSS, which belongs to both intervals it separates
-            phases = {intervals.phase_after(i - 1)} | (set() if self.cuda else {intervals.phase_after(i)})
+            phases = {self.samples[i - 1][0]} | (set() if self.cuda else {after})
             for phase in phases & set(PHASES):
                 peaks[phase] = max(peaks[phase], allocated)
                 reserved[phase] = max(reserved[phase], res)
