@@ -46,3 +46,27 @@ def test_a_call_that_compiled_fails_the_check() -> None:
     assert result.verdict == "fail" and result.value == 1 and "torch.compile compiled" in result.detail
     clean = next(r for r in run_checks(t.slice(0, 2)) if r.check == "no_compilation")
     assert clean.verdict == "pass"
+
+
+def test_hooks_added_after_compiling_a_forward_fire_after_a_flagged_recompile() -> None:
+    """The language model's forward compiled and run without the probe; then the probe names the
+    vision tower inside it (on transformers <= 5.17; newer ones encode before the forward, outside
+    the compiled frame). torch guards the compiled frame on the module's hooks: the first
+    measured call recompiles (``compiles`` > 0: not a latency, the check fails it) and from then
+    on the tower's hooks fire in every call: vision is never silently billed to prefill."""
+    from conftest import load_tiny, tiny_inputs
+
+    model, _ = load_tiny("tiny-llava")
+    inner = model.model
+    original = inner.forward
+    inner.forward = torch.compile(original, backend="eager")
+    try:
+        inputs = tiny_inputs("tiny-llava")
+        model.generate(**inputs, max_new_tokens=2, min_new_tokens=2)  # compiled without the probe
+        first = phasetime.measure(model, inputs, vision=["model.vision_tower"], max_new_tokens=3, min_new_tokens=3)
+        second = phasetime.measure(model, inputs, vision=["model.vision_tower"], max_new_tokens=3, min_new_tokens=3)
+    finally:
+        inner.forward = original
+    inside = Version(transformers.__version__) < Version("5.18")  # vision inside the compiled forward
+    assert first.vision_calls == 1 and (first.compiles > 0 or not inside)
+    assert second.vision_calls == 1 and second.compiles == 0 and second.vision_ms > 0

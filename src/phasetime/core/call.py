@@ -205,11 +205,14 @@ def _finish(r: Recorder, state: CallState, prompt_tokens: int, lengths: list[int
     vision_ran = any(kind == "vision_start" for kind, _, _ in r.marks)
     if state.pixels and not vision_ran and r.probe.vision_paths != []:
         keys = ", ".join(state.pixels)
+        compiled = (" If the encoder runs inside a torch.compile'd module, its hooks may not fire there: attach the "
+                    "probe before compiling, or name a method (vision=['model.get_image_features']).") \
+            if compiled_graphs() else ""
         raise UnsupportedGeneration(
             f"the call carries pixel inputs ({keys}) but no vision encoder ran under the probe, so vision time "
             f"would land in prefill; looked for: {', '.join(r.probe.describe_vision())}. Name the encoder with "
             "vision=['path.to.encoder', ...] (module or method paths; phasetime inspect MODEL lists the modules), "
-            "or pass vision=[] to time the call without vision")
+            "or pass vision=[] to time the call without vision." + compiled)
     resources: dict[str, Any] = {}
     for sensor in r.probe.sensors:
         resources.update(sensor.finish(prompt_tokens))
