@@ -22,7 +22,7 @@ from transformers import CompileConfig  # noqa: E402
 
 import phasetime  # noqa: E402
 from phasetime.experiments import models  # noqa: E402
-from phasetime.experiments.inputs import build_inputs, synthetic_image  # noqa: E402
+from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # noqa: E402
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ import phasetime  # noqa: E402
 from phasetime.core.clock import clock_for, time_call  # noqa: E402
 from phasetime.core.stats import median, spearman  # noqa: E402
 from phasetime.experiments import models  # noqa: E402
-from phasetime.experiments.inputs import build_inputs, synthetic_image  # noqa: E402
+from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # noqa: E402
 
 
 def self_accounted(model, inputs, n: int, repeats: int, device) -> dict:

@@ -30,7 +30,7 @@ from phasetime.core.roof import roof  # noqa: E402
 from phasetime.core.sensors import MemorySensor, weight_bytes  # noqa: E402
 from phasetime.core.stats import median  # noqa: E402
 from phasetime.experiments import models  # noqa: E402
-from phasetime.experiments.inputs import build_inputs, synthetic_image  # noqa: E402
+from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # noqa: E402
 
 PHASES = ("vision", "prefill", "decode")
 

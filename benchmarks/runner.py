@@ -26,8 +26,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from phasetime.experiments.driver import run_experiment  # noqa: E402
-from phasetime.experiments.spec import parse_experiment  # noqa: E402
+from phasetime.experiments.running.run import run_experiment  # noqa: E402
+from phasetime.experiments.plan.spec import parse_experiment  # noqa: E402
 from phasetime.results import read as read_results  # noqa: E402
 from phasetime.results.files import MEASUREMENTS_FILE, RUN_FILE, cell_files, read_json, write_json, write_table  # noqa: E402
 

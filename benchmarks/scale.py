@@ -30,8 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-import phasetime.experiments.driver as driver  # noqa: E402
-from phasetime.experiments.spec import parse_experiment  # noqa: E402
+import phasetime.experiments.running.run as driver  # noqa: E402
+from phasetime.experiments.plan.spec import parse_experiment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

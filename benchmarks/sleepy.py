@@ -13,7 +13,7 @@ from typing import Any
 
 
 def build() -> tuple[Any, Any]:
-    from phasetime.experiments.tiny import build_llama
+    from phasetime.experiments.models.tiny import build_llama
 
     model, tokenizer = build_llama()
     pause = float(os.environ.get("PHASETIME_SLEEP_MS", "25")) / 1000

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import phasetime  # noqa: E402
 from phasetime.core.stats import cv, median  # noqa: E402
 from phasetime.experiments import models  # noqa: E402
-from phasetime.experiments.inputs import build_inputs, synthetic_image  # noqa: E402
+from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # noqa: E402
 
 
 def _spin(stop: float) -> None:

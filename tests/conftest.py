@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)  # steadier timings on a 2-core machine
 
 from phasetime.experiments import models  # noqa: E402
-from phasetime.experiments.inputs import build_inputs, synthetic_image  # noqa: E402
+from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # noqa: E402
 
 
 class VirtualClock:
@@ -183,8 +183,8 @@ def example_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The three example experiments, run once per session: name -> (experiment, results directory)."""
     from pathlib import Path
 
-    from phasetime.experiments.driver import run_experiment
-    from phasetime.experiments.spec import load_experiment
+    from phasetime.experiments.running.run import run_experiment
+    from phasetime.experiments.plan.spec import load_experiment
 
     base = tmp_path_factory.mktemp("examples")
     out = {}

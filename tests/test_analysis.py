@@ -16,8 +16,8 @@ from conftest import VirtualClock, inject_delays, load_tiny, run_cli
 from phasetime.analysis.checks import Thresholds, failed, run_checks
 from phasetime.analysis.compare import compare_methods, compare_runs
 from phasetime.analysis.report import build_report
-from phasetime.experiments.driver import run_experiment
-from phasetime.experiments.spec import parse_experiment
+from phasetime.experiments.running.run import run_experiment
+from phasetime.experiments.plan.spec import parse_experiment
 from phasetime.results import read as read_results
 from phasetime.results.files import read_json
 from phasetime.results.trace import trace

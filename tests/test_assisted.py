@@ -280,7 +280,7 @@ def test_the_subtract_method_refuses_assisted_decoding() -> None:
 
 
 def _decoding_experiment(**overrides: Any) -> Any:
-    from phasetime.experiments.spec import parse_experiment
+    from phasetime.experiments.plan.spec import parse_experiment
 
     data = {"name": "decoding", "models": ["tiny-llama"], "order": "grid", "repeats": 2, "warmup": 1,
             "inputs": {"kind": "synthetic", "prompt": "abc abc abc abc"},
@@ -295,7 +295,7 @@ def test_a_run_records_every_decoding_with_its_rounds(tmp_path: Any) -> None:
 
     from phasetime.analysis.checks import failed, run_checks
     from phasetime.analysis.report import build_report
-    from phasetime.experiments.driver import run_experiment
+    from phasetime.experiments.running.run import run_experiment
     from phasetime.results import read, verify
 
     out = tmp_path / "run"
@@ -322,7 +322,7 @@ def test_a_run_records_every_decoding_with_its_rounds(tmp_path: Any) -> None:
 
 
 def test_run_json_keeps_the_draft_and_resume_reloads_it(tmp_path: Any) -> None:
-    from phasetime.experiments.driver import run_experiment
+    from phasetime.experiments.running.run import run_experiment
 
     exp = _decoding_experiment(sweep={"max_new_tokens": [3, 4], "generation": [{"draft": "tiny-llama-draft"}]},
                                repeats=1, warmup=0)
@@ -344,21 +344,21 @@ def test_run_json_keeps_the_draft_and_resume_reloads_it(tmp_path: Any) -> None:
     ],
 )
 def test_experiment_files_refuse_what_cannot_be_timed(sweep: dict, message: str) -> None:
-    from phasetime.experiments.spec import ExperimentError
+    from phasetime.experiments.plan.spec import ExperimentError
 
     with pytest.raises(ExperimentError, match=message):
         _decoding_experiment(sweep={"max_new_tokens": [3], **sweep})
 
 
 def test_cost_and_energy_are_refused_with_rounds_and_beams() -> None:
-    from phasetime.experiments.spec import ExperimentError
+    from phasetime.experiments.plan.spec import ExperimentError
 
     with pytest.raises(ExperimentError, match="one token per forward"):
         _decoding_experiment(resources={"cost": True})
 
 
 def test_an_unknown_draft_is_named_before_anything_runs(tmp_path: Any) -> None:
-    from phasetime.experiments.driver import RunError, run_experiment
+    from phasetime.experiments.running.run import RunError, run_experiment
 
     exp = _decoding_experiment(sweep={"max_new_tokens": [3], "generation": [{"draft": "tiny-nope"}]})
     with pytest.raises(RunError, match=r"sweep.generation\[0\].draft"):
@@ -371,8 +371,8 @@ def test_the_example_experiments_run(tmp_path: Any, name: str) -> None:
     import os
 
     from conftest import EXAMPLES
-    from phasetime.experiments.driver import run_experiment
-    from phasetime.experiments.spec import load_experiment
+    from phasetime.experiments.running.run import run_experiment
+    from phasetime.experiments.plan.spec import load_experiment
     from phasetime.results import read
 
     exp = load_experiment(os.path.join(EXAMPLES, f"{name}.yaml"))

@@ -12,8 +12,8 @@ import phasetime
 from conftest import VirtualClock, inject_delays, load_tiny, tiny_inputs
 from phasetime import UnsupportedGeneration
 from phasetime.experiments import models
-from phasetime.experiments.inputs import synthetic_image
-from phasetime.experiments.tiny import TEXT_BUILTINS, TEXT_ONLY_IMPOSSIBLE, video_inputs
+from phasetime.experiments.data.inputs import synthetic_image
+from phasetime.experiments.models.tiny import TEXT_BUILTINS, TEXT_ONLY_IMPOSSIBLE, video_inputs
 
 FAMILIES = [name for name in models.BUILTIN if name.startswith("tiny-") and name not in TEXT_BUILTINS]
 TOWERS = ("vision_tower", "visual", "vision_model")

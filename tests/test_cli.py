@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from phasetime.cli import parse_int_list
-from phasetime.experiments.validate import RunError
+from phasetime.experiments.plan.checks import RunError
 from phasetime.results import read as read_results
 
 # Does not depend on the transformers version: run once, on the newest (scripts/test.sh).

@@ -15,12 +15,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-import phasetime.experiments.driver as driver
+import phasetime.experiments.running.run as driver
 import phasetime.results.directory as directory
 from conftest import run_cli
-from phasetime.experiments.driver import run_experiment
-from phasetime.experiments.plan import expand
-from phasetime.experiments.spec import parse_experiment
+from phasetime.experiments.running.run import run_experiment
+from phasetime.experiments.plan.grid import expand
+from phasetime.experiments.plan.spec import parse_experiment
 from phasetime.results import StoreError, read, verify
 from phasetime.results.content import CALL_ID_STRIDE, Expected, faults
 from phasetime.results.files import CELLS_DIR, MEASUREMENTS_FILE, META_KEY, OWNER_FILE, RUN_FILE

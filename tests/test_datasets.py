@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from phasetime.experiments.datasets import (
+from phasetime.experiments.data.datasets import (
     BadSample, DatasetError, Sample, format_question, load_hf, load_llava, load_manifest,
 )
-from phasetime.experiments.synthetic import synthetic_vqa
-from phasetime.experiments.scoring import score
+from phasetime.experiments.data.synthetic import synthetic_vqa
+from phasetime.experiments.data.scoring import score
 
 # Does not depend on the transformers version: run once, on the newest (scripts/test.sh).
 pytestmark = pytest.mark.anyversion

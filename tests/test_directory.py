@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from phasetime.experiments.driver import run_experiment
-from phasetime.experiments.spec import parse_experiment
+from phasetime.experiments.running.run import run_experiment
+from phasetime.experiments.plan.spec import parse_experiment
 from phasetime.results import StoreError, read
 from phasetime.results.directory import DirectoryLock
 
@@ -106,7 +106,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path: Path) -> None:
 HOLD_AFTER_FIRST_CELL = """
 import sys, time
 from pathlib import Path
-import phasetime.experiments.driver as driver
+import phasetime.experiments.running.run as driver
 real, release = driver.write_cell, Path(sys.argv[1])
 def write_and_wait(*args, **kwargs):
     real(*args, **kwargs)

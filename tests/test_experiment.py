@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from phasetime.experiments.plan import expand
-from phasetime.experiments.quick import quick_experiment
-from phasetime.experiments.spec import ExperimentError, load_experiment, parse_experiment
+from phasetime.experiments.plan.grid import expand
+from phasetime.experiments.plan.quick import quick_experiment
+from phasetime.experiments.plan.spec import ExperimentError, load_experiment, parse_experiment
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phasetime.core.errors import PhasetimeError
-from phasetime.experiments.driver import run_experiment
-from phasetime.experiments.spec import load_experiment, parse_experiment
-from phasetime.experiments.validate import prepare
+from phasetime.experiments.running.run import run_experiment
+from phasetime.experiments.plan.spec import load_experiment, parse_experiment
+from phasetime.experiments.plan.checks import prepare
 from phasetime.results import StoreError, read, verify
 from phasetime.results.export import export
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from phasetime.experiments import models
-from phasetime.experiments.inputs import build_inputs, load_image, synthetic_image
+from phasetime.experiments.data.inputs import build_inputs, load_image, synthetic_image
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llava", "tiny-qwen2-vl"])

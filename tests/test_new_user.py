@@ -19,10 +19,10 @@ from conftest import load_tiny, run_cli, tiny_inputs
 from phasetime.core.errors import UnsupportedGeneration, UsageError
 from phasetime.core.roof import Roof, cached_roof
 from phasetime.experiments import models
-from phasetime.experiments.driver import run_experiment
-from phasetime.experiments.inputs import load_image
-from phasetime.experiments.spec import ExperimentError, load_experiment, parse_experiment
-from phasetime.experiments.validate import MAX_CALLS, RunError, check_size, prepare
+from phasetime.experiments.running.run import run_experiment
+from phasetime.experiments.data.inputs import load_image
+from phasetime.experiments.plan.spec import ExperimentError, load_experiment, parse_experiment
+from phasetime.experiments.plan.checks import MAX_CALLS, RunError, check_size, prepare
 from phasetime.results import StoreError
 
 pytestmark = pytest.mark.anyversion

@@ -282,7 +282,7 @@ def test_setups_phasetime_cannot_time_are_refused_by_name(monkeypatch: pytest.Mo
 
 def test_inspect_says_in_one_line_when_the_processor_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     from conftest import run_cli
-    from phasetime.experiments import inspection
+    from phasetime.experiments.models import inspection
 
     def broken(*args, **kwargs):
         raise KeyError("chat_template")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from phasetime.experiments.driver import run_experiment
-from phasetime.experiments.plan import expand
-from phasetime.experiments.ray_executor import RayExecutor
-from phasetime.experiments.spec import Experiment, load_experiment, parse_experiment
+from phasetime.experiments.running.run import run_experiment
+from phasetime.experiments.plan.grid import expand
+from phasetime.experiments.running.ray_cluster import RayExecutor
+from phasetime.experiments.plan.spec import Experiment, load_experiment, parse_experiment
 from phasetime.results import read, verify
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'phasetime[ray]')")
@@ -118,7 +118,7 @@ class Killed(BaseException):
 
 
 def test_resume_across_executors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers) -> None:
-    import phasetime.experiments.driver as driver
+    import phasetime.experiments.running.run as driver
 
     out = tmp_path / "run"
     real, written = driver.write_cell, []

@@ -149,8 +149,8 @@ def test_the_roof_from_datasheets_and_measured(tmp_path: Path, monkeypatch: pyte
 
 def test_a_run_with_memory_and_cost_fills_every_column(tmp_path: Path) -> None:
     from phasetime.analysis import summarize
-    from phasetime.experiments.driver import run_experiment
-    from phasetime.experiments.spec import parse_experiment
+    from phasetime.experiments.running.run import run_experiment
+    from phasetime.experiments.plan.spec import parse_experiment
     from phasetime.results import read
 
     exp = parse_experiment({"name": "r", "models": ["tiny-llava"], "inputs": {"kind": "synthetic", "image_size": 64},
@@ -204,7 +204,7 @@ def test_the_gpu_is_named_to_nvml_by_uuid_not_by_torchs_index(monkeypatch: pytes
     """Under CUDA_VISIBLE_DEVICES=3,1 torch's cuda:0 is physical GPU 3: NVML must read GPU 3."""
     import phasetime.core.gpu_id as gpu_id
     from phasetime.core.errors import UsageError
-    from phasetime.experiments import conditions
+    from phasetime.experiments.running import conditions
 
     nvml = FourGpus(VirtualClock())
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-import phasetime.experiments.driver as driver
-import phasetime.experiments.execute as execute
+import phasetime.experiments.running.run as driver
+import phasetime.experiments.running.worker as execute
 import phasetime.results.store as store
-from phasetime.experiments.driver import RunError, run_experiment
-from phasetime.experiments.plan import expand
-from phasetime.experiments.spec import load_experiment, parse_experiment
+from phasetime.experiments.running.run import RunError, run_experiment
+from phasetime.experiments.plan.grid import expand
+from phasetime.experiments.plan.spec import load_experiment, parse_experiment
 from phasetime.results import read as read_results
 from phasetime.results import verify
 from phasetime.results.files import MEASUREMENTS_FILE
@@ -116,7 +116,7 @@ def test_kill_mid_cell_and_between_rows_and_marker(tmp_path: Path, monkeypatch: 
 
 KILL_AFTER_THREE_CELLS = """
 import os, signal, sys
-import phasetime.experiments.driver as driver
+import phasetime.experiments.running.run as driver
 real, written = driver.write_cell, []
 def write_then_kill(*args, **kwargs):
     real(*args, **kwargs)
@@ -274,7 +274,7 @@ def test_example_experiments_run_end_to_end(example_runs, name: str) -> None:
 
 
 def test_cells_run_shuffled_within_each_model_unless_grid_order() -> None:
-    from phasetime.experiments.plan import execution_order
+    from phasetime.experiments.plan.grid import execution_order
 
     exp = parse_experiment({"name": "o", "models": ["tiny-llama", "tiny-llava"],
                             "sweep": {"max_new_tokens": [1, 2, 4, 8, 16, 32]}, "seed": 3})

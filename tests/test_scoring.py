@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from phasetime.experiments.scoring import (
+from phasetime.experiments.data.scoring import (
     anls, exact_match, extract_choice, levenshtein, multiple_choice, normalize_vqa, relaxed_accuracy, score,
     vqa_accuracy, yes_no,
 )

@@ -34,7 +34,7 @@ def cmd_inspect(
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code.")] = False,
 ) -> None:
     """Time one short call and show what phasetime times as vision, prefill and decode in MODEL."""
-    from ..experiments.inspection import inspect_model
+    from ..experiments.models.inspection import inspect_model
 
     found = inspect_model(model, image=image, device=device, dtype=dtype, vision=vision,
                           trust_remote_code=trust_remote_code)

@@ -12,7 +12,7 @@ from rich.markup import escape
 from .app import app, consoles, fail
 
 if TYPE_CHECKING:
-    from ..experiments.driver import RunResult
+    from ..experiments.running.run import RunResult
 
 # The quick path's defaults live in quick_experiment's signature; the help texts below
 # repeat them for --help, and a test checks that they agree.
@@ -22,7 +22,7 @@ HELP_DEFAULTS = {"model": "tiny-llava", "max_new_tokens": "1,2,4,8,16,32", "repe
 
 def parse_int_list(text: str, name: str) -> tuple[int, ...]:
     """``"1,2,4"`` -> ``(1, 2, 4)``; a one-line error naming the flag for anything else."""
-    from ..experiments.validate import RunError
+    from ..experiments.plan.checks import RunError
 
     values = []
     for part in text.split(","):
@@ -37,7 +37,7 @@ def parse_int_list(text: str, name: str) -> tuple[int, ...]:
 
 
 def _threads(text: str | None) -> int | str | None:
-    from ..experiments.validate import RunError
+    from ..experiments.plan.checks import RunError
 
     if text is None or text == "auto":
         return text
@@ -81,7 +81,7 @@ def cmd_run(
     num_beams: Annotated[Optional[int], typer.Option(help="Beam search with this many beams.")] = None,
 ) -> None:
     """Measure every phase of generate(): an experiment file, or one model over output lengths."""
-    from ..experiments.validate import RunError
+    from ..experiments.plan.checks import RunError
 
     quick = {
         "model": model, "max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens, "repeats": repeats,
@@ -96,13 +96,13 @@ def cmd_run(
         given["max_new_tokens"] = parse_int_list(given["max_new_tokens"], "--max-new-tokens")
     overrides = {"threads": _threads(threads), "executor": executor, "address": address,
                  "resources": {k: True for k, on in (("memory", memory), ("cost", cost), ("energy", energy)) if on}}
-    from ..experiments.conditions import apply_threads
+    from ..experiments.running.conditions import apply_threads
 
     if isinstance(overrides["threads"], int):
         apply_threads(overrides["threads"])  # before torch is imported, so OpenMP starts with them
     exp = _experiment(experiment, given, overrides)
     out_dir = out if out is not None else str(Path("results") / exp.name)
-    from ..experiments.driver import run_experiment
+    from ..experiments.running.run import run_experiment
 
     kwargs: dict[str, Any] = dict(source=experiment, resume=resume, overwrite=overwrite,
                                   skip_bad_samples=skip_bad_samples, nvtx=nvtx, yes=yes)
@@ -116,8 +116,8 @@ def cmd_run(
 
 
 def _experiment(file: Path | None, given: dict[str, Any], overrides: dict[str, Any]) -> Any:
-    from ..experiments.quick import quick_experiment
-    from ..experiments.spec import load_experiment, parse_experiment
+    from ..experiments.plan.quick import quick_experiment
+    from ..experiments.plan.spec import load_experiment, parse_experiment
 
     if file is None:
         quick_args = {**given, **{k: v for k, v in overrides.items() if v is not None and k != "resources"},
@@ -201,7 +201,7 @@ def _line_progress() -> Callable[[str, dict[str, Any]], None]:
 def _run_with_bar(exp: Any, out_dir: str, kwargs: dict[str, Any]) -> "RunResult":
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from ..experiments.driver import run_experiment
+    from ..experiments.running.run import run_experiment
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())

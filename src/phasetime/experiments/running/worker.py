@@ -1,4 +1,4 @@
-"""Executing one cell: a :class:`~phasetime.experiments.plan.CellTask` in, a
+"""Executing one cell: a :class:`~phasetime.experiments.plan.grid.CellTask` in, a
 :class:`CellOutcome` out, no shared state.
 
 A :class:`Worker` lives where the model runs (this process, or a Ray actor) and keeps the
@@ -22,15 +22,15 @@ from typing import Any, Callable
 import pyarrow as pa
 import torch
 
-from ..core.errors import PhasetimeError, UnsupportedGeneration
-from ..core.measure import measure
-from ..results.rows import measurement_rows, rows_to_table
-from . import models
-from .batch import CellError, add_predictions, prepare_batch, resize
+from ...core.errors import PhasetimeError, UnsupportedGeneration
+from ...core.measure import measure
+from ...results.rows import measurement_rows, rows_to_table
+from .. import models
+from ..data.batch import CellError, add_predictions, prepare_batch, resize
 from .conditions import apply_threads
-from .datasets import BadSample
-from .plan import CellTask
-from .resources import CellResources
+from ..data.datasets import BadSample
+from ..plan.grid import CellTask
+from .sensors import CellResources
 
 CallFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..core.errors import PhasetimeError, first_line
+from ...core.errors import PhasetimeError, first_line
 from .tiny import BUILDERS, BUILTIN_POSITIONS
 
 __all__ = ["BUILTIN", "DEFAULT_MODEL", "DTYPES", "ModelLoadError", "check_name", "is_vision_language", "load", "max_positions",

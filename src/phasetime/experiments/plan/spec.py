@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..core.errors import PhasetimeError
-from .datasets import HF_COLUMNS
-from .models import DEFAULT_MODEL
+from ...core.errors import PhasetimeError
+from ..data.datasets import HF_COLUMNS
+from ..models import DEFAULT_MODEL
 from .options import check_attention, check_decoding, check_device, check_generation, check_text
-from .scoring import METRICS
+from ..data.scoring import METRICS
 from .yaml_keys import UniqueKeyLoader
 
 DEFAULT_PROMPT = "Describe this image in detail."

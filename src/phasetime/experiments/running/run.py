@@ -25,18 +25,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..results import directory
-from ..results.content import plan_digest, plan_intact
-from ..results.files import RUN_FILE, StoreError, read_json, write_json
-from ..results.schema import SCHEMA_VERSION
-from ..results.stability import machine_warnings, table_warnings
-from ..results.store import consolidate, repair, set_aside, write_cell
+from ...results import directory
+from ...results.content import plan_digest, plan_intact
+from ...results.files import RUN_FILE, StoreError, read_json, write_json
+from ...results.schema import SCHEMA_VERSION
+from ...results.stability import machine_warnings, table_warnings
+from ...results.store import consolidate, repair, set_aside, write_cell
 from .conditions import apply_threads, environment, snapshot
-from .execute import CellOutcome
+from .worker import CellOutcome
 from .executors import Events, Executor, make_executor
-from .plan import Cell, RunOptions, calls_per_cell, batches, tasks
-from .spec import Experiment, parse_experiment
-from .validate import Prepared, RunError, prepare
+from ..plan.grid import Cell, RunOptions, calls_per_cell, batches, tasks
+from ..plan.spec import Experiment, parse_experiment
+from ..plan.checks import Prepared, RunError, prepare
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
 
@@ -153,7 +153,7 @@ def _resume(path: Path, experiment: Experiment, prepared: Prepared, source: Path
         raise RunError(f"the experiment differs from the one in {run_file}; use a new --out or --overwrite")
     if saved is None:
         # run.json lost or unreadable: resume only if every marker belongs to this experiment
-        from ..results.integrity import verify
+        from ...results.integrity import verify
 
         foreign = [i for i, m in verify(path).markers.items() if keys.get(i) != m.get("key")]
         if foreign:
@@ -230,7 +230,7 @@ def run_experiment(
     yes: bool = False,
 ) -> RunResult:
     """Run every cell of ``experiment`` into the results directory ``out``; see the module docstring.
-    ``yes`` confirms a run beyond the size limits of :func:`phasetime.experiments.validate.check_size`."""
+    ``yes`` confirms a run beyond the size limits of :func:`phasetime.experiments.plan.checks.check_size`."""
     notify = progress or (lambda event, info: None)
     if overwrite and resume:
         raise RunError("--overwrite and --resume exclude each other")

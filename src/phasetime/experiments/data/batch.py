@@ -12,13 +12,13 @@ from typing import Any, Iterator
 import torch
 from PIL import Image
 
-from ..core.errors import PhasetimeError
-from ..core.generation import sequences_tensor
+from ...core.errors import PhasetimeError
+from ...core.generation import sequences_tensor
 from .datasets import Sample, format_question
 from .inputs import chat_prompt, encode
-from .plan import Cell
+from ..plan.grid import Cell
 from .scoring import score
-from .spec import Experiment
+from ..plan.spec import Experiment
 
 
 class CellError(PhasetimeError):

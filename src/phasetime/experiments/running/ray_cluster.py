@@ -1,7 +1,7 @@
 """The Ray executor: an experiment's cells spread over the workers of a Ray cluster.
 
 One Ray actor per worker slot (one per GPU on a GPU cluster, else one per CPU slot), each a
-:class:`~phasetime.experiments.execute.Worker` that keeps its loaded model between cells.
+:class:`~phasetime.experiments.running.worker.Worker` that keeps its loaded model between cells.
 An idle worker takes the next cell of the model it holds, so weights load once per worker
 and model; one cell runs on a GPU at a time, since phases must not share a device with
 another measurement. The driver stays the only writer: outcomes (an Arrow table of rows)
@@ -22,11 +22,11 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from ..core.errors import PhasetimeError
-from .execute import CellOutcome
+from ...core.errors import PhasetimeError
+from .worker import CellOutcome
 from .executors import Events
-from .plan import CellTask
-from .spec import ExecutorSpec
+from ..plan.grid import CellTask
+from ..plan.spec import ExecutorSpec
 
 
 class RayUnavailable(PhasetimeError):
@@ -37,7 +37,7 @@ class _RemoteWorker:
     """The body of each Ray actor."""
 
     def __init__(self, name: str) -> None:
-        from .execute import Worker
+        from .worker import Worker
 
         self.worker = Worker(name)
 

@@ -14,8 +14,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..results.content import CALL_ID_STRIDE
-from .datasets import Sample
+from ...results.content import CALL_ID_STRIDE
+from ..data.datasets import Sample
 from .spec import DatasetInputs, Experiment, ModelSpec
 
 

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from PIL import Image
 
-from ..core.errors import PhasetimeError, first_line
+from ...core.errors import PhasetimeError, first_line
 from .inputs import load_image, to_rgb
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import PhasetimeError
-from . import models
-from .conditions import resolve_threads
-from .datasets import BadSample, DatasetError, Sample, load_hf, load_llava, load_manifest, take
-from .inputs import synthetic_image
-from .plan import Cell, batches, calls_per_cell, count_cells, expand
+from ...core.errors import PhasetimeError
+from .. import models
+from ..running.conditions import resolve_threads
+from ..data.datasets import BadSample, DatasetError, Sample, load_hf, load_llava, load_manifest, take
+from ..data.inputs import synthetic_image
+from .grid import Cell, batches, calls_per_cell, count_cells, expand
 from .spec import DatasetInputs, Experiment
-from .synthetic import synthetic_vqa
+from ..data.synthetic import synthetic_vqa
 
 
 class RunError(PhasetimeError, ValueError):
@@ -148,7 +148,7 @@ def prepare(experiment: Experiment, *, skip_bad_samples: bool = False, nvtx: boo
     cells = expand(experiment)
     device = _check_models(experiment, cells)
     if nvtx:
-        from ..core.nvtx import Nvtx as _Nvtx
+        from ...core.nvtx import Nvtx as _Nvtx
 
         try:
             _Nvtx()

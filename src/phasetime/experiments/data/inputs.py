@@ -9,9 +9,9 @@ import torch
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
-from ..core.errors import UsageError
+from ...core.errors import UsageError
 
-from .models import is_vision_language, tokenizer_of
+from ..models import is_vision_language, tokenizer_of
 
 
 def synthetic_image(size: int, seed: int = 0) -> Image.Image:

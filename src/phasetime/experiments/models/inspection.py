@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.errors import PhasetimeError, UnsupportedGeneration, UsageError, first_line
-from ..core.generation import check_mode
-from ..core.hooks import brings_own_generate, inner_language_model, unwrap
-from ..core.probe import Probe
-from ..core.record import Measurement
-from . import models
-from .inputs import build_inputs, load_image, synthetic_image
+from ...core.errors import PhasetimeError, UnsupportedGeneration, UsageError, first_line
+from ...core.generation import check_mode
+from ...core.hooks import brings_own_generate, inner_language_model, unwrap
+from ...core.probe import Probe
+from ...core.record import Measurement
+from .. import models
+from ..data.inputs import build_inputs, load_image, synthetic_image
 
 PROMPT = "Describe this image."
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .models import DEFAULT_MODEL
+from ..models import DEFAULT_MODEL
 from .spec import DEFAULT_PROMPT, Experiment, parse_experiment
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from ..core.cost import bytes_moved, count_flops, language_read_bytes
-from ..core.record import Measurement
-from ..core.sensors import MemorySensor, weight_bytes
-from .spec import ResourcesSpec
+from ...core.cost import bytes_moved, count_flops, language_read_bytes
+from ...core.record import Measurement
+from ...core.sensors import MemorySensor, weight_bytes
+from ..plan.spec import ResourcesSpec
 
 
 class CellResources:
@@ -32,15 +32,15 @@ class CellResources:
         if spec.memory:
             self.sensors.append(MemorySensor(model, self.weights))
         if spec.energy:
-            from ..core.energy import EnergySensor
+            from ...core.energy import EnergySensor
 
-            from ..core.clock import model_devices
+            from ...core.clock import model_devices
 
             gpus = [d for d in model_devices(model) if d.type == "cuda"]
             self.sensors.append(EnergySensor(gpus or self.device))
         self.roof: Any = None
         if spec.cost:
-            from ..core.roof import roof
+            from ...core.roof import roof
 
             self.roof = roof(self.device, str(parameter.dtype).removeprefix("torch."))
             self.language = language_read_bytes(model, self.weights)

@@ -3,7 +3,7 @@
 An executor never writes results and shares no state with the driver beyond the tasks it
 is given and the outcomes it yields; the driver persists each outcome as it arrives. Two
 executors exist: :class:`LocalExecutor` (this process, one cell at a time: phasetime
-0.1's behaviour) and :class:`~phasetime.experiments.ray_executor.RayExecutor` (a Ray
+0.1's behaviour) and :class:`~phasetime.experiments.running.ray_cluster.RayExecutor` (a Ray
 cluster, one worker per GPU or CPU slot), chosen by the experiment's ``executor``.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
-from .execute import CellOutcome, Worker
-from .plan import CellTask
-from .spec import ExecutorSpec
+from .worker import CellOutcome, Worker
+from ..plan.grid import CellTask
+from ..plan.spec import ExecutorSpec
 
 
 @dataclass
@@ -73,7 +73,7 @@ class LocalExecutor:
 def make_executor(spec: ExecutorSpec) -> Executor:
     """The executor an experiment asks for (Ray is imported only here, only when asked for)."""
     if spec.kind == "ray":
-        from .ray_executor import RayExecutor
+        from .ray_cluster import RayExecutor
 
         return RayExecutor(spec)
     return LocalExecutor()
