@@ -77,8 +77,9 @@ class PictureReader(torch.nn.Module):
         return out if self.flat else out.flatten(2).mean(-1)
 
 
-def odd_vlm(flat: bool = False) -> Any:
-    """A VLM whose image encoder has a name no list knows (like Phi-4-multimodal's)."""
+def odd_vlm(flat: bool = False, scaled: bool = False) -> Any:
+    """A VLM whose image encoder has a name no list knows (like Phi-4-multimodal's); ``scaled``:
+    it is fed a rescaled copy of the pixels (same shape, another tensor)."""
     from transformers import LlamaForCausalLM
 
     base, _ = load_tiny("tiny-llama")
@@ -86,7 +87,8 @@ def odd_vlm(flat: bool = False) -> Any:
     class OddVLM(LlamaForCausalLM):
         def forward(self, input_ids=None, pixel_values=None, inputs_embeds=None, **kwargs):  # type: ignore[override]
             if pixel_values is not None and input_ids is not None and input_ids.shape[1] > 1:
-                features = self.picture_reader(pixel_values.flatten(1) if flat else pixel_values)  # [B, H]
+                fed = pixel_values.flatten(1) if flat else (pixel_values * 2.0 - 1.0 if scaled else pixel_values)
+                features = self.picture_reader(fed)  # [B, H]
                 inputs_embeds = self.model.embed_tokens(input_ids) + features[:, None, :]
                 input_ids = None
             return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
@@ -109,6 +111,62 @@ def test_an_encoder_nobody_named_is_found_through_the_pixels() -> None:
         with inject_delays(model, V, P, D, clock=clock, vision_tower=model.picture_reader, language_model=model.model):
             m = phasetime.measure(model, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
         assert m.vision_ms == V and m.prefill_ms == P and m.vision_calls == 1
+
+
+def test_a_connector_between_tower_and_language_model_counts_as_vision() -> None:
+    """A tower found by its name followed by a perceiver-style resampler, a separate module the
+    model's forward calls on the tower's output: both are vision (0.2 billed the resampler
+    to prefill)."""
+    from transformers import LlamaForCausalLM
+
+    base, _ = load_tiny("tiny-llama")
+    hidden = base.config.hidden_size
+
+    class ResampledVLM(LlamaForCausalLM):
+        def forward(self, input_ids=None, pixel_values=None, inputs_embeds=None, **kwargs):  # type: ignore[override]
+            if pixel_values is not None and input_ids is not None and input_ids.shape[1] > 1:
+                features = self.resampler(self.vision_model(pixel_values))
+                inputs_embeds = self.model.embed_tokens(input_ids) + features[:, None, :]
+                input_ids = None
+            return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
+
+    model = ResampledVLM(base.config)
+    model.load_state_dict(base.state_dict())
+    model.vision_model, model.resampler = PictureReader(hidden), torch.nn.Linear(hidden, hidden)
+    model.generation_config = base.generation_config
+    model.eval()
+    clock = VirtualClock()
+    with inject_delays(model, V, P, D, clock=clock, vision_tower=model.vision_model, language_model=model.model):
+        handle = model.resampler.register_forward_pre_hook(lambda m, a: clock.advance(4.0))
+        try:
+            m = phasetime.measure(model, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
+        finally:
+            handle.remove()
+    assert m.vision_ms == V + 4.0 and m.vision_calls == 2 and m.prefill_ms == P and m.itl_ms == (D, D)
+
+
+def test_only_an_encoder_found_by_the_pixel_tensor_itself_is_remembered() -> None:
+    """Found by the very pixel tensor, the encoder is remembered for the model's later probes (a
+    fresh probe per measure() call does not search again), until it is no longer part of the
+    model; found by a tensor of the pixels' shape only (a guess), it is timed for that probe's
+    hooks and searched again next time."""
+    from phasetime.core import targets
+
+    model = odd_vlm()
+    phasetime.measure(model, odd_inputs(), max_new_tokens=2, min_new_tokens=2)
+    assert targets._DISCOVERED.get(model) is model.picture_reader
+    model.picture_reader = PictureReader(model.config.hidden_size)  # swapped: the old one is forgotten
+    clock = VirtualClock()
+    with inject_delays(model, V, P, D, clock=clock, vision_tower=model.picture_reader, language_model=model.model):
+        m = phasetime.measure(model, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
+    assert m.vision_ms == V and targets._DISCOVERED.get(model) is model.picture_reader
+    guessed = odd_vlm(scaled=True)
+    for _ in range(2):
+        clock = VirtualClock()
+        with inject_delays(guessed, V, P, D, clock=clock, vision_tower=guessed.picture_reader,
+                           language_model=guessed.model):
+            m = phasetime.measure(guessed, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
+        assert m.vision_ms == V and m.prefill_ms == P and targets._DISCOVERED.get(guessed) is None
 
 
 def test_an_encoder_that_cannot_be_found_is_a_loud_error_with_the_fix() -> None:
@@ -134,20 +192,35 @@ def test_a_model_with_its_own_generate_is_timed_through_its_language_model() -> 
 
 
 def test_a_model_with_an_unknown_own_generate_is_refused_before_running() -> None:
+    """An own generate() with its own loop is refused before it runs; one that hands over to
+    the standard generate() on itself is timed like the standard one."""
     from transformers import LlamaForCausalLM
 
     base, _ = load_tiny("tiny-llama")
     ran = []
 
     class Homemade(LlamaForCausalLM):
-        def generate(self, *args, **kwargs):  # type: ignore[override]
+        def generate(self, input_ids=None, **kwargs):  # type: ignore[override]
             ran.append(1)
+            for _ in range(2):
+                input_ids = torch.cat([input_ids, self(input_ids=input_ids).logits[:, -1:].argmax(-1)], dim=1)
+            return input_ids
+
+    class HandsOver(LlamaForCausalLM):
+        def generate(self, *args, **kwargs):  # type: ignore[override]
+            ran.append(2)
             return super().generate(*args, **kwargs)
 
     model = Homemade(base.config).eval()
     with pytest.raises(UnsupportedGeneration, match="Homemade brings its own generate"):
         phasetime.measure(model, tiny_inputs("tiny-llama"), max_new_tokens=2)
     assert ran == []
+    polite = HandsOver(base.config).eval()
+    polite.generation_config = base.generation_config
+    clock = VirtualClock()
+    with inject_delays(polite, 0.0, P, D, clock=clock, language_model=polite.model):
+        m = phasetime.measure(polite, tiny_inputs("tiny-llama"), clock=clock, max_new_tokens=3, min_new_tokens=3)
+    assert ran == [2] and m.prefill_ms == P and m.itl_ms == (D, D)
 
 
 def test_torch_compile_of_the_whole_model() -> None:
@@ -179,3 +252,39 @@ def test_inspect_a_local_directory_and_a_model_it_cannot_time(tmp_path) -> None:
     processor.save_pretrained(tmp_path / "m")
     result = run_cli("inspect", tmp_path / "m", "--device", "cpu")
     assert result.exit_code == 0 and "get_image_features()" in result.stdout, result
+
+
+def tiny_janus() -> Any:
+    """A random-weight Janus (SigLIP-style tower, aligner, VQ model, 2-layer Llama): its own
+    generate() hands over to the standard one on the same model in text mode."""
+    from transformers import JanusConfig, JanusForConditionalGeneration, LlamaConfig
+    from transformers.models.janus.configuration_janus import JanusVisionConfig, JanusVQVAEConfig
+
+    vision = JanusVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                               image_size=32, patch_size=16, projection_dim=64)
+    vq = JanusVQVAEConfig(embed_dim=8, num_embeddings=32, latent_channels=32, base_channels=32, channel_multiplier=[1, 1],
+                          num_res_blocks=1, attn_resolutions=[], image_token_embed_dim=32, num_patches=4, projection_dim=32)
+    text = LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2)
+    torch.manual_seed(0)
+    config = JanusConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), vq_config=vq.to_dict(),
+                         image_token_id=299)
+    return JanusForConditionalGeneration(config).eval()
+
+
+def test_a_model_whose_generate_hands_over_to_its_own_standard_one_is_timed(virtual_clock: VirtualClock) -> None:
+    """Janus in text mode: its generate() calls super().generate(): timed exactly (0.2 refused
+    it), with the tokens of the same call without the probe; its image mode is refused by name."""
+    model = tiny_janus()
+    ids = torch.tensor([[1, 5, 6] + [299] * 4 + [7, 8]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": torch.rand(1, 3, 32, 32)}
+    kwargs = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    with inject_delays(model, 11.0, 7.0, 3.0, clock=virtual_clock, vision_tower=model.model.vision_model,
+                       language_model=model.model.language_model):
+        m = phasetime.measure(model, inputs, **kwargs)
+    assert m.output_tokens == 5 and m.vision_ms == 11.0 and m.prefill_ms == 7.0
+    assert m.itl_ms == (3.0,) * 4 and m.ttft_ms == 18.0 and m.other_ms == 0.0
+    assert torch.equal(m.output_ids, model.generate(**inputs, **kwargs))
+    with pytest.raises(UnsupportedGeneration, match="generation_mode='image'"):
+        phasetime.measure(model, inputs, generation_mode="image", max_new_tokens=2)
+    assert "generate" not in vars(model)

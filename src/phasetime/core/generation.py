@@ -64,6 +64,10 @@ def generation_mode(model: Any, kwargs: dict[str, Any]) -> str:
 
 def check_mode(model: Any, kwargs: dict[str, Any]) -> str:
     """The generation mode of a call, or :class:`UnsupportedGeneration` when it cannot be timed."""
+    own_mode = kwargs.get("generation_mode")
+    if isinstance(own_mode, str) and own_mode != "text":  # Janus: generation_mode="image" runs its own loop
+        raise UnsupportedGeneration(f"generation_mode={own_mode!r} of {type(model).__name__} (the model's own decoding "
+                                    "loop) is not supported; its text mode is")
     mode = generation_mode(model, kwargs)
     if mode == "encoder_decoder":  # not a mode anyone chose: the model's architecture
         raise UnsupportedGeneration(f"encoder-decoder models ({type(model).__name__}) are not supported: phasetime "

@@ -55,6 +55,19 @@ def brings_own_generate(model: Any) -> bool:
     return generate is not None and getattr(generate, "__qualname__", "") != "GenerationMixin.generate"
 
 
+def hands_over_to_itself(model: Any) -> bool:
+    """Whether a model's own generate() hands over to the standard one on the same model
+    (``super().generate(...)``, as Janus does in text mode): such a call is timed as a standard
+    one, its forwards being the model's own."""
+    import inspect
+
+    try:
+        source = inspect.getsource(type(model).generate)
+    except (OSError, TypeError):
+        return False
+    return "super().generate(" in source
+
+
 def inner_language_model(model: Any) -> Any | None:
     """The language model a model with its own generate() hands over to, if it is a standard one."""
     for name in INNER_LM_NAMES:
@@ -69,8 +82,10 @@ class ModelHooks:
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
-        self.own_generate = brings_own_generate(model)
-        self.inner = inner_language_model(model) if self.own_generate else None
+        own = brings_own_generate(model)
+        self.inner = inner_language_model(model) if own else None
+        # an own generate() that calls the standard one on itself is timed as a standard call
+        self.own_generate = own and not (self.inner is None and hands_over_to_itself(model))
         self.lm = self.inner if self.inner is not None else model
         self.lock = threading.RLock()
         self.local = threading.local()

@@ -25,8 +25,13 @@ class VisionTargets:
 
     def __init__(self, hooks: "ModelHooks") -> None:
         self.hooks = hooks
-        # an encoder found in an earlier call outlives the hooks that found it
-        self.discovered: torch.nn.Module | None = _DISCOVERED.get(hooks.model)
+        # an encoder found (by the pixel tensor itself) in an earlier call outlives the hooks that
+        # found it, as long as it is still part of the model
+        found = _DISCOVERED.get(hooks.model)
+        if found is not None and not any(m is found for m in hooks.model.modules()):
+            found = None
+            _DISCOVERED.pop(hooks.model, None)
+        self.discovered: torch.nn.Module | None = found
         self.not_vision: set[int] | None = None
 
     def module_target(self, module: torch.nn.Module, key: Hashable) -> Callable[[], None]:
@@ -81,9 +86,12 @@ class VisionTargets:
 
         @torch.compiler.disable
         def pre(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
-            if hooks.call is state and state.discovery and receives(state.pixels.values(), args, kwargs):
+            if hooks.call is not state or not state.discovery:
+                return
+            how = receives(state.pixels.values(), args, kwargs)
+            if how is not None:
                 self.stop_discovery(state)
-                self.found_encoder(module)
+                self.found_encoder(module, remember=how == "identity")
 
         for _, module in root.named_modules():
             if id(module) not in self.not_vision:
@@ -95,11 +103,15 @@ class VisionTargets:
             handle.remove()
         state.discovery.clear()
 
-    def found_encoder(self, module: torch.nn.Module) -> None:
-        """Time ``module`` as the vision encoder of every automatic probe, from now on."""
+    def found_encoder(self, module: torch.nn.Module, remember: bool = True) -> None:
+        """Time ``module`` as the vision encoder of every automatic probe, from now on; found by
+        the pixel tensor itself (``remember``), also for the model's later probes (found by a
+        tensor of the pixels' shape only, for these hooks' lifetime: a guess is not kept)."""
         hooks = self.hooks
         with hooks.lock:
-            self.discovered = _DISCOVERED[hooks.model] = module
+            self.discovered = module
+            if remember:
+                _DISCOVERED[hooks.model] = module
             key = ("discovered", id(module))
             for probe in hooks.probes:
                 if probe.automatic_vision and not probe.vision_keys:

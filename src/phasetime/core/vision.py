@@ -23,7 +23,10 @@ from .errors import UsageError
 VISION_METHODS = ("get_image_features", "get_video_features")
 VISION_MODULE_NAMES = ("vision_tower", "visual", "vision_model", "vision_encoder", "image_encoder")
 # Projectors that run as separate modules after the tower (the tower-name fallback adds them).
-PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "vision_projection", "connector")
+# Connectors by their usual names too: a perceiver resampler, an abstractor, an aligner, a merger.
+PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "vision_projection", "connector", "resampler",
+                   "vision_resampler", "perceiver_resampler", "abstractor", "aligner", "visual_projection",
+                   "image_projection", "merger", "vision_adapter")
 
 
 def resolve_path(model: torch.nn.Module, path: str) -> Any:
@@ -89,12 +92,14 @@ def language_modules(model: torch.nn.Module) -> set[int]:
     return ids
 
 
-def receives(pixels: Iterable[torch.Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether a module call's arguments include one of the pixel tensors (the same tensor,
-    or one of its shape: a cast or a move to another device keeps the shape)."""
+def receives(pixels: Iterable[torch.Tensor], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Whether a module call's arguments include one of the pixel tensors: ``"identity"`` (the
+    same tensor), ``"shape"`` (one of its shape: a cast or a move to another device keeps the
+    shape, but so may an unrelated tensor), else None."""
+    pixels = list(pixels)
     shapes = {tuple(p.shape) for p in pixels}
     ids = {id(p) for p in pixels}
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, torch.Tensor) and (id(value) in ids or tuple(value.shape) in shapes):
-            return True
-    return False
+    values = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
+    if any(id(v) in ids for v in values):
+        return "identity"
+    return "shape" if any(tuple(v.shape) in shapes for v in values) else None
