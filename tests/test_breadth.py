@@ -145,6 +145,45 @@ def test_a_connector_between_tower_and_language_model_counts_as_vision() -> None
     assert m.vision_ms == V + 4.0 and m.vision_calls == 2 and m.prefill_ms == P and m.itl_ms == (D, D)
 
 
+@pytest.mark.parametrize("tower_name", ["vision_model", "eye"])  # found by its name, or through the pixels
+def test_a_connector_nobody_named_is_found_through_what_the_tower_returns(tower_name: str) -> None:
+    """The tower's output goes through a module with a name no list knows, then into the
+    language model: the module is found as a connector in the first call (it receives what a
+    vision module returned) and timed as vision from then on, in later probes too."""
+    from transformers import LlamaForCausalLM
+
+    from phasetime.core import targets
+
+    base, _ = load_tiny("tiny-llama")
+    hidden = base.config.hidden_size
+
+    class SqueezedVLM(LlamaForCausalLM):
+        def forward(self, input_ids=None, pixel_values=None, inputs_embeds=None, **kwargs):  # type: ignore[override]
+            if pixel_values is not None and input_ids is not None and input_ids.shape[1] > 1:
+                features = self.squeezer(getattr(self, tower_name)(pixel_values))
+                inputs_embeds = self.model.embed_tokens(input_ids) + features[:, None, :]
+                input_ids = None
+            return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
+
+    model = SqueezedVLM(base.config)
+    model.load_state_dict(base.state_dict())
+    setattr(model, tower_name, PictureReader(hidden))
+    model.squeezer = torch.nn.Linear(hidden, hidden)
+    model.generation_config = base.generation_config
+    model.eval()
+    for _ in range(2):
+        clock = VirtualClock()
+        with inject_delays(model, V, P, D, clock=clock, vision_tower=getattr(model, tower_name),
+                           language_model=model.model):
+            handle = model.squeezer.register_forward_pre_hook(lambda m, a: clock.advance(4.0))
+            try:
+                m = phasetime.measure(model, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
+            finally:
+                handle.remove()
+        assert m.vision_ms == V + 4.0 and m.vision_calls == 2 and m.prefill_ms == P and m.itl_ms == (D, D)
+    assert targets.connectors_of(model) == [model.squeezer]  # and not a layer of the language model
+
+
 def test_only_an_encoder_found_by_the_pixel_tensor_itself_is_remembered() -> None:
     """Found by the very pixel tensor, the encoder is remembered for the model's later probes (a
     fresh probe per measure() call does not search again), until it is no longer part of the

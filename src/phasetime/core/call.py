@@ -42,6 +42,8 @@ class CallState:
         self.compiles = 0  # graphs torch.compile compiled during the call
         self.decoding = "greedy"  # how the call decodes (generation.decoding)
         self.handles: list[Any] = []  # hooks on other modules for this call only (a draft model's)
+        self.connector_watch = False  # looking for connectors after the vision modules (targets)
+        self.vision_outputs: set[int] = set()  # ids of the tensors vision modules returned
 
     def release(self) -> None:
         """Remove this call's own hooks (a draft model's)."""
@@ -123,6 +125,8 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
     state.decoding = decoding(mode, kwargs)
     if state.pixels and any(p.automatic_vision and not p.vision_keys for p in probes) and not hooks.own_generate:
         hooks.targets.start_discovery(state)
+    elif state.pixels and (modules := [m for p in probes for m in p.connector_search()]):
+        hooks.targets.start_connector_watch(state, modules)
     hooks.local.call = state
     try:
         for r in state.recorders:
@@ -146,6 +150,7 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
         hooks.local.call = None
         state.release()
         hooks.targets.stop_discovery(state)
+        state.connector_watch, state.vision_outputs = False, set()
         for r in state.recorders:
             if r.nvtx is not None:
                 r.nvtx.close_all()

@@ -28,6 +28,7 @@ from .generation import check_generative
 from .hooks import ModelHooks, unwrap
 from .nvtx import Nvtx as _Nvtx
 from .record import Measurement
+from .targets import connectors_of
 from .vision import resolve_path, vision_methods, vision_modules
 
 SCOPES = ("all", "thread")
@@ -154,7 +155,20 @@ class Probe:
         else:
             for path, module in vision_modules(model):
                 add_module(module, path)
+        for connector in connectors_of(model) or []:  # found between those modules and the language model
+            ckey = ("connector", id(connector))
+            targets[ckey] = (lambda c, k: lambda: hooks.targets.module_target(c, k))(connector, ckey)
         return targets
+
+    def connector_search(self) -> list[torch.nn.Module]:
+        """The vision modules to watch the outputs of for connectors in the next call (automatic
+        module targets of a model not searched yet); empty otherwise."""
+        if not self.automatic_vision or self._hooks is None or connectors_of(self.target) is not None:
+            return []
+        if vision_methods(self.target) is not None:
+            return []  # get_image_features covers tower, projector and any connector
+        found = self._hooks.targets.discovered
+        return [found] if found is not None else [m for _, m in vision_modules(self.target)]
 
     def describe_vision(self) -> list[str]:
         """What this probe times as vision, in words (for ``phasetime inspect``)."""

@@ -15,6 +15,25 @@ from .vision import language_modules, receives
 
 # model -> the vision encoder discovery found in it (weak: forgets models that are gone)
 _DISCOVERED: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = weakref.WeakKeyDictionary()
+# model -> the connectors found between its vision modules and its language model (searched once)
+_CONNECTORS: "weakref.WeakKeyDictionary[torch.nn.Module, list[torch.nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def _tensor_ids(value: Any) -> set[int]:
+    """ids of the tensors in a module's output (a tensor, a tuple, a ModelOutput, a dict)."""
+    if isinstance(value, torch.Tensor):
+        return {id(value)}
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
+    return {id(v) for v in items if isinstance(v, torch.Tensor)}
+
+
+def connectors_of(model: torch.nn.Module) -> list[torch.nn.Module] | None:
+    """The connectors found in ``model`` (None: not searched yet), those still part of it."""
+    found = _CONNECTORS.get(model)
+    if found is None:
+        return None
+    present = {id(m) for m in model.modules()}
+    return [m for m in found if id(m) in present]
 
 if TYPE_CHECKING:
     from .hooks import CallState, ModelHooks
@@ -45,6 +64,9 @@ class VisionTargets:
         @torch.compiler.disable
         def post(mod: Any, args: Any, output: Any) -> None:
             hooks.vision_exit(key)
+            state = hooks.call
+            if state is not None and state.connector_watch:
+                state.vision_outputs |= _tensor_ids(output)  # what a connector would receive
 
         handles = [module.register_forward_pre_hook(pre, prepend=True), module.register_forward_hook(post)]
 
@@ -92,6 +114,8 @@ class VisionTargets:
             if how is not None:
                 self.stop_discovery(state)
                 self.found_encoder(module, remember=how == "identity")
+                if connectors_of(root) is None:  # and what it feeds, in this very call
+                    self.start_connector_watch(state, [module])
 
         for _, module in root.named_modules():
             if id(module) not in self.not_vision:
@@ -118,3 +142,45 @@ class VisionTargets:
                     probe.vision_keys.append(key)
                     hooks.acquire(key, lambda: self.module_target(module, key))
         hooks.vision_enter(key)  # this call is already inside the module: its pre-hook did not run
+
+    # -- connectors: modules fed what the vision modules produced -------------------------------
+    def start_connector_watch(self, state: CallState, vision: list[torch.nn.Module]) -> None:
+        """During this call, watch every module outside the language model and the vision
+        modules: one that receives a tensor a vision module returned (or a connector, in a
+        chain) is a connector between them, timed as vision from now on (the search is made
+        once per model; what it found is remembered while the modules are part of it)."""
+        root = self.hooks.model
+        if self.not_vision is None:
+            self.not_vision = language_modules(self.hooks.lm if self.hooks.inner is None else root)
+        inside = {id(m) for v in vision for m in v.modules()}
+        # the language model: the shallowest module holding the input embeddings and no vision
+        # module; nothing inside it is a connector (its layers receive what it was given)
+        holders = [m for m in root.modules() if id(m) in self.not_vision and not inside & {id(x) for x in m.modules()}]
+        inside |= {id(x) for m in holders for x in m.modules()}
+        hooks = self.hooks
+        _CONNECTORS[root] = []
+        state.connector_watch = True
+
+        @torch.compiler.disable
+        def pre(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+            if hooks.call is not state or not state.vision_outputs:
+                return
+            fed = {id(v) for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)}
+            if fed & state.vision_outputs and not any(r.depth for r in state.recorders):
+                self.found_connector(module)
+
+        for _, module in root.named_modules():
+            if id(module) not in self.not_vision and id(module) not in inside:
+                state.discovery.append(module.register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
+
+    def found_connector(self, module: torch.nn.Module) -> None:
+        """Time ``module`` as vision for every automatic probe, from now on (and in this call)."""
+        hooks = self.hooks
+        key = ("connector", id(module))
+        with hooks.lock:
+            _CONNECTORS.setdefault(hooks.model, []).append(module)
+            for probe in hooks.probes:
+                if probe.automatic_vision and key not in probe.vision_keys:
+                    probe.vision_keys.append(key)
+                    hooks.acquire(key, lambda: self.module_target(module, key))
+        hooks.vision_enter(key)  # its pre-hook did not run in this call: the exit will
