@@ -92,6 +92,32 @@ def test_check_passes_the_row_checks_of_a_direct_run(runs: dict[str, Path]) -> N
     assert legacy.verdict == "info" and legacy.value > 0.4 and "unit: cell" in legacy.detail
 
 
+def test_check_reads_the_itl_gaps_only_when_their_statistics_show_a_negative_one(runs: dict[str, Path],
+                                                                                  tmp_path: Path) -> None:
+    """``check`` judges a run without reading its ITL gaps when the Parquet statistics say the
+    smallest is not negative: the verdicts are those of a read with them. A negative gap (here
+    one row's, edited) is seen in the statistics and the column is read to name its rows."""
+    import pyarrow.parquet as pq
+
+    from phasetime.cli.analyze import SUMMARY_ONLY
+    from phasetime.results.reader import list_minimum
+
+    direct = runs["direct"]
+    full = read_results(direct)
+    gaps = [g for row in full.column("itl_ms").to_pylist() for g in row]
+    assert list_minimum(direct, "itl_ms") == pytest.approx(min(gaps))  # by hand, from every gap
+    lean = run_checks(read_results(direct, exclude=SUMMARY_ONLY), read_run(direct), itl_lowest=min(gaps))
+    assert [(r.check, r.verdict, r.value) for r in lean] == [(r.check, r.verdict, r.value) for r in run_checks(
+        read_results(direct), read_run(direct))]
+    rows = full.to_pylist()
+    rows[3]["itl_ms"] = [-2.0, *rows[3]["itl_ms"][1:]]
+    edited = tmp_path / "edited.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=full.schema), edited)
+    assert list_minimum(edited, "itl_ms") == -2.0
+    result = run_cli("check", str(edited))
+    assert result.exit_code == 1 and "no_negative_phase" in result.output and "1 of" in result.output
+
+
 def correlated_table(tpot_of_n, lengths=(2, 4, 8, 16, 32), repeats: int = 6) -> pa.Table:
     n_rows = len(lengths) * repeats
     n = np.repeat(lengths, repeats)

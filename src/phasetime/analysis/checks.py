@@ -103,8 +103,10 @@ def _count_check(name: str, mask: np.ndarray, methods: np.ndarray, threshold: st
     return out
 
 
-def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
-    """Checks every row must pass: decode present, tpot only where defined, no negative phases."""
+def row_checks(table: pa.Table, t: Thresholds, itl_lowest: float | None = None) -> list[CheckResult]:
+    """Checks every row must pass: decode present, tpot only where defined, no negative phases.
+    ``itl_lowest``: the smallest ITL gap of the run, known without the ``itl_ms`` column (from the
+    file's statistics: :func:`phasetime.results.reader.list_minimum`), for a table read without it."""
     n_tokens = floats(table, "output_tokens")
     decode, tpot, other = floats(table, "decode_ms"), floats(table, "tpot_ms"), floats(table, "other_ms")
     methods = strings(table, "method")
@@ -112,7 +114,9 @@ def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     for phase in PHASE_COLUMNS:
         values = floats(table, phase)
         negative |= np.nan_to_num(values, nan=0.0) < -t.tolerance_ms
-    lowest = pc.min(pc.list_flatten(table.column("itl_ms"))).as_py() if "itl_ms" in table.column_names else None
+    lowest = pc.min(pc.list_flatten(table.column("itl_ms"))).as_py() if "itl_ms" in table.column_names else itl_lowest
+    if "itl_ms" not in table.column_names and lowest is not None and lowest < -t.tolerance_ms:
+        negative[:] = True  # a negative gap somewhere, rows unknown without the column: the caller reads it
     if lowest is not None and lowest < -t.tolerance_ms:  # only then find the rows (a million rows' gaps)
         gaps, rows = list_values(table, "itl_ms")
         negative[rows[gaps < -t.tolerance_ms]] = True
@@ -207,9 +211,11 @@ def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
                         verdict, detail)]
 
 
-def noise_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds) -> list[CheckResult]:
-    """The stability rules (``phasetime.results.stability``) on every cell and sample, and the machine."""
-    judged = judge_table(table, t.stability())
+def noise_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds,
+                 judged: list[Any] | None = None) -> list[CheckResult]:
+    """The stability rules (``phasetime.results.stability``) on every cell and sample, and the
+    machine; ``judged``: ``judge_table(table, t.stability())`` when the caller has it already."""
+    judged = judged if judged is not None else judge_table(table, t.stability())
     threshold = (f"robust CV < {t.cv_fail:g}; CV without outliers < {t.cv_warn:g} and median/fastest < "
                  f"{1 + t.spread_warn:g} (else warn)")
     out = []
@@ -282,15 +288,18 @@ def hygiene_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Threshol
 
 
 def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
-               *, legacy: bool = False) -> list[CheckResult]:
-    """Every check on ``table``; ``legacy`` adds the correlation under the old denominator."""
+               *, legacy: bool = False, itl_lowest: float | None = None,
+               judged: list[Any] | None = None) -> list[CheckResult]:
+    """Every check on ``table``; ``legacy`` adds the correlation under the old denominator;
+    ``itl_lowest`` stands in for the ``itl_ms`` column when the table was read without it;
+    ``judged``: the table's stability judgements, when the caller made them already."""
     t = thresholds or Thresholds()
     return [
-        *row_checks(table, t),
+        *row_checks(table, t, itl_lowest),
         *correlation_checks(table, t, legacy),
         *stability_checks(table, t),
         *outlier_checks(table, t),
-        *noise_checks(table, run_info, t),
+        *noise_checks(table, run_info, t, judged),
         *utilization_checks(table),
         *hygiene_checks(table, run_info, t),
     ]

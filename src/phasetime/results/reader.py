@@ -48,9 +48,10 @@ def _load(inv: Inventory, exclude: Sequence[str] = ()) -> pa.Table:
     return concat(tables)
 
 
-def read(path: str | Path, exclude: Sequence[str] = ()) -> pa.Table:
+def read(path: str | Path, exclude: Sequence[str] = (), inventory: Inventory | None = None) -> pa.Table:
     """Every stored row of a results directory (or of one Parquet file), verified; without
-    the columns in ``exclude`` (:data:`BULK_COLUMNS`, say) when told.
+    the columns in ``exclude`` (:data:`BULK_COLUMNS`, say) when told. ``inventory``: what a
+    :func:`~phasetime.results.integrity.verify` of ``path`` found moments before (not verified again).
 
     Cell parameters are columns. Rows of unfinished cells are never included. A damaged
     directory raises :class:`~phasetime.results.StoreError` naming every damaged file.
@@ -62,7 +63,7 @@ def read(path: str | Path, exclude: Sequence[str] = ()) -> pa.Table:
         except FileNotFoundError:
             raise StoreError(f"{p} is missing") from None
     for attempt in range(_RETRIES):
-        inv = verify(p)
+        inv = inventory if inventory is not None and attempt == 0 else verify(p)
         if inv.problems:
             raise StoreError(f"{p} is damaged: {damage_report(inv)} (phasetime verify {p} lists it all; "
                              f"phasetime run ... --out {p} --resume measures damaged cells again)")
@@ -74,6 +75,40 @@ def read(path: str | Path, exclude: Sequence[str] = ()) -> pa.Table:
                 raise StoreError(f"{p} keeps changing while it is read; try again when its run has finished") from None
     raise AssertionError("unreachable")
 
+
+
+def list_minimum(path: str | Path, column: str, inventory: Inventory | None = None) -> float | None:
+    """The smallest element of list column ``column`` over every file a :func:`read` of ``path``
+    takes rows from, from the Parquet statistics alone (no row is read); None when a file has
+    none (the caller then reads the column). A merged file's statistics cover all its rows."""
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if p.is_file():
+        files = [p]
+    else:
+        inv = inventory if inventory is not None else verify(p)
+        files = ([p / MEASUREMENTS_FILE] if inv.bare or inv.merged_cells else [])
+        files += [inv.sources[i] for i in sorted(set(inv.sources) - inv.merged_cells)]
+    lowest: float | None = None
+    leaf = f"{column}.list.element"
+    for file in files:
+        meta = pq.ParquetFile(file).metadata
+        paths = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        if leaf not in paths:
+            return None
+        j = paths.index(leaf)
+        for g in range(meta.num_row_groups):
+            chunk = meta.row_group(g).column(j)
+            if chunk.num_values == 0:
+                continue
+            stats = chunk.statistics
+            if stats is None or not stats.has_min_max:
+                if chunk.statistics is not None and stats.null_count == chunk.num_values:
+                    continue  # only empty lists or nulls in this row group
+                return None
+            lowest = stats.min if lowest is None else min(lowest, stats.min)
+    return lowest
 
 
 def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
@@ -97,4 +132,4 @@ def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
     return []
 
 
-__all__ = ["BULK_COLUMNS", "concat", "read", "read_call"]
+__all__ = ["BULK_COLUMNS", "concat", "list_minimum", "read", "read_call"]

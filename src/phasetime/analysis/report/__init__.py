@@ -169,14 +169,17 @@ def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list
     summary = summarize(table_)
     by_method = _by_method(table_) if "method" in table_.column_names else {}
     legacy_failed: list[str] = []
+    # each method's stability judged once: for its checks and for the cells marked unstable
+    judged = {m: judge_table(t) for m, t in by_method.items()} if len(by_method) == 2 else {"all": judge_table(table_)}
     if checks is None and len(by_method) == 2:
         # the verdict judges the direct rows; the legacy rows fail by design and are named apart
-        legacy_failed = sorted({r.check for r in failed(run_checks(by_method["subtract"], run_info))})
-        checks = run_checks(by_method["direct"], run_info)
-    checks = checks if checks is not None else run_checks(table_, run_info)
+        legacy_failed = sorted({r.check for r in failed(run_checks(by_method["subtract"], run_info,
+                                                                   judged=judged["subtract"]))})
+        checks = run_checks(by_method["direct"], run_info, judged=judged["direct"])
+    checks = checks if checks is not None else run_checks(table_, run_info, judged=judged.get("all"))
     labels, _ = make_labels(summary)
     full = [cell_label(c, varying(summary)) for c in summary]
-    unstable = {scope.get("cell") for scope, _, j in judge_table(table_) if j.verdict in ("warn", "fail")}
+    unstable = {scope.get("cell") for groups in judged.values() for scope, _, j in groups if j.verdict in ("warn", "fail")}
     effects = _effects(table_, by_method or None)
     zero = answers.zero_decode(table_, by_model=True)
     figs = _figures(table_, summary, labels, full, unstable, effects, fetch_call, zero)
