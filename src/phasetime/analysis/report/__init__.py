@@ -106,9 +106,9 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], fu
                     f.dominant(summary, numeric[0], numeric[1])))
     out.append(("fig-itl", "Inter-token latency", "Empirical CDF of the gaps between consecutive tokens, per cell "
                 "(direct method).", f.itl_cdf(table_, summary, labels)))
-    out.append(("fig-rounds", "Assisted and prompt-lookup decoding", "A point per call: TPOT against the share "
-                "of proposed candidates the target accepted, and against the candidates proposed per round "
-                "(docs/metrics.md, Rounds).", g.rounds(table_, summary, labels)))
+    out.append(("fig-rounds", "Assisted and prompt-lookup decoding", "A point per call, a colour per way of "
+                "decoding (every output length): TPOT against the share of proposed candidates the target "
+                "accepted, and against the candidates proposed per round (docs/metrics.md, Rounds).", g.rounds(table_, summary)))
     row = representative_call(table_)
     if row is not None and "spans" not in row and fetch_call is not None:
         row = next(iter(fetch_call(int(row["call_id"]))), None)  # read without its bulk columns: fetch them

@@ -175,9 +175,10 @@ def ratios(rows: list[PhaseComparison], short: dict[str, str]) -> Figure | None:
     return figure(data, layout, height=330 * rows_n + 90)
 
 
-def rounds(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> Figure | None:
+def rounds(table: pa.Table, summary: list[CellSummary]) -> Figure | None:
     """Assisted and prompt-lookup calls: TPOT against the acceptance rate and against the
-    candidates proposed per round (the draft length), a point per call, a colour per cell."""
+    candidates proposed per round (the draft length), a point per call, a colour per way of
+    decoding (every output length of it together)."""
     needed = {"rounds", "acceptance_rate", "proposed_tokens", "tpot_ms", "sequence"}
     if not needed <= set(table.column_names):
         return None
@@ -186,15 +187,18 @@ def rounds(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> Fi
     n_rounds = floats(table, "rounds")
     first = floats(table, "sequence") == 0  # a call's rows share its rounds: one point per call
     keys = cell_keys(table)
-    by_key = {tuple(c.get(k) for k in keys): label for c, label in zip(summary, labels)}
+    others = [k for k in ("model", "draft", "generation") if k in table.column_names]
     axes, layout, _ = grid(["TPOT against acceptance", "TPOT against draft length"], columns=2)
-    data: list[dict[str, Any]] = []
     rate, proposed, tpot = floats(table, "acceptance_rate"), floats(table, "proposed_tokens"), floats(table, "tpot_ms")
-    for i, (key, idx) in enumerate(group_indices(table, keys).items()):
+    points: dict[str, list[np.ndarray]] = {}
+    for key, idx in group_indices(table, keys).items():
         rows = idx[first[idx] & np.isfinite(n_rounds[idx]) & np.isfinite(tpot[idx])]
-        if rows.size == 0:
-            continue
-        label = by_key.get(key, str(key))
+        if rows.size:
+            row = table.select(["decoding", *others]).slice(int(rows[0]), 1).to_pylist()[0]
+            points.setdefault(_decoding_label(row), []).append(rows)
+    data: list[dict[str, Any]] = []
+    for i, (label, parts) in enumerate(points.items()):
+        rows = np.concatenate(parts)
         for panel, x in enumerate((rate[rows], proposed[rows] / n_rounds[rows])):
             xa, ya = axes[panel]
             data.append({"type": "scatter", "mode": "markers", "x": np.round(x, 4).tolist(),
@@ -208,3 +212,17 @@ def rounds(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> Fi
     for y in ("yaxis", "yaxis2"):
         layout[y].update({"title": {"text": "TPOT, ms (decode / (N - 1))"}, "rangemode": "tozero"})
     return figure(data, layout, height=380)
+
+
+def _decoding_label(row: dict[str, Any]) -> str:
+    """``prompt_lookup, prompt_lookup_num_tokens=3`` or ``assisted by tiny-llava-draft, num_assistant_tokens=2``
+    (with the model's name in front when the run has several)."""
+    import json
+
+    options = {k: v for k, v in json.loads(row.get("generation") or "{}").items() if k != "draft"}
+    label = str(row.get("decoding"))
+    if row.get("draft"):
+        label += f" by {row['draft']}"
+    if options:
+        label += ", " + ", ".join(f"{k}={v}" for k, v in options.items())
+    return label
