@@ -319,6 +319,13 @@ def test_a_run_records_every_decoding_with_its_rounds(tmp_path: Any) -> None:
     assert not [c.check for c in failed(run_checks(table, None)) if c.check in ("decode_present", "phases_within_total")]
     page, figures = build_report(table, None)
     assert "fig-rounds" in figures and "draft" in page
+    from phasetime.results.trace import trace
+
+    call = next(r["call_id"] for r in rows if r["decoding"] == "assisted")
+    names = [e["name"] for e in trace(table, [call])["traceEvents"]]
+    row = next(r for r in rows if r["call_id"] == call)
+    assert sum(n.startswith("draft, round") for n in names) == row["rounds"]
+    assert sum(n.startswith("verify, round") for n in names) == row["rounds"] - 1
 
 
 def test_run_json_keeps_the_draft_and_resume_reloads_it(tmp_path: Any) -> None:

@@ -51,8 +51,12 @@ def call_events(row: dict[str, Any]) -> list[dict[str, Any]]:
         events.append(_x("decode", pid, PHASE_TRACK, ready[0], ready[-1],
                          {"decode_ms": row["call_decode_ms"], "decode_steps": row["decode_steps"]}))
     steps = [s for s in row.get("spans") or [] if s["name"] == "decode"]
+    rounds = bool(row.get("rounds"))  # assisted / prompt lookup: a decode forward verifies a round
     for k, span in enumerate(steps, 1):
-        events.append(_x(f"decode step {k}", pid, STEP_TRACK, span["start_ms"], span["end_ms"]))
+        label = f"verify, round {k + 1}" if rounds else f"decode step {k}"
+        events.append(_x(label, pid, STEP_TRACK, span["start_ms"], span["end_ms"]))
+    for k, span in enumerate((s for s in row.get("spans") or [] if s["name"] == "draft"), 1):
+        events.append(_x(f"draft, round {k}", pid, STEP_TRACK, span["start_ms"], span["end_ms"]))
     for k, t in enumerate(ready, 1):
         events.append({"name": f"token {k} ready", "ph": "i", "s": "t", "pid": pid, "tid": STEP_TRACK, "ts": t * 1000.0})
     return events
