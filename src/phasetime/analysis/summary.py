@@ -105,12 +105,15 @@ def summarize(table: pa.Table) -> list[CellSummary]:
     values = {name: floats(table, name) for name in (*SUMMARISED, "output_tokens", "visual_tokens", "score")}
     present = [c for c in RESOURCES if c in table.column_names and table.column(c).null_count < table.num_rows]
     resource_values = {c: floats(table, c) for c in present}
-    param_values = {c: table.column(c).to_pylist() for c in params}
+    groups = group_indices(table, keys)
+    # a cell's parameters from its first row (not a million rows turned into Python objects)
+    firsts = pa.array([int(idx[0]) for idx in groups.values()], pa.int64())
+    first_rows = table.select(params).take(firsts).to_pylist() if params and groups else [{} for _ in groups]
     out = []
-    for key, idx in group_indices(table, keys).items():
+    for (key, idx), first_row in zip(groups.items(), first_rows):
         cell_params = dict(zip(keys, key))
         for c in params:
-            cell_params.setdefault(c, param_values[c][idx[0]])
+            cell_params.setdefault(c, first_row[c])
         scores = values["score"][idx]
         scored = scores[np.isfinite(scores)]
         medians = {c: percentile(v[idx], 50) for c, v in resource_values.items()}

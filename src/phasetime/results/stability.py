@@ -173,9 +173,11 @@ def judge_table(table: Any, t: Thresholds = Thresholds()) -> list[tuple[dict[str
     legacy subtraction method are left out (their spread is the method's, not the machine's)."""
     from .tables import call_ids, call_means, floats, group_indices
 
+    keys = [k for k in ("cell", "max_new_tokens", "sample_id") if k in table.column_names]
+    # only the columns judged (a big run's list columns would be copied by the filter for nothing)
+    table = table.select([c for c in (*keys, "call_id", "method", *JUDGED) if c in table.column_names])
     if "method" in table.column_names:  # the legacy baseline's spread is not a measurement's
         table = table.filter(pa.compute.equal(table.column("method"), "direct"))
-    keys = [k for k in ("cell", "max_new_tokens", "sample_id") if k in table.column_names]
     calls = call_ids(table)
     columns = {phase: floats(table, phase) for phase in JUDGED}
     out = []
