@@ -12,7 +12,6 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from .errors import UnsupportedGeneration, UsageError
-from .record import DECODINGS  # noqa: F401 -- named here too, beside decoding()
 
 SUPPORTED_MODES = ("greedy_search", "sample", "assisted_generate", "beam_search", "beam_sample")
 _MODEL_INPUT_KEYS = ("input_ids", "inputs_embeds")

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ...core.errors import PhasetimeError
 from ..data.datasets import HF_COLUMNS
-from ..models import DEFAULT_MODEL
 from .options import check_attention, check_decoding, check_device, check_generation, check_text
 from ..data.scoring import METRICS
 from .yaml_keys import UniqueKeyLoader
