@@ -166,8 +166,7 @@ def run_timed_call(hooks: ModelHooks, probes: list[Probe], original: Callable[..
     errors = []
     for r in state.recorders:
         try:
-            m = _finish(r, state, prompt - cached, lengths, output, appended)
-            r.probe.measurements.append(dataclasses.replace(m, num_beams=beams) if beams > 1 else m)
+            r.probe.measurements.append(_finish(r, state, prompt - cached, lengths, output, appended, beams))
         except UnsupportedGeneration as exc:
             errors.append(exc)
     if errors:
@@ -204,7 +203,7 @@ def _output_lengths(hooks: ModelHooks, state: CallState, call: tuple[tuple[Any, 
 
 
 def _finish(r: Recorder, state: CallState, prompt_tokens: int, lengths: list[int], output: Any,
-            appended: int) -> Measurement:
+            appended: int, beams: int) -> Measurement:
     times = r.clock.resolve_ms([m for _, m, _ in r.marks])
     events = [Event(kind, t, tokens) for (kind, _, tokens), t in zip(r.marks, times)]
     vision_ran = any(kind == "vision_start" for kind, _, _ in r.marks)
@@ -223,5 +222,6 @@ def _finish(r: Recorder, state: CallState, prompt_tokens: int, lengths: list[int
         resources.update(sensor.finish(prompt_tokens))
     kept = output if r.probe.keep_output else sequences_tensor(output).detach().to("cpu")
     m = derive(events, prompt_tokens=prompt_tokens, output_tokens=lengths, timer=r.clock.name, output_ids=kept,
-               probe_ms=state.hook_ns / 1e6, resources=resources, decoding=state.decoding, generated_tokens=appended)
+               probe_ms=state.hook_ns / 1e6, resources=resources, decoding=state.decoding, generated_tokens=appended,
+               num_beams=beams)
     return dataclasses.replace(m, compiles=state.compiles) if state.compiles else m

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from .errors import UnsupportedGeneration
 from .record import Measurement, Round, SequenceTiming
-from .rounds import assisted_rounds, beam_ready, draft_spans, early_drafts, ready_from_rounds
+from .rounds import assisted_rounds, beam_ready, ready_from_rounds
 
 EVENT_KINDS = ("call_start", "call_end", "forward_start", "forward_end", "vision_start", "vision_end",
                "draft_start", "draft_end", "draft_forward_start", "draft_forward_end")
@@ -48,9 +48,10 @@ class _Forward:
     tokens: int
 
 
-def _pair_up(events: Sequence[Event], start: str, end: str) -> list[tuple[float, float, int | None]]:
-    """(start, end, tokens) of every start/end pair, in order; rejects unbalanced lists."""
-    spans: list[tuple[float, float, int | None]] = []
+def _pair_up(events: Sequence[Event], start: str, end: str) -> list[tuple[float, float, int | None, int | None]]:
+    """(start, end, the start's tokens, the end's tokens) of every start/end pair, in order;
+    rejects unbalanced lists."""
+    spans: list[tuple[float, float, int | None, int | None]] = []
     open_event: Event | None = None
     for ev in events:
         if ev.kind == start:
@@ -60,7 +61,7 @@ def _pair_up(events: Sequence[Event], start: str, end: str) -> list[tuple[float,
         elif ev.kind == end:
             if open_event is None:
                 raise ValueError(f"{end} without {start}")
-            spans.append((open_event.t_ms, ev.t_ms, open_event.tokens))
+            spans.append((open_event.t_ms, ev.t_ms, open_event.tokens, ev.tokens))
             open_event = None
     if open_event is not None:
         raise ValueError(f"{start} without {end}")
@@ -188,16 +189,18 @@ def other_parts(visions: list[tuple[float, float]], prefill: list["_Forward"], r
     return max(setup, 0.0), max(handoff, 0.0), first_token
 
 
-def _ready(raw: list[tuple[str, float, int | None]], decoding: str, forwards: list[_Forward], decode: list[_Forward],
-           visions: list[tuple[float, float]], n_max: int, generated_tokens: int | None, t_start: float,
-           t_end: float) -> tuple[list[float], list[_Forward], list[Round]]:
+def _ready(events: Sequence[Event], drafts: list[tuple[float, float, int, int]], decoding: str,
+           forwards: list[_Forward], decode: list[_Forward], visions: list[tuple[float, float]], n_max: int,
+           generated_tokens: int | None, t_start: float, t_end: float) -> tuple[list[float], list[_Forward], list[Round]]:
     """(ready[1..], the decode forwards timed, the rounds): one token per forward, a round's
     tokens at once (assisted, prompt lookup), or a beam search's steps."""
     if decoding in ROUND_DECODINGS:
         verify = [f.end_ms - f.start_ms - sum(_overlap(vs, ve, f.start_ms, f.end_ms) for vs, ve in visions)
                   for f in forwards]
         generated = n_max if generated_tokens is None else generated_tokens
-        rounds = assisted_rounds(raw, [(f.start_ms, f.end_ms) for f in forwards], verify, generated, t_end, t_start)
+        draft_forwards = [(s, e) for s, e, _, _ in _pair_up(events, "draft_forward_start", "draft_forward_end")]
+        rounds = assisted_rounds(drafts, draft_forwards, [(f.start_ms, f.end_ms) for f in forwards], verify, generated,
+                                 t_end, t_start)
         return ready_from_rounds(rounds)[:n_max], decode, rounds
     if decoding in BEAM_DECODINGS:
         return (beam_ready([f.start_ms for f in decode], n_max, t_end, t_start) if n_max > 0 else []), decode, []
@@ -231,8 +234,10 @@ def derive(
     """
     # 1. Call bounds and raw spans.
     t_start, t_end = _call_bounds(events)
-    forwards = [_Forward(s, e, tok if tok is not None else 0) for s, e, tok in _pair_up(events, "forward_start", "forward_end")]
-    visions = [(s, e) for s, e, _ in _pair_up(events, "vision_start", "vision_end")]
+    forwards = [_Forward(s, e, tok or 0) for s, e, tok, _ in _pair_up(events, "forward_start", "forward_end")]
+    visions = [(s, e) for s, e, _, _ in _pair_up(events, "vision_start", "vision_end")]
+    # rounds of assisted / prompt-lookup decoding: (start, end, sequence length, candidates proposed)
+    drafts = [(s, e, a or 0, b or 0) for s, e, a, b in _pair_up(events, "draft_start", "draft_end")]
     if not output_tokens:
         raise ValueError("output_tokens needs one entry per sequence")
     n_max = max(output_tokens)
@@ -247,8 +252,7 @@ def derive(
 
     # 3. Ready times (one token per forward, a round's tokens at once, or a beam search's
     #    steps), and each sequence's own decode.
-    raw = [(e.kind, e.t_ms, e.tokens) for e in events]
-    ready, timed_decode, rounds = _ready(raw, decoding, forwards, decode, visions, n_max, generated_tokens,
+    ready, timed_decode, rounds = _ready(events, drafts, decoding, forwards, decode, visions, n_max, generated_tokens,
                                          t_start, t_end)
     nested = _DecodeVision(visions, decode, t_start)
     sequences = _sequences(ready, output_tokens, nested)
@@ -258,7 +262,7 @@ def derive(
     vision_ms = sum(ve - vs for vs, ve in visions)
     decode_vision_ms = nested.between(ready[0], ready[-1]) if ready else 0.0
     decode_ms = ready[-1] - ready[0] - decode_vision_ms if ready else 0.0
-    early = early_drafts(raw, prefill[0].start_ms) if prefill else []
+    early = [(a, b) for a, b, _, _ in drafts if prefill and b <= prefill[0].start_ms]  # round 1's, before prefill
     parts = other_parts(visions, prefill, ready, t_start, t_end, early)
     steps = len(timed_decode) if decoding in (*ROUND_DECODINGS, *BEAM_DECODINGS) else max(n_max - 1, 0)
     return Measurement(
@@ -267,7 +271,7 @@ def derive(
         decode_steps=steps, prompt_tokens=prompt_tokens, sequences=sequences, prefill_forwards=len(prefill),
         vision_calls=len(visions), ready_ms=tuple(ready),
         decode_forward_ms=tuple(f.end_ms - f.start_ms for f in timed_decode),
-        spans=_spans(visions, prefill, timed_decode, t_start, draft_spans(raw)),
+        spans=_spans(visions, prefill, timed_decode, t_start, [(a, b) for a, b, _, _ in drafts]),
         decode_vision_ms=decode_vision_ms, probe_ms=probe_ms, resources=dict(resources or {}), output_ids=output_ids,
         setup_ms=parts[0], handoff_ms=parts[1], first_token_ms=parts[2],
         decoding=decoding, num_beams=num_beams, rounds=tuple(rounds),

@@ -10,8 +10,8 @@ exist together once the round is decided: they are ready when the next round sta
 ``draft_start``), and the last round's when generate() returns, the same rule as one
 token per forward (a token is ready when the next forward begins).
 
-:func:`phasetime.core.phases.derive` calls :func:`assisted_rounds` for these calls, so the
-phases keep one definition.
+:func:`phasetime.core.phases.derive` pairs the events and calls :func:`assisted_rounds`
+for these calls, so the phases keep one definition.
 """
 
 from __future__ import annotations
@@ -24,52 +24,23 @@ from .record import Round
 Span = tuple[float, float]
 
 
-def _draft_spans(events: Sequence[tuple[str, float, int | None]]) -> list[tuple[float, float, int, int]]:
-    """(start, end, sequence length at the start, candidates proposed) of every round's search."""
-    out = []
-    opened: tuple[float, int] | None = None
-    for kind, t, tokens in events:
-        if kind == "draft_start":
-            if opened is not None:
-                raise ValueError("nested draft_start events")
-            opened = (t, int(tokens or 0))
-        elif kind == "draft_end":
-            if opened is None:
-                raise ValueError("draft_end without draft_start")
-            out.append((opened[0], t, opened[1], int(tokens or 0)))
-            opened = None
-    if opened is not None:
-        raise ValueError("draft_start without draft_end")
-    return out
-
-
-def _draft_forwards(events: Sequence[tuple[str, float, int | None]]) -> list[Span]:
-    spans, opened = [], None
-    for kind, t, _ in events:
-        if kind == "draft_forward_start":
-            opened = t if opened is None else opened  # the outermost forward only
-        elif kind == "draft_forward_end" and opened is not None:
-            spans.append((opened, t))
-            opened = None
-    return spans
-
-
-def assisted_rounds(events: Sequence[tuple[str, float, int | None]], forwards: Sequence[Span],
-                    verify_ms: Sequence[float], generated: int, t_end: float, t_start: float) -> list[Round]:
+def assisted_rounds(drafts: Sequence[tuple[float, float, int, int]], draft_forwards: Sequence[Span],
+                    forwards: Sequence[Span], verify_ms: Sequence[float], generated: int, t_end: float,
+                    t_start: float) -> list[Round]:
     """Every round of the call, in order.
 
-    ``forwards`` are the target's forwards (prefill first), ``verify_ms`` their durations
-    without vision nested in them, ``generated`` the tokens the call appended (the
-    sequence's length minus the prompt), times in ms on the events' timeline.
+    ``drafts`` are the candidate searches (start, end, the sequence's length at the start,
+    candidates proposed), ``draft_forwards`` the draft model's forwards, ``forwards`` the
+    target's (prefill first), ``verify_ms`` their durations without vision nested in them,
+    ``generated`` the tokens the call appended (the sequence's length minus the prompt),
+    times in ms on the events' timeline.
     """
-    drafts = _draft_spans(events)
     if len(drafts) != len(forwards):
         raise UnsupportedGeneration(f"saw {len(forwards)} target forwards for {len(drafts)} candidate rounds; this "
                                     "assisted decoding does not verify once per round")
     if not drafts:
         return []
     lengths = [length for _, _, length, _ in drafts] + [drafts[0][2] + generated]
-    draft_forwards = _draft_forwards(events)
     rounds = []
     for r, (start, end, _, proposed) in enumerate(drafts):
         tokens = lengths[r + 1] - lengths[r]
@@ -86,15 +57,6 @@ def assisted_rounds(events: Sequence[tuple[str, float, int | None]], forwards: S
 def ready_from_rounds(rounds: Sequence[Round]) -> list[float]:
     """ready[1..G]: every token of a round ready at the round's ready time."""
     return [r.ready_ms for r in rounds for _ in range(r.tokens)]
-
-
-def early_drafts(events: Sequence[tuple[str, float, int | None]], before: float) -> list[Span]:
-    """The candidate searches that ended before ``before`` (round 1's, before the prefill forward)."""
-    return [(a, b) for a, b, _, _ in _draft_spans(events) if b <= before]
-
-
-def draft_spans(events: Sequence[tuple[str, float, int | None]]) -> list[Span]:
-    return [(a, b) for a, b, _, _ in _draft_spans(events)]
 
 
 def beam_ready(decode_starts: Sequence[float], n_max: int, t_end: float, t_start: float) -> list[float]:
