@@ -59,10 +59,17 @@ def hands_over_to_itself(model: Any) -> bool:
     """Whether a model's own generate() hands over to the standard one on the same model
     (``super().generate(...)``, as Janus does in text mode): such a call is timed as a standard
     one, its forwards being the model's own."""
+    cls: Any = type(model)  # hashable, as lru_cache needs (mypy types a class as unhashable)
+    return _calls_super_generate(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _calls_super_generate(cls: Any) -> bool:
+    """Read once per class: a new ModelHooks is made at every measure() call."""
     import inspect
 
     try:
-        source = inspect.getsource(type(model).generate)
+        source = inspect.getsource(cls.generate)
     except (OSError, TypeError):
         return False
     return "super().generate(" in source

@@ -28,7 +28,7 @@ from .generation import check_generative
 from .hooks import ModelHooks, unwrap
 from .nvtx import Nvtx as _Nvtx
 from .record import Measurement
-from .targets import connectors_of
+from .targets import connectors_of, connectors_searched
 from .vision import resolve_path, vision_methods, vision_modules
 
 SCOPES = ("all", "thread")
@@ -163,7 +163,7 @@ class Probe:
     def connector_search(self) -> list[torch.nn.Module]:
         """The vision modules to watch the outputs of for connectors in the next call (automatic
         module targets of a model not searched yet); empty otherwise."""
-        if not self.automatic_vision or self._hooks is None or connectors_of(self.target) is not None:
+        if not self.automatic_vision or self._hooks is None or connectors_searched(self.target):
             return []
         if vision_methods(self.target) is not None:
             return []  # get_image_features covers tower, projector and any connector

@@ -27,6 +27,11 @@ def _tensor_ids(value: Any) -> set[int]:
     return {id(v) for v in items if isinstance(v, torch.Tensor)}
 
 
+def connectors_searched(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s connectors were searched for (cheap: asked at every call with pixels)."""
+    return model in _CONNECTORS
+
+
 def connectors_of(model: torch.nn.Module) -> list[torch.nn.Module] | None:
     """The connectors found in ``model`` (None: not searched yet), those still part of it."""
     found = _CONNECTORS.get(model)
@@ -97,13 +102,19 @@ class VisionTargets:
 
         return self.hooks.patch(owner, name, make)
 
+    def language(self) -> set[int]:
+        """ids of the language model's embedding holders and their ancestors (never vision),
+        looked up once per hooks."""
+        if self.not_vision is None:
+            self.not_vision = language_modules(self.hooks.lm if self.hooks.inner is None else self.hooks.model)
+        return self.not_vision
+
     # -- discovery: the module that receives the pixels -------------------------------------------
     def start_discovery(self, state: CallState) -> None:
         """Watch the calls of every module outside the language model, during this call, until
         one receives the pixels: that module is the vision encoder."""
         root = self.hooks.model
-        if self.not_vision is None:
-            self.not_vision = language_modules(self.hooks.lm if self.hooks.inner is None else root)
+        not_vision = self.language()
         hooks = self.hooks
 
         @torch.compiler.disable
@@ -114,11 +125,11 @@ class VisionTargets:
             if how is not None:
                 self.stop_discovery(state)
                 self.found_encoder(module, remember=how == "identity")
-                if connectors_of(root) is None:  # and what it feeds, in this very call
+                if not connectors_searched(root):  # and what it feeds, in this very call
                     self.start_connector_watch(state, [module])
 
         for _, module in root.named_modules():
-            if id(module) not in self.not_vision:
+            if id(module) not in not_vision:
                 # first among the module's pre-hooks, as the probe's own are
                 state.discovery.append(module.register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
 
@@ -150,12 +161,11 @@ class VisionTargets:
         chain) is a connector between them, timed as vision from now on (the search is made
         once per model; what it found is remembered while the modules are part of it)."""
         root = self.hooks.model
-        if self.not_vision is None:
-            self.not_vision = language_modules(self.hooks.lm if self.hooks.inner is None else root)
+        not_vision = self.language()
         inside = {id(m) for v in vision for m in v.modules()}
         # the language model: the shallowest module holding the input embeddings and no vision
         # module; nothing inside it is a connector (its layers receive what it was given)
-        holders = [m for m in root.modules() if id(m) in self.not_vision and not inside & {id(x) for x in m.modules()}]
+        holders = [m for m in root.modules() if id(m) in not_vision and not inside & {id(x) for x in m.modules()}]
         inside |= {id(x) for m in holders for x in m.modules()}
         hooks = self.hooks
         _CONNECTORS[root] = []
@@ -170,7 +180,7 @@ class VisionTargets:
                 self.found_connector(module)
 
         for _, module in root.named_modules():
-            if id(module) not in self.not_vision and id(module) not in inside:
+            if id(module) not in not_vision and id(module) not in inside:
                 state.discovery.append(module.register_forward_pre_hook(pre, with_kwargs=True, prepend=True))
 
     def found_connector(self, module: torch.nn.Module) -> None:
