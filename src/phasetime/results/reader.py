@@ -31,18 +31,24 @@ def concat(tables: list[pa.Table]) -> pa.Table:
 BULK_COLUMNS = ("ready_ms", "decode_forward_ms", "spans")
 
 
+def _sources(inv: Inventory) -> tuple[Path | None, list[Path]]:
+    """What a read takes rows from: the merged file (None: nothing in it counts) and the parts
+    of the cells it does not hold."""
+    merged = inv.root / MEASUREMENTS_FILE if inv.bare or inv.merged_cells else None
+    return merged, [inv.sources[i] for i in sorted(set(inv.sources) - inv.merged_cells)]
+
+
 def _load(inv: Inventory, exclude: Sequence[str] = ()) -> pa.Table:
-    merged_file = inv.root / MEASUREMENTS_FILE
+    merged_file, parts = _sources(inv)
     tables = []
-    if inv.bare:
-        tables.append(read_table(merged_file, exclude=exclude))
-    merged_cells = sorted(inv.merged_cells)
-    if merged_cells:
+    if merged_file is not None:
         merged = read_table(merged_file, exclude=exclude)
-        keep = pc.is_in(merged.column("cell"), value_set=pa.array(merged_cells, merged.schema.field("cell").type))
-        tables.append(merged if pc.all(keep).as_py() else merged.filter(keep))
-    for index in sorted(set(inv.sources) - inv.merged_cells):
-        tables.append(read_table(inv.sources[index], exclude=exclude))
+        if inv.merged_cells:  # (a bare file, without markers, counts whole)
+            cells = pa.array(sorted(inv.merged_cells), merged.schema.field("cell").type)
+            keep = pc.is_in(merged.column("cell"), value_set=cells)
+            merged = merged if pc.all(keep).as_py() else merged.filter(keep)
+        tables.append(merged)
+    tables.extend(read_table(part, exclude=exclude) for part in parts)
     if not tables:
         raise StoreError(f"no measurements in {inv.root}")
     return concat(tables)
@@ -87,9 +93,8 @@ def list_minimum(path: str | Path, column: str, inventory: Inventory | None = No
     if p.is_file():
         files = [p]
     else:
-        inv = inventory if inventory is not None else verify(p)
-        files = ([p / MEASUREMENTS_FILE] if inv.bare or inv.merged_cells else [])
-        files += [inv.sources[i] for i in sorted(set(inv.sources) - inv.merged_cells)]
+        merged, files = _sources(inventory if inventory is not None else verify(p))
+        files = ([merged] if merged is not None else []) + files
     lowest: float | None = None
     leaf = f"{column}.list.element"
     for file in files:
