@@ -104,8 +104,9 @@ class Worker:
         self._loaded = (cell.load_key, model, processor)
         return model, processor
 
-    def draft_for(self, task: CellTask, device: torch.device) -> Any | None:
-        """The cell's draft model (assisted decoding), on the target's device and dtype; None without one."""
+    def draft_for(self, task: CellTask, device: torch.device) -> tuple[Any, Any] | None:
+        """The cell's draft model (assisted decoding), on the target's device and dtype, with its
+        own starting draft length; None without one."""
         name = task.cell.params.get("draft")
         if name is None:
             return None
@@ -114,10 +115,7 @@ class Worker:
             self._draft = None
             draft, _ = models.load(name, device=str(device), dtype=task.cell.params["dtype"], seed=task.experiment.seed)
             self._draft = (key, draft, draft.generation_config.num_assistant_tokens)
-        # transformers' "heuristic" schedule carries the draft length from one call to the next
-        # (in the draft's generation config): every call starts from the draft's own.
-        self._draft[1].generation_config.num_assistant_tokens = self._draft[2]
-        return self._draft[1]
+        return self._draft[1], self._draft[2]
 
     def run(self, task: CellTask, *, on_call: CallFn | None = None, should_stop: StopFn | None = None,
             on_load: Callable[[str], None] | None = None) -> CellOutcome:
@@ -183,13 +181,13 @@ def _images(task: CellTask, vlm: bool) -> tuple[list[tuple[list[Any], list[list[
 
 def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.device, place: dict[str, Any],
                   on_call: CallFn | None, should_stop: StopFn | None,
-                  draft: Any = None) -> tuple[pa.Table, int, list[dict[str, str]]]:
-    """Warm-up (not stored), then every batch x repeat. Returns (rows, calls, failed samples)."""
+                  draft: tuple[Any, Any] | None = None) -> tuple[pa.Table, int, list[dict[str, str]]]:
+    """Warm-up (not stored), then every batch x repeat. Returns (rows, calls, failed samples).
+    ``draft``: (the draft model, its own starting draft length) for assisted decoding."""
     cell, experiment, options = task.cell, task.experiment, task.options
     kwargs = cell.generate_kwargs
-    first_length = draft.generation_config.num_assistant_tokens if draft is not None else None
     if draft is not None:
-        kwargs["assistant_model"] = draft
+        kwargs["assistant_model"] = draft[0]
     method = cell.params["method"]
     vision = cell.model.vision if method == "direct" else None
     nvtx = options.nvtx and method == "direct"  # the legacy method's three calls are not phases
@@ -201,6 +199,13 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
     params = {**cell.params, "cell": cell.index, "metric": experiment.metric, "threads": threads,
               "host": place["host"], "device": place["device"], "worker": place["worker"]}
 
+    def timed(inputs: dict[str, Any]) -> Any:
+        if draft is not None:
+            # transformers' "heuristic" schedule carries the draft length from one call to the
+            # next (in the draft's generation config): every call starts from the draft's own
+            draft[0].generation_config.num_assistant_tokens = draft[1]
+        return measure(model, inputs, method=method, vision=vision, nvtx=nvtx, sensors=sensors, **kwargs)
+
     def tick(warmup: bool) -> None:
         if on_call is not None:
             on_call({"cell": cell.index, "warmup": warmup})
@@ -210,19 +215,14 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
     torch.manual_seed(experiment.seed)
     for _ in range(experiment.warmup):
         kept, images = prepared[0]
-        batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
-        if draft is not None:
-            draft.generation_config.num_assistant_tokens = first_length
-        measure(model, batch.inputs, method=method, vision=vision, nvtx=nvtx, sensors=sensors, **kwargs)
+        timed(prepare_batch(kept, images, processor, model, experiment, cell, device).inputs)
         tick(True)
     rows: list[dict[str, Any]] = []
     call_id = task.first_call_id  # unique in the directory, and the same when a cell is re-run
     for repeat in range(experiment.repeats):
         for kept, images in prepared:
             batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
-            if draft is not None:  # every call starts from the same draft length (see draft_for)
-                draft.generation_config.num_assistant_tokens = first_length
-            m = measure(model, batch.inputs, method=method, vision=vision, nvtx=nvtx, sensors=sensors, **kwargs)
+            m = timed(batch.inputs)
             m = resources.add_cost(m, model, batch.inputs, kwargs, vision)
             add_predictions(batch, m.output_ids, tokenizer, experiment.metric)
             rows.extend(measurement_rows(m, call_id=call_id, repeat=repeat, params=params, extras=batch.extras))
