@@ -113,35 +113,47 @@ def test_an_encoder_nobody_named_is_found_through_the_pixels() -> None:
         assert m.vision_ms == V and m.prefill_ms == P and m.vision_calls == 1
 
 
-def test_a_connector_between_tower_and_language_model_counts_as_vision() -> None:
-    """A tower found by its name followed by a perceiver-style resampler, a separate module the
-    model's forward calls on the tower's output: both are vision (0.2 billed the resampler
-    to prefill)."""
+def connected_vlm(tower_name: str, connector_name: str) -> Any:
+    """A VLM whose forward feeds the pixels to a tower (``tower_name``), its output to a
+    connector (``connector_name``), a separate module, and that into the language model."""
     from transformers import LlamaForCausalLM
 
     base, _ = load_tiny("tiny-llama")
     hidden = base.config.hidden_size
 
-    class ResampledVLM(LlamaForCausalLM):
+    class ConnectedVLM(LlamaForCausalLM):
         def forward(self, input_ids=None, pixel_values=None, inputs_embeds=None, **kwargs):  # type: ignore[override]
             if pixel_values is not None and input_ids is not None and input_ids.shape[1] > 1:
-                features = self.resampler(self.vision_model(pixel_values))
+                features = getattr(self, connector_name)(getattr(self, tower_name)(pixel_values))
                 inputs_embeds = self.model.embed_tokens(input_ids) + features[:, None, :]
                 input_ids = None
             return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
 
-    model = ResampledVLM(base.config)
+    model = ConnectedVLM(base.config)
     model.load_state_dict(base.state_dict())
-    model.vision_model, model.resampler = PictureReader(hidden), torch.nn.Linear(hidden, hidden)
+    setattr(model, tower_name, PictureReader(hidden))
+    setattr(model, connector_name, torch.nn.Linear(hidden, hidden))
     model.generation_config = base.generation_config
-    model.eval()
+    return model.eval()
+
+
+def measure_connected(model: Any, tower: torch.nn.Module, connector: torch.nn.Module) -> Any:
+    """One call on the virtual clock: the tower V ms, the connector 4 ms, prefill P, decode D."""
     clock = VirtualClock()
-    with inject_delays(model, V, P, D, clock=clock, vision_tower=model.vision_model, language_model=model.model):
-        handle = model.resampler.register_forward_pre_hook(lambda m, a: clock.advance(4.0))
+    with inject_delays(model, V, P, D, clock=clock, vision_tower=tower, language_model=model.model):
+        handle = connector.register_forward_pre_hook(lambda m, a: clock.advance(4.0))
         try:
-            m = phasetime.measure(model, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
+            return phasetime.measure(model, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
         finally:
             handle.remove()
+
+
+def test_a_connector_between_tower_and_language_model_counts_as_vision() -> None:
+    """A tower found by its name followed by a perceiver-style resampler, a separate module the
+    model's forward calls on the tower's output: both are vision (0.2 billed the resampler
+    to prefill)."""
+    model = connected_vlm("vision_model", "resampler")
+    m = measure_connected(model, model.vision_model, model.resampler)
     assert m.vision_ms == V + 4.0 and m.vision_calls == 2 and m.prefill_ms == P and m.itl_ms == (D, D)
 
 
@@ -150,36 +162,11 @@ def test_a_connector_nobody_named_is_found_through_what_the_tower_returns(tower_
     """The tower's output goes through a module with a name no list knows, then into the
     language model: the module is found as a connector in the first call (it receives what a
     vision module returned) and timed as vision from then on, in later probes too."""
-    from transformers import LlamaForCausalLM
-
     from phasetime.core import targets
 
-    base, _ = load_tiny("tiny-llama")
-    hidden = base.config.hidden_size
-
-    class SqueezedVLM(LlamaForCausalLM):
-        def forward(self, input_ids=None, pixel_values=None, inputs_embeds=None, **kwargs):  # type: ignore[override]
-            if pixel_values is not None and input_ids is not None and input_ids.shape[1] > 1:
-                features = self.squeezer(getattr(self, tower_name)(pixel_values))
-                inputs_embeds = self.model.embed_tokens(input_ids) + features[:, None, :]
-                input_ids = None
-            return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
-
-    model = SqueezedVLM(base.config)
-    model.load_state_dict(base.state_dict())
-    setattr(model, tower_name, PictureReader(hidden))
-    model.squeezer = torch.nn.Linear(hidden, hidden)
-    model.generation_config = base.generation_config
-    model.eval()
+    model = connected_vlm(tower_name, "squeezer")
     for _ in range(2):
-        clock = VirtualClock()
-        with inject_delays(model, V, P, D, clock=clock, vision_tower=getattr(model, tower_name),
-                           language_model=model.model):
-            handle = model.squeezer.register_forward_pre_hook(lambda m, a: clock.advance(4.0))
-            try:
-                m = phasetime.measure(model, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
-            finally:
-                handle.remove()
+        m = measure_connected(model, getattr(model, tower_name), model.squeezer)
         assert m.vision_ms == V + 4.0 and m.vision_calls == 2 and m.prefill_ms == P and m.itl_ms == (D, D)
     assert targets.connectors_of(model) == [model.squeezer]  # and not a layer of the language model
 

@@ -4,6 +4,7 @@ weights from the parameters, energy from a fake NVML on the virtual clock, the r
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -71,23 +72,25 @@ class FakeNvml:
         return 100.0 * self.clock.now_ns / 1e6  # 100 W = 100 mJ per ms
 
 
-def test_energy_per_phase_from_the_counter() -> None:
+def energy_call(sensor: EnergySensor, clock: VirtualClock, decode_ms: float = 10.0, **kwargs: Any) -> Any:
+    """tiny-llava on the virtual clock (vision 20 ms, prefill 30, each decode step ``decode_ms``)
+    with ``sensor``: the call's resources."""
     model, _ = load_tiny("tiny-llava")
+    with inject_delays(model, 20.0, 30.0, decode_ms, clock=clock):
+        return phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[sensor], **kwargs)
+
+
+def test_energy_per_phase_from_the_counter() -> None:
     clock = VirtualClock()
     now = lambda: clock.now_ns / 1e9  # noqa: E731
     sensor = EnergySensor(torch.device("cpu"), nvml=FakeNvml(clock), interval_ms=10.0, now=now)
-    with inject_delays(model, 20.0, 30.0, 10.0, clock=clock):
-        m = phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[sensor], max_new_tokens=4,
-                              min_new_tokens=4)
-    r = m.resources
+    r = energy_call(sensor, clock, max_new_tokens=4, min_new_tokens=4).resources
     assert r["energy_vision_j"] == pytest.approx(2.0) and r["energy_prefill_j"] == pytest.approx(3.0)
     assert r["energy_decode_j"] == pytest.approx(3.0) and r["energy_total_j"] == pytest.approx(8.0)
     assert r["energy_per_token_j"] == pytest.approx(1.0)  # 3 decode steps of 10 ms at 100 W
     assert r["energy_coarse"] is None  # every phase lasted at least two 10 ms counter steps
     short = EnergySensor(torch.device("cpu"), nvml=FakeNvml(clock), interval_ms=12.0, now=now)
-    with inject_delays(model, 20.0, 30.0, 10.0, clock=clock):
-        m = phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[short], max_new_tokens=2,
-                              min_new_tokens=2)
+    m = energy_call(short, clock, max_new_tokens=2, min_new_tokens=2)
     assert m.resources["energy_coarse"] == "vision,decode"  # 20 ms and 10 ms: under two 12 ms steps
 
 
@@ -96,12 +99,10 @@ def test_energy_follows_derives_rule_when_vision_reruns_in_decode() -> None:
     energy is every vision span's, and prefill and decode leave out the vision nested in them
     (0.2 read vision from its first start to its last end, across the decode, and gave a
     negative prefill energy). On >= 5.18 vision runs once, before the prefill."""
-    model, _ = load_tiny("tiny-llava")
     clock = VirtualClock()
     sensor = EnergySensor(torch.device("cpu"), nvml=FakeNvml(clock), interval_ms=1.0, now=lambda: clock.now_ns / 1e9)
-    with inject_delays(model, 20.0, 30.0, 30.0, clock=clock):  # without a cache every forward is a "prefill" to it
-        m = phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[sensor], max_new_tokens=4,
-                              min_new_tokens=4, use_cache=False)
+    # without a cache every forward is a "prefill" to the injector: 30 ms each
+    m = energy_call(sensor, clock, 30.0, max_new_tokens=4, min_new_tokens=4, use_cache=False)
     r, encodes = m.resources, m.vision_calls
     assert encodes in (1, 4)
     assert r["energy_vision_j"] == pytest.approx(2.0 * encodes)  # 20 ms at 100 W per encoding
@@ -123,11 +124,7 @@ def test_the_energy_sensor_sums_every_gpu_of_a_split_model(monkeypatch: pytest.M
     sensor = EnergySensor([torch.device("cuda", 0), torch.device("cuda", 1)], nvml=nvml, interval_ms=10.0,
                           now=lambda: clock.now_ns / 1e9)
     assert sensor.handles == ["physical 2", "physical 0"]
-    model, _ = load_tiny("tiny-llava")
-    with inject_delays(model, 20.0, 30.0, 10.0, clock=clock):
-        m = phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[sensor], max_new_tokens=4,
-                              min_new_tokens=4)
-    r = m.resources
+    r = energy_call(sensor, clock, max_new_tokens=4, min_new_tokens=4).resources
     assert r["energy_vision_j"] == pytest.approx(4.0) and r["energy_prefill_j"] == pytest.approx(6.0)
     assert r["energy_total_j"] == pytest.approx(16.0) and r["energy_per_token_j"] == pytest.approx(2.0)
     assert synced and synced.count(torch.device("cuda", 0)) == synced.count(torch.device("cuda", 1)) == r["sensor_syncs"]
