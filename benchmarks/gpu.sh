@@ -36,7 +36,17 @@ python benchmarks/decoding.py --model tiny-llava --draft tiny-llava-draft --prom
 # 5. A model split between cuda:0 and the CPU (accelerate), probe against the wall clock (issue 17).
 python benchmarks/split.py --model "$MODEL" 2>&1 | tee "$OUT/split.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
-# 6. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
+# 6. vLLM (issue 18), where the image has it: the engine tests (injected delays, vLLM's own
+#    TPOT / encoder figures, generate()'s greedy tokens) and the example, on the GPU.
+if python -c "import vllm" 2>/dev/null; then
+  python -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tee "$OUT/vllm.txt"
+  python -m pytest -q -p no:cacheprovider tests/vllm_engine 2>&1 | tail -3 | tee -a "$OUT/vllm.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  python -m phasetime run examples/vllm.yaml --out "$OUT/vllm-run" --quiet 2>&1 | tail -2 | tee -a "$OUT/vllm.txt"
+else
+  echo "no vllm in this image: the vLLM step skipped" | tee "$OUT/vllm.txt"
+fi
+# 7. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
 if python -c "import pytest, pyarrow, typer, pydantic" 2>/dev/null; then
   python -m pytest -q -p no:cacheprovider tests/test_groundtruth.py tests/test_probe.py tests/test_clock.py tests/test_compile.py tests/test_assisted.py tests/test_resources.py \
     2>&1 | tail -3 | tee "$OUT/tests.txt"

@@ -10,6 +10,7 @@ be longer than it (a stall only adds time): real-clock tests assert lower bounds
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import time
@@ -23,6 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)  # steadier timings on a 2-core machine
 
 from phasetime.experiments import models  # noqa: E402
+
+# tests/vllm_engine times the real engine: it runs from the vLLM environment (scripts/setup-vllm.sh)
+collect_ignore = [] if importlib.util.find_spec("vllm") else ["vllm_engine"]
 from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # noqa: E402
 
 

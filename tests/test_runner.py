@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import phasetime.experiments.running.run as driver
-import phasetime.experiments.running.worker as execute
+import phasetime.experiments.running.backends.hf as execute
 import phasetime.results.store as store
 from phasetime.experiments.running.run import RunError, run_experiment
 from phasetime.experiments.plan.grid import expand

@@ -59,6 +59,7 @@ def cmd_run(
     threads: Annotated[Optional[str], typer.Option(help="torch intra-op threads, or 'auto': 1 on CPU, torch's default on CUDA (default: auto, or the file's).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where cells run: local or ray (default: local, or the file's).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto); without it Ray starts one here.")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="The engine: hf (generate()) or vllm (needs scripts/setup-vllm.sh's environment) (default: hf, or the file's).")] = None,
     memory: Annotated[bool, typer.Option("--memory", help="Also record peak memory per phase, the KV cache and the weights.")] = False,
     cost: Annotated[bool, typer.Option("--cost", help="Also count FLOPs and bytes per phase (a replay) against the device's roof.")] = False,
     energy: Annotated[bool, typer.Option("--energy", help="Also read the GPU's energy per phase (NVML; syncs at phase boundaries).")] = False,
@@ -94,7 +95,7 @@ def cmd_run(
         raise RunError(f"--{next(iter(given)).replace('_', '-')} applies only without an experiment file")
     if "max_new_tokens" in given:
         given["max_new_tokens"] = parse_int_list(given["max_new_tokens"], "--max-new-tokens")
-    overrides = {"threads": _threads(threads), "executor": executor, "address": address,
+    overrides = {"threads": _threads(threads), "executor": executor, "address": address, "backend": backend,
                  "resources": {k: True for k, on in (("memory", memory), ("cost", cost), ("energy", energy)) if on}}
     from ..experiments.running.conditions import apply_threads
 
@@ -128,8 +129,9 @@ def _experiment(file: Path | None, given: dict[str, Any], overrides: dict[str, A
         return exp
     data = exp.model_dump(mode="json")
     data["resources"] = {**data["resources"], **overrides["resources"]}
-    if overrides["threads"] is not None:
-        data["threads"] = overrides["threads"]
+    for key in ("threads", "backend"):
+        if overrides[key] is not None:
+            data[key] = overrides[key]
     if overrides["executor"] is not None or overrides["address"] is not None:
         data["executor"] = {**data["executor"], **{k: v for k, v in (("kind", overrides["executor"]),
                                                                     ("address", overrides["address"])) if v is not None}}

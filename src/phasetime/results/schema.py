@@ -18,8 +18,9 @@ Schema history (``phasetime.schema`` in the Parquet metadata and in run.json):
   instead of one inferred from the values); ``decode_vision_ms``, ``probe_ms``,
   ``threads``, ``host``, ``device``, ``worker`` and the resource columns added. Version 1
   files are still read. phasetime 0.3 adds ``compiles``, ``sensor_syncs``, ``setup_ms``,
-  ``handoff_ms``, ``first_token_ms``, ``decoding``, ``num_beams``, ``draft`` and the
-  round columns (``draft_ms`` ... ``round_draft_forwards``) within version 2
+  ``handoff_ms``, ``first_token_ms``, ``decoding``, ``num_beams``, ``draft``, the
+  round columns (``draft_ms`` ... ``round_draft_forwards``), ``backend`` and the engine
+  columns (``input_ms`` ... ``engine_encoder_ms``) within version 2
   (a reader of version 2 reads the columns it knows; files without them read as null).
 """
 
@@ -58,6 +59,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("call_id", _I64, "id", "", "the measured call: cell x 1,000,000 + its number in the cell"),
     Column("repeat", _I32, "id", "", "the repeat index of the call"),
     Column("method", _S, "axis", "", "`direct`, or `subtract` (the legacy baseline)"),
+    Column("backend", _S, "axis", "", "the engine: `hf` (generate()) or `vllm` (null: a run made before 0.3, hf)"),
     Column("timer", _S, "call", "", "the clock: `perf-counter` or `cuda-event`"),
     Column("sequence", _I32, "id", "", "the sequence's index in the batch"),
     Column("call_sequences", _I32, "call", "", "sequences in the call (the batch)"),
@@ -101,6 +103,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("round_verify_ms", pa.list_(_F), "raw", "ms", "each round's verify forward (round 1's is the prefill)"),
     Column("round_draft_forwards", pa.list_(_I32), "raw", "", "the draft model's forwards in each round"),
     Column("round_gap_ms", pa.list_(_F), "raw", "ms", "the gaps between consecutive rounds' ready times"),
+    # a serving engine's request (backend vllm; null on generate())
+    Column("input_ms", _F, "phase", "ms", "part of other (vLLM): submitting the request to its arrival in the engine's queue (prompt and image processing)"),
+    Column("queue_ms", _F, "phase", "ms", "part of other (vLLM): the engine's queue to the first step the request is in"),
+    Column("engine_ttft_ms", _F, "call", "ms", "vLLM's own time to first token (arrival to first token)"),
+    Column("engine_prefill_ms", _F, "call", "ms", "vLLM's own prefill (first scheduled to first token: vision included)"),
+    Column("engine_tpot_ms", _F, "call", "ms", "vLLM's own per-token time: (last token - first token) / (N - 1)"),
+    Column("engine_encoder_ms", _F, "call", "ms", "vLLM's own encoder-forward time of the request (enable_mm_processor_stats)"),
     # cell parameters
     Column("cell", _I64, "parameter", "", "the cell's index in the experiment's grid"),
     Column("model", _S, "axis", "", "built-in name, hub id or local directory"),
@@ -154,7 +163,7 @@ def names(*roles: str) -> tuple[str, ...]:
 # What the analysis summarises per cell, in the order tables show it.
 SUMMARY_PHASES = ("vision_ms", "prefill_ms", "ttft_ms", "tpot_ms", "decode_ms", "total_ms")
 # The parameters a grid sweeps: what tells one cell from another, in the order tables show them.
-AXES = ("model", "method", "dtype", "attn_implementation", "image_size", "max_pixels", "max_visual_tokens",
+AXES = ("model", "backend", "method", "dtype", "attn_implementation", "image_size", "max_pixels", "max_visual_tokens",
         "batch_size", "generation", "max_new_tokens")
 
 assert set(SUMMARY_PHASES) <= set(names("phase"))

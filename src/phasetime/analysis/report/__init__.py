@@ -28,6 +28,7 @@ from ..compare import compare_runs, sync_mismatch
 from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, varying
 from ..length import TOLERANCE, length_effects
 from . import answers, text
+from .engine import engine_table
 from . import figures as f
 from . import figures_more as g
 from .labels import cell_label
@@ -196,6 +197,7 @@ def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list
         "<h2 id='tables'>Tables</h2>",
         "<h3 id='summary'>Medians per cell</h3>", _folded(f"{len(summary)} cells (click to show or hide)", cells_table,
                                                           open_=len(summary) <= 12),
+        *(("<h3 id='engine'>vLLM's own figures</h3>", engine) if (engine := engine_table(table_, summary, full)) else ()),
         "<h3 id='checks'>Checks</h3>", table(["check", "scope", "value", "threshold", "verdict", "detail"], check_rows,
                                              left=6, wrap=(1, 3, 5)),
         "<h3 id='environment'>Environment</h3>", _folded("versions, machine, conditions", _environment(run_info)),

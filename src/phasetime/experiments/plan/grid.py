@@ -60,7 +60,8 @@ def _methods(sweep_methods: list[str]) -> list[str]:
 
 
 # Settings that do not change what a cell measures: its name, where and in which order cells run.
-_NOT_CONTEXT = {"name", "description", "executor", "order", "models", "sweep"}
+# (backend is a cell parameter instead, absent on hf cells: the keys of 0.2 cells are kept)
+_NOT_CONTEXT = {"name", "description", "executor", "order", "models", "sweep", "backend"}
 
 
 def context_digest(experiment: Experiment) -> str:
@@ -91,6 +92,7 @@ def expand(experiment: Experiment) -> list[Cell]:
             draft = generation.get("draft")
             params = {
                 "model": model.name,
+                **({"backend": experiment.backend} if experiment.backend != "hf" else {}),  # as draft: 0.2 keys kept
                 **({"draft": draft} if draft is not None else {}),  # absent without one: keys of 0.2 cells kept
                 "dtype": dtype,
                 "attn_implementation": attn,

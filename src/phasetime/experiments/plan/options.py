@@ -130,6 +130,31 @@ def check_decoding(generation: Sequence[dict[str, Any]], methods: Sequence[str],
                          "recorded with assisted, prompt-lookup or beam-search cells")
 
 
+# generate() options the vLLM backend maps onto SamplingParams (the rest are refused by name)
+VLLM_GENERATION = ("do_sample", "temperature", "top_p", "top_k")
+
+
+def check_backend(backend: str, generation: Sequence[dict[str, Any]], methods: Sequence[str], resources: Sequence[str],
+                  executor: str) -> None:
+    """What the vLLM backend cannot time yet, refused by name before anything runs."""
+    if backend != "vllm":
+        return
+    for options in generation:
+        if options.get("draft") or options.get("prompt_lookup_num_tokens") or (options.get("num_beams") or 1) > 1:
+            raise ValueError("backend vllm: speculative decoding, prompt lookup and beam search inside vLLM are not "
+                             "timed yet (run them on backend hf)")
+        unknown = sorted(set(options) - set(VLLM_GENERATION))
+        if unknown:
+            raise ValueError(f"backend vllm: generation option(s) {unknown} have no vLLM counterpart phasetime maps "
+                             f"(it maps {', '.join(VLLM_GENERATION)})")
+    if set(methods) & {"subtract", "both"}:
+        raise ValueError("backend vllm: the legacy subtract method times generate() calls; use method: [direct]")
+    if resources:
+        raise ValueError(f"backend vllm: resources ({', '.join(resources)}) are recorded on backend hf only")
+    if executor != "local":
+        raise ValueError("backend vllm: runs on the local executor (vLLM places its own workers)")
+
+
 def _check_with_transformers(options: dict[str, Any]) -> None:
     import warnings
 

@@ -31,10 +31,11 @@ def quick_experiment(
     num_assistant_tokens: int | None = None,
     prompt_lookup: int | None = None,
     num_beams: int | None = None,
+    backend: str = "hf",
 ) -> Experiment:
     """The experiment behind ``phasetime run --model ...``: one model, synthetic input, an output-length sweep.
     ``draft`` / ``num_assistant_tokens`` (assisted decoding), ``prompt_lookup``
-    (``prompt_lookup_num_tokens``) and ``num_beams`` set how it decodes."""
+    (``prompt_lookup_num_tokens``) and ``num_beams`` set how it decodes; ``backend``: ``hf`` or ``vllm``."""
     generation = {key: value for key, value in (("draft", draft), ("num_assistant_tokens", num_assistant_tokens),
                                                 ("prompt_lookup_num_tokens", prompt_lookup), ("num_beams", num_beams))
                   if value is not None}
@@ -51,5 +52,6 @@ def quick_experiment(
         "threads": threads,
         "executor": {"kind": executor, "address": address},
         "resources": {"memory": memory, "cost": cost, "energy": energy},
+        "backend": backend,
     }
     return parse_experiment(data, "options")

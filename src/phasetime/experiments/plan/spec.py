@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ...core.errors import PhasetimeError
 from ..data.datasets import HF_COLUMNS
-from .options import check_attention, check_decoding, check_device, check_generation, check_text
+from .options import check_attention, check_backend, check_decoding, check_device, check_generation, check_text
 from ..data.scoring import METRICS
 from .yaml_keys import UniqueKeyLoader
 
@@ -195,6 +195,8 @@ class Experiment(_Strict):
     order: Literal["shuffled", "grid"] = "shuffled"
     executor: ExecutorSpec = ExecutorSpec()
     resources: ResourcesSpec = ResourcesSpec()
+    # the engine that runs the calls: Hugging Face generate() or vLLM (docs/metrics.md, "vLLM")
+    backend: Literal["hf", "vllm"] = "hf"
 
     @field_validator("models", mode="before")
     @classmethod
@@ -214,6 +216,8 @@ class Experiment(_Strict):
     def _decoding_fits(self) -> "Experiment":
         sweep = self.sweep
         check_decoding(sweep.generation, sweep.method, sweep.batch_size, self.resources.cost or self.resources.energy)
+        asked = [name for name, on in self.resources.model_dump().items() if on]
+        check_backend(self.backend, sweep.generation, sweep.method, asked, self.executor.kind)
         return self
 
     @model_validator(mode="after")

@@ -30,23 +30,29 @@ def _parts(processor_class: type) -> tuple[Any, dict[str, Any], Any]:
     return tokenizer, tokens, processor
 
 
-def _text(vocab: int) -> dict[str, Any]:
-    text = text_config(vocab)
-    text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 3, 3]}
+def _text(vocab: int, heads: int = 4) -> dict[str, Any]:
+    text = text_config(vocab, heads=heads, kv_heads=heads // 2)
+    half = 64 // heads // 2  # rotary half of the head size, split over time, height and width
+    text["rope_scaling"] = {"type": "mrope", "mrope_section": [half // 4, half * 3 // 8, half - half // 4 - half * 3 // 8]}
     return text
 
 
-def build_qwen2_vl() -> tuple[Any, Any]:
+def build_qwen2_vl(heads: int = 4) -> tuple[Any, Any]:
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
 
     tokenizer, tokens, processor = _parts(Qwen2VLProcessor)
     config = Qwen2VLConfig(
-        text_config=_text(len(tokenizer)),
+        text_config=_text(len(tokenizer), heads),
         vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=PATCH,
                            spatial_merge_size=MERGE, temporal_patch_size=TEMPORAL, in_channels=3),
         **tokens,
     )
     return finish(Qwen2VLForConditionalGeneration(config)), processor
+
+
+def build_qwen2_vl_h32() -> tuple[Any, Any]:
+    """tiny-qwen2-vl with 2 language-model heads of 32 (a head size vLLM's CPU attention takes)."""
+    return build_qwen2_vl(heads=2)
 
 
 def build_qwen2_5_vl() -> tuple[Any, Any]:

@@ -25,3 +25,8 @@ def build_llava_draft() -> tuple[Any, Any]:
     """A 1-layer, 32-wide Llama with tiny-llava's tokenizer (<image> included): a text draft for tiny-llava."""
     return build_llama(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, extra_special=("<image>",),
                        chat=chat_template())
+
+
+def build_llama_h32() -> tuple[Any, Any]:
+    """tiny-llama with 2 heads of 32 (vLLM's CPU attention takes head sizes 32, 64, 80, ...)."""
+    return build_llama(heads=2, kv_heads=1)

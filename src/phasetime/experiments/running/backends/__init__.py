@@ -1,0 +1,57 @@
+"""The backend seam: which engine runs a cell's calls.
+
+A backend loads what a cell needs (keeping it for the next cell with the same load key),
+measures the cell's calls and returns rows of the one results schema; the
+:class:`~phasetime.experiments.running.worker.Worker` around it turns failures into outcomes
+and never knows which engine ran. Two exist: ``hf`` (Hugging Face ``generate()``,
+:mod:`.hf`) and ``vllm`` (vLLM's engine, :mod:`.vllm`; imported only when a cell asks for it,
+so the core never imports vLLM). A third engine is one module with the same three methods,
+named in :data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Protocol
+
+import pyarrow as pa
+
+from ...plan.grid import CellTask
+
+CallFn = Callable[[dict[str, Any]], None]
+StopFn = Callable[[], bool]
+
+# backend name -> "module:class" (imported on first use)
+BACKENDS = {"hf": "phasetime.experiments.running.backends.hf:HFBackend",
+            "vllm": "phasetime.experiments.running.backends.vllm:VllmBackend"}
+
+
+class Interrupted(Exception):
+    """The driver asked to stop between two calls (the cell is not stored)."""
+
+
+class Backend(Protocol):
+    name: str
+
+    def load(self, task: CellTask, on_load: Callable[[str], None] | None = None) -> str:
+        """Have the cell's model ready (kept between cells of one load key); returns the device."""
+        ...
+
+    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[[bool], None]) -> tuple[pa.Table, int, list[dict[str, str]]]:
+        """Warm-up (not stored), then every batch x repeat: (rows, calls, failed samples).
+        ``tick(warmup)`` after every call (it raises :class:`Interrupted` to stop)."""
+        ...
+
+    def release(self) -> None:
+        """Free the loaded model and what it holds."""
+        ...
+
+
+def backend_of(task: CellTask) -> str:
+    return str(task.cell.params.get("backend") or "hf")
+
+
+def make_backend(name: str) -> Backend:
+    module, _, cls = BACKENDS[name].partition(":")
+    backend: Backend = getattr(importlib.import_module(module), cls)()
+    return backend

@@ -1,0 +1,66 @@
+"""The backend seam without vLLM: what a vLLM experiment refuses by name, the cell keys of
+hf cells kept, and a clear error where vLLM is not installed (tests/vllm_engine times the engine)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from phasetime.experiments.plan.grid import expand
+from phasetime.experiments.plan.spec import ExperimentError, parse_experiment
+from phasetime.experiments.running.run import run_experiment
+from phasetime.results import verify
+
+BASE = {"name": "b", "models": ["tiny-llama-h32"], "sweep": {"max_new_tokens": [2]}, "repeats": 1, "warmup": 0}
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"sweep": {"generation": [{"draft": "tiny-llama-draft"}]}}, "speculative decoding"),
+    ({"sweep": {"generation": [{"num_beams": 2}]}}, "beam search"),
+    ({"sweep": {"generation": [{"repetition_penalty": 1.2}]}}, "repetition_penalty"),
+    ({"sweep": {"method": ["both"]}}, "subtract method"),
+    ({"resources": {"memory": True}}, "resources (memory)"),
+    ({"executor": "ray"}, "local executor"),
+])
+def test_what_vllm_cannot_time_is_refused_by_name(extra: dict, words: str) -> None:
+    with pytest.raises(ExperimentError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        parse_experiment({**BASE, "backend": "vllm", **extra})
+    parse_experiment({**BASE, **extra})  # the same on generate() is fine
+
+
+def test_hf_cells_keep_their_keys_and_vllm_cells_differ() -> None:
+    hf = expand(parse_experiment(BASE))
+    same = expand(parse_experiment({**BASE, "backend": "hf"}))
+    vllm = expand(parse_experiment({**BASE, "backend": "vllm"}))
+    assert [c.key for c in hf] == [c.key for c in same]  # naming the default changes nothing
+    assert "backend" not in hf[0].params and vllm[0].params["backend"] == "vllm"
+    assert hf[0].key != vllm[0].key
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_without_vllm_the_cell_fails_saying_how_to_get_it(tmp_path: Path) -> None:
+    result = run_experiment(parse_experiment({**BASE, "backend": "vllm"}), tmp_path / "run")
+    assert result.failed == 1
+    (record,) = verify(tmp_path / "run").markers.values()
+    assert "scripts/setup-vllm.sh" in str(record.get("error"))
+
+
+def test_only_the_vllm_backend_imports_vllm_and_only_when_asked() -> None:
+    import ast
+
+    import phasetime
+
+    root = Path(phasetime.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "vllm" or n.startswith("vllm.") for n in names):
+                found.append((path.relative_to(root).as_posix(), id(node) in top))
+    assert found and {p for p, _ in found} == {"experiments/running/backends/vllm.py"}
+    assert not any(at_top for _, at_top in found)  # inside functions: imported when a cell needs it

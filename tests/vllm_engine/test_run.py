@@ -1,0 +1,62 @@
+"""A whole run on vLLM, then the same cells on generate(): stored, verified, checked, compared.
+
+One engine (tiny-llama-h32, the text built-in vLLM's CPU attention can run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+
+from phasetime.analysis.checks import run_checks
+from phasetime.analysis.compare import compare_runs, match_keys
+from phasetime.experiments.plan.spec import parse_experiment
+from phasetime.experiments.running.run import run_experiment
+from phasetime.results import read, verify
+from phasetime.results.files import RUN_FILE, read_json
+
+
+def experiment(backend: str) -> object:
+    return parse_experiment({
+        "name": "vllm-test", "backend": backend, "models": ["tiny-llama-h32"],
+        "inputs": {"kind": "synthetic", "prompt": "Tell me a story."},
+        "sweep": {"max_new_tokens": [2, 8], "batch_size": [1, 2]}, "repeats": 3, "warmup": 1,
+    })
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    run_experiment(experiment("vllm"), root / "vllm")
+    run_experiment(experiment("hf"), root / "hf")
+    return root / "vllm", root / "hf"
+
+
+def test_a_vllm_run_is_stored_like_any_other(runs: tuple[Path, Path]) -> None:
+    out, _ = runs
+    assert not verify(out).problems
+    table = read(out)
+    # 4 cells; 3 repeats of 1 and of 2 requests: a row per request
+    assert table.num_rows == 2 * 3 * (1 + 2)
+    assert set(table.column("backend").to_pylist()) == {"vllm"}
+    assert pc.min(table.column("engine_tpot_ms")).as_py() is not None
+    lengths = dict(zip(table.column("max_new_tokens").to_pylist(), table.column("output_tokens").to_pylist()))
+    assert lengths == {2: 2, 8: 8}
+    assert len(set(table.column("call_id").to_pylist())) == table.num_rows  # each request its own call
+    result = run_experiment(experiment("vllm"), out, resume=True)  # resume: nothing left to measure
+    assert result.done == 0 and result.skipped == 4
+    checks = run_checks(read(out), read_json(out / RUN_FILE))
+    assert {c.check for c in checks} >= {"decode_present", "tpot_vs_length", "phases_within_total"}
+    structural = ("decode_present", "tpot_only_when_defined", "no_negative_phase", "phases_within_total")
+    assert all(c.verdict == "pass" for c in checks if c.check in structural)
+
+
+def test_compare_matches_the_cells_of_both_engines(runs: tuple[Path, Path]) -> None:
+    vllm_dir, hf_dir = runs
+    a, b = read(hf_dir), read(vllm_dir)
+    assert "backend" not in match_keys(a, b)  # what is being compared
+    keys, rows = compare_runs(a, b)
+    matched = {r.cell for r in rows if r.cell != "geometric mean"}
+    assert len(matched) == 4
+    assert {r.phase for r in rows} >= {"ttft_ms", "tpot_ms", "total_ms"}
