@@ -142,7 +142,8 @@ def cmd_report(
     from ..analysis.report import build_comparison_report, build_report
     from ..core.errors import UsageError
     from ..results.files import atomic_write
-    from ..results.reader import BULK_COLUMNS, read, read_call
+    from ..results.integrity import verify
+    from ..results.reader import BULK_COLUMNS, read, read_call, read_columns
 
     if format not in ("html", "md", "tex"):
         raise UsageError(f"--format must be html, md or tex, got {format!r}")
@@ -157,9 +158,17 @@ def cmd_report(
         consoles.out.print(f"wrote {path}", highlight=False, soft_wrap=True)
         return
     if other is None:
-        page, figures = build_report(read(results, exclude=BULK_COLUMNS), _run_info(results),
-                                     title=f"phasetime report: {results.name}",
-                                     fetch_call=lambda call: read_call(results, call))
+        # read without the list columns; the one the inter-token figure needs is read meanwhile,
+        # in a thread (Parquet decodes without the GIL while the checks and summaries run)
+        from concurrent.futures import ThreadPoolExecutor
+
+        inventory = None if results.is_file() else verify(results)
+        summary_table = read(results, exclude=SUMMARY_ONLY, inventory=inventory)  # raises on damage
+        with ThreadPoolExecutor(1) as pool:
+            itl = pool.submit(read_columns, results, ["itl_ms"], inventory)
+            page, figures = build_report(summary_table, _run_info(results), title=f"phasetime report: {results.name}",
+                                         fetch_call=lambda call: read_call(results, call),
+                                         fetch_itl=lambda: itl.result().column("itl_ms"))
         path = output or results / "report.html"
     else:
         page, figures = build_comparison_report(read(results, exclude=SUMMARY_ONLY), read(other, exclude=SUMMARY_ONLY),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Iterable, Sequence
 
@@ -34,7 +35,13 @@ def median(values: Iterable[float | None] | np.ndarray) -> float | None:
 
 def rank_array(x: np.ndarray) -> np.ndarray:
     """1-based ranks of a 1-D array, ties sharing their average rank (as scipy.stats.rankdata)."""
-    order = np.argsort(x, kind="mergesort")
+    return _ranks(x)[0]
+
+
+def _ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the ranks, the length of every run of equal values). Ties get their run's average rank
+    whatever order the sort left them in, so the faster unstable sort does."""
+    order = np.argsort(x)
     sorted_x = x[order]
     # Boundaries of runs of equal values.
     starts = np.r_[True, sorted_x[1:] != sorted_x[:-1]]
@@ -44,7 +51,7 @@ def rank_array(x: np.ndarray) -> np.ndarray:
     avg = (first + last) / 2 + 1
     out = np.empty(len(x))
     out[order] = avg[run_id]
-    return out
+    return out, last - first + 1
 
 
 def _pairs(x: ArrayLike, y: ArrayLike) -> tuple[np.ndarray, np.ndarray] | None:
@@ -185,10 +192,10 @@ def mann_whitney_u(x: ArrayLike, y: ArrayLike) -> tuple[float, float]:
     n1, n2 = a.size, b.size
     if n1 == 0 or n2 == 0:
         raise ValueError("both samples need values")
-    r = rank_array(np.concatenate([a, b]))
+    r, counts = _ranks(np.concatenate([a, b]))
     u1 = float(r[:n1].sum() - n1 * (n1 + 1) / 2)
     n = n1 + n2
-    _, counts = np.unique(r, return_counts=True)
+    counts = counts.astype(float)
     tie_term = float((counts**3 - counts).sum())
     sigma = math.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
     if sigma == 0:
@@ -282,6 +289,15 @@ def median_draws(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> n
         return np.full(n_boot, np.nan)
     if n < EXACT_MEDIAN_FROM:
         return np.median(x[rng.integers(0, n, size=(n_boot, n))], axis=1)
+    k, cdf = _median_cdf(n)
+    picks = np.searchsorted(cdf, rng.random(n_boot), side="left")
+    return x[k[np.minimum(picks, k.size - 1)] - 1]
+
+
+@functools.lru_cache(maxsize=64)
+def _median_cdf(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(k, P(median <= x_(k))) of a bootstrapped sample of size n: it depends on n alone, so the
+    cells of a run, all of one size, share it."""
     h = math.ceil(n / 2)
     half = int(6 * math.sqrt(n)) + 2  # beyond 12 sd of the count, the probability is 0 or 1
     k = np.arange(max(1, h - half), min(n, h + half) + 1)
@@ -289,5 +305,5 @@ def median_draws(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> n
     z = (h - 0.5 - n * p) / np.sqrt(n * p * (1 - p) + 1e-12)
     cdf = np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in z])  # P(Bin >= h) = 1 - Phi(z)
     cdf = np.maximum.accumulate(cdf)
-    picks = np.searchsorted(cdf, rng.random(n_boot), side="left")
-    return x[k[np.minimum(picks, k.size - 1)] - 1]
+    k.flags.writeable = cdf.flags.writeable = False
+    return k, cdf

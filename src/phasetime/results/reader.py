@@ -38,20 +38,22 @@ def _sources(inv: Inventory) -> tuple[Path | None, list[Path]]:
     return merged, [inv.sources[i] for i in sorted(set(inv.sources) - inv.merged_cells)]
 
 
-def _load(inv: Inventory, exclude: Sequence[str] = ()) -> pa.Table:
+def _load(inv: Inventory, exclude: Sequence[str] = (), columns: list[str] | None = None) -> pa.Table:
     merged_file, parts = _sources(inv)
     tables = []
     if merged_file is not None:
-        merged = read_table(merged_file, exclude=exclude)
+        merged = read_table(merged_file, columns=None if columns is None else [*columns, "cell"], exclude=exclude)
         if inv.merged_cells:  # (a bare file, without markers, counts whole)
             cells = pa.array(sorted(inv.merged_cells), merged.schema.field("cell").type)
             keep = pc.is_in(merged.column("cell"), value_set=cells)
             merged = merged if pc.all(keep).as_py() else merged.filter(keep)
         tables.append(merged)
-    tables.extend(read_table(part, exclude=exclude) for part in parts)
+    tables.extend(read_table(part, columns=None if columns is None else [*columns, "cell"], exclude=exclude)
+                  for part in parts)
     if not tables:
         raise StoreError(f"no measurements in {inv.root}")
-    return concat(tables)
+    table = concat(tables)
+    return table if columns is None else table.select([c for c in columns if c in table.column_names])
 
 
 def read(path: str | Path, exclude: Sequence[str] = (), inventory: Inventory | None = None) -> pa.Table:
@@ -81,6 +83,17 @@ def read(path: str | Path, exclude: Sequence[str] = (), inventory: Inventory | N
                 raise StoreError(f"{p} keeps changing while it is read; try again when its run has finished") from None
     raise AssertionError("unreachable")
 
+
+
+def read_columns(path: str | Path, columns: list[str], inventory: Inventory | None) -> pa.Table:
+    """Only ``columns`` of the rows a :func:`read` of ``path`` with the same ``inventory`` gave,
+    row for row in the same order (a summary read first, a bulk column for some rows later)."""
+    p = Path(path)
+    if p.is_file():
+        return read_table(p, columns=columns)
+    if inventory is None:
+        raise ValueError("read_columns of a directory needs the inventory its first read used")
+    return _load(inventory, columns=columns)
 
 
 def list_minimum(path: str | Path, column: str, inventory: Inventory | None = None) -> float | None:
@@ -137,4 +150,4 @@ def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
     return []
 
 
-__all__ = ["BULK_COLUMNS", "concat", "list_minimum", "read", "read_call"]
+__all__ = ["BULK_COLUMNS", "concat", "list_minimum", "read", "read_call", "read_columns"]

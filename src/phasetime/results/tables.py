@@ -3,16 +3,44 @@ helpers every reader of results (stability rules, summaries, checks, reports) sh
 
 from __future__ import annotations
 
+import weakref
+from typing import Any, Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 
 _SMALL = 2000
+# What was derived from a big table, kept while the table lives (a report asks for the same
+# columns and groups a dozen times): id(table) -> {(what, args): result}. Results are read-only.
+_MEMO: dict[int, dict[tuple[Any, ...], Any]] = {}
+
+
+def _memo(table: pa.Table, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    if table.num_rows <= _SMALL:
+        return make()
+    found = _MEMO.get(id(table))
+    if found is None:
+        found = _MEMO[id(table)] = {}
+        weakref.finalize(table, _MEMO.pop, id(table), None)
+    if key not in found:
+        found[key] = make()
+    return found[key]
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 def group_indices(table: pa.Table, keys: list[str]) -> dict[tuple, np.ndarray]:
     """Row indices per distinct value of ``keys`` (nulls included), in first-seen order."""
+    groups: dict[tuple, np.ndarray] = _memo(table, ("groups", tuple(keys)), lambda: _group_indices(table, keys))
+    return dict(groups)
+
+
+def _group_indices(table: pa.Table, keys: list[str]) -> dict[tuple, np.ndarray]:
     if not keys:
         return {(): np.arange(table.num_rows)}
     if table.num_rows <= _SMALL:
@@ -26,7 +54,7 @@ def group_indices(table: pa.Table, keys: list[str]) -> dict[tuple, np.ndarray]:
     out = {}
     key_values = [grouped.column(k).to_pylist() for k in keys]
     for i, rows in enumerate(grouped.column("__row_list").to_pylist()):
-        out[tuple(v[i] for v in key_values)] = np.asarray(rows)
+        out[tuple(v[i] for v in key_values)] = _read_only(np.asarray(rows))
     return dict(sorted(out.items(), key=lambda item: item[1][0]))
 
 
@@ -37,12 +65,12 @@ def floats(table: pa.Table, name: str) -> np.ndarray:
     column = table.column(name)
     if pa.types.is_null(column.type):
         return np.full(table.num_rows, np.nan)
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)
+    return _memo(table, ("floats", name), lambda: _read_only(np.asarray(column.to_numpy(zero_copy_only=False), dtype=float)))
 
 
 def strings(table: pa.Table, name: str) -> np.ndarray:
     """A (string) column as a numpy object array, None for null."""
-    return table.column(name).to_numpy(zero_copy_only=False)
+    return _memo(table, ("strings", name), lambda: _read_only(table.column(name).to_numpy(zero_copy_only=False)))
 
 
 def list_values(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -73,7 +73,8 @@ def _summary_table(summary: list[CellSummary], labels: list[str], unstable: set[
 
 def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], full: list[str], unstable: set[Any],
              effects: dict[str, list[Any]], fetch_call: Callable[[int], list[dict[str, Any]]] | None = None,
-             zero: dict[str, tuple[int, int]] | None = None) -> list[tuple[str, str, str, Any]]:
+             zero: dict[str, tuple[int, int]] | None = None,
+             fetch_itl: Callable[[], pa.ChunkedArray] | None = None) -> list[tuple[str, str, str, Any]]:
     """(id, title, caption, figure) of every figure the run has data for, the answers first."""
     out: list[tuple[str, str, str, Any]] = [
         ("fig-breakdown", "Where the time goes", "Median vision, prefill, decode and other per cell (ms), stacked, cells "
@@ -106,7 +107,7 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], fu
                     "line per value of the second. Right: the phase taking the largest share of the call.",
                     f.dominant(summary, numeric[0], numeric[1])))
     out.append(("fig-itl", "Inter-token latency", "Empirical CDF of the gaps between consecutive tokens, per cell "
-                "(direct method).", f.itl_cdf(table_, summary, labels)))
+                "(direct method).", f.itl_cdf(table_, summary, labels, fetch_itl)))
     out.append(("fig-rounds", "Assisted and prompt-lookup decoding", "A point per call, a colour per way of "
                 "decoding (every output length): TPOT against the share of proposed candidates the target "
                 "accepted, and against the candidates proposed per round (docs/metrics.md, Rounds).", g.rounds(table_, summary)))
@@ -162,11 +163,13 @@ def _folded(title: str, body: str, open_: bool = False) -> str:
 
 def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None = None,
                  title: str = "phasetime report", tolerance: float = TOLERANCE,
-                 fetch_call: Callable[[int], list[dict[str, Any]]] | None = None) -> tuple[str, list[str]]:
+                 fetch_call: Callable[[int], list[dict[str, Any]]] | None = None,
+                 fetch_itl: Callable[[], pa.ChunkedArray] | None = None) -> tuple[str, list[str]]:
     """The HTML page of a run and the ids of its figures: the verdict first, then where the
     time goes, the length effect (direct and legacy side by side), the sweep's own axes, and
     only then the tables (medians per cell, checks, environment, configuration). A table read
-    without its bulk columns gets its timeline's call from ``fetch_call(call_id)``."""
+    without its bulk columns gets its timeline's call from ``fetch_call(call_id)``, and one read
+    without ``itl_ms`` the column (row for row) from ``fetch_itl()``."""
     summary = summarize(table_)
     by_method = _by_method(table_) if "method" in table_.column_names else {}
     legacy_failed: list[str] = []
@@ -183,7 +186,7 @@ def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list
     unstable = {scope.get("cell") for groups in judged.values() for scope, _, j in groups if j.verdict in ("warn", "fail")}
     effects = _effects(table_, by_method or None)
     zero = answers.zero_decode(table_, by_model=True)
-    figs = _figures(table_, summary, labels, full, unstable, effects, fetch_call, zero)
+    figs = _figures(table_, summary, labels, full, unstable, effects, fetch_call, zero, fetch_itl)
     experiment = (run_info or {}).get("experiment", {})
     check_rows = [[html.escape(r.check), html.escape(r.scope), fmt(r.value), html.escape(r.threshold),
                    f"<span class='{r.verdict}'>{r.verdict}</span>", html.escape(r.detail)] for r in checks]

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ...results.tables import call_ids
+from ...results.tables import call_ids, group_indices
 from ..checks import CheckResult
 from ..length import LengthEffect
 from ..summary import CellSummary, floats, strings
@@ -34,16 +34,15 @@ def zero_decode(table: pa.Table, by_model: bool = False) -> dict[str, tuple[int,
     if table.num_rows == 0 or "decode_ms" not in table.column_names:
         return {}
     n, decode = floats(table, "output_tokens"), floats(table, "decode_ms")
-    method = strings(table, "method") if "method" in table.column_names else np.array(["direct"] * table.num_rows)
-    if by_model and "model" in table.column_names:
-        method = np.array([f"{a}|{b}" for a, b in zip(strings(table, "model").tolist(), method.tolist())], dtype=object)
+    keys = [k for k in (("model", "method") if by_model else ("method",)) if k in table.column_names]
     calls = call_ids(table)
-    out = {}
-    for m in dict.fromkeys(method.tolist()):
-        sel = (method == m) & (n >= 2)
+    out: dict[str, tuple[int, int]] = {}
+    for key, rows in group_indices(table, keys).items():
+        name_ = "|".join(str(v) for v in key) if "method" in keys else "|".join([*map(str, key), "direct"])
+        sel = rows[n[rows] >= 2]
         # one verdict per call: a call counts when any of its sequences with tokens read no decode
-        bad = np.unique(calls[sel & ~(decode > 0)]).size
-        out[str(m)] = (int(bad), int(np.unique(calls[sel]).size))
+        bad = np.unique(calls[sel[~(decode[sel] > 0)]]).size
+        out[name_] = (int(bad), int(np.unique(calls[sel]).size))
     return out
 
 

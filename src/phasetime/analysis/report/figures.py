@@ -8,7 +8,7 @@ except :func:`itl_cdf`, which reduces each cell to 101 quantiles.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -116,10 +116,27 @@ def dominant(summary: list[CellSummary], a: str, b: str) -> Figure | None:
 ITL_ROWS = 2000  # rows per cell the inter-token CDF is drawn from (all of them in a smaller cell)
 
 
-def itl_cdf(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> Figure | None:
+def take_rows(column: pa.ChunkedArray, rows: np.ndarray) -> pa.Array:
+    """``column[rows]`` taken chunk by chunk: a take across the chunks of a big column (or
+    joining them first) copies it whole, tens of millions of gaps for a big run's ``itl_ms``."""
+    order = np.argsort(rows, kind="stable")
+    ascending = rows[order]
+    bounds = np.cumsum([0, *[len(c) for c in column.chunks]])
+    pieces = []
+    for chunk, lo, hi in zip(column.chunks, bounds[:-1], bounds[1:]):
+        a, b = np.searchsorted(ascending, [lo, hi])
+        if b > a:
+            pieces.append(chunk.take(pa.array(ascending[a:b] - lo)))
+    taken = pa.concat_arrays(pieces) if pieces else pa.array([], column.type)
+    return taken.take(pa.array(np.argsort(order, kind="stable")))  # back in the order asked
+
+
+def itl_cdf(table: pa.Table, summary: list[CellSummary], labels: list[str],
+            fetch: Callable[[], pa.ChunkedArray] | None = None) -> Figure | None:
     """Empirical CDF of inter-token latencies per cell (direct method), through 101 quantiles
-    of the gaps of at most :data:`ITL_ROWS` rows per cell (a seeded sample)."""
-    if "itl_ms" not in table.column_names:
+    of the gaps of at most :data:`ITL_ROWS` rows per cell (a seeded sample). A table read
+    without ``itl_ms`` gets the column, row for row, from ``fetch()``."""
+    if "itl_ms" not in table.column_names and fetch is None:
         return None
     keys = cell_keys(table)
     by_key = {tuple(c.get(k) for k in keys): (c, label) for c, label in zip(summary, labels)}
@@ -137,7 +154,8 @@ def itl_cdf(table: pa.Table, summary: list[CellSummary], labels: list[str]) -> F
         groups[key] = rows
     # the sampled rows' gaps in one take (the whole column of a big run is tens of millions)
     order = np.concatenate(list(groups.values())) if groups else np.empty(0, dtype=np.int64)
-    sampled = table.select(["itl_ms"]).take(pa.array(order.astype(np.int64)))
+    column = table.column("itl_ms") if "itl_ms" in table.column_names else fetch()  # type: ignore[misc]
+    sampled = pa.table({"itl_ms": take_rows(column, order.astype(np.int64))})
     gaps, owner = list_values(sampled, "itl_ms")  # owner: each gap's position in ``order``
     bounds = np.cumsum([0, *[r.size for r in groups.values()]])
     for (key, rows), lo, hi in zip(groups.items(), bounds[:-1], bounds[1:]):
