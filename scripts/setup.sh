@@ -11,10 +11,7 @@ TRANSFORMERS="${TRANSFORMERS:-5.24.0}"
 EXTRAS="${EXTRAS:-test}"
 PYTHON="${PYTHON:-python3}"
 
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PYTHON" -m venv "$VENV"
-fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+. scripts/venv.sh
 pip install "torch==$TORCH"
 pip install -e ".[$EXTRAS]" "transformers==$TRANSFORMERS"
 echo "ready: $VENV (torch $TORCH, transformers $TRANSFORMERS, extras $EXTRAS)"

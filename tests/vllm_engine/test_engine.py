@@ -33,26 +33,21 @@ def engine() -> Any:
     llm.llm_engine.collective_rpc(backend.vllm_probe.uninstall)
 
 
+def _sleeping(original: Any, seconds: float) -> Any:
+    def delayed(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(seconds)
+        return original(*args, **kwargs)
+    return delayed
+
+
 def _delays(worker: Any, vision_s: float, forward_s: float) -> None:
     """On the worker: the model's encoder call and its forward each wait this long (0: off)."""
     model = backend.vllm_probe._runner(worker).model
-    for name in ("embed_multimodal", "forward"):
+    for name, seconds in (("embed_multimodal", vision_s), ("forward", forward_s)):
         if name in vars(model):
             delattr(model, name)  # a previous test's delay
-    if vision_s:
-        original = model.embed_multimodal
-
-        def embed_multimodal(*args: Any, **kwargs: Any) -> Any:
-            time.sleep(vision_s)
-            return original(*args, **kwargs)
-        model.embed_multimodal = embed_multimodal
-    if forward_s:
-        original_forward = model.forward
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            time.sleep(forward_s)
-            return original_forward(*args, **kwargs)
-        model.forward = forward
+        if seconds:
+            setattr(model, name, _sleeping(getattr(model, name), seconds))
 
 
 def requests(processor: Any, n_requests: int, image_side: int = 112) -> list[dict[str, Any]]:
@@ -93,10 +88,11 @@ def test_injected_delays_are_recovered_where_they_were_put(engine: Any) -> None:
 @pytest.mark.parametrize("n_requests", [1, 2])
 def test_tpot_agrees_with_vllms_own(engine: Any, n_requests: int) -> None:
     llm, processor = engine
-    for m, extra, output in measured(llm, processor, 16, n_requests):
-        assert len(output.outputs[0].token_ids) == 16 and m.decode_steps == 15
-        # ours: ready[N] - ready[1] from the steps; vLLM's: (last - first token) / (N - 1)
-        assert m.sequences[0].tpot_ms == pytest.approx(extra["engine_tpot_ms"], rel=0.05, abs=0.2)
+    for m, extra, output in measured(llm, processor, 4, n_requests):
+        assert len(output.outputs[0].token_ids) == 4 and m.decode_steps == 3
+        # ours: ready[N] - ready[1] from the steps; vLLM's: (last - first token) / (N - 1). At a
+        # short N a definition that missed part of each engine cycle would be off by its share.
+        assert m.sequences[0].tpot_ms == pytest.approx(extra["engine_tpot_ms"], rel=0.1, abs=0.3)
         assert m.ttft_ms >= extra["queue_ms"] + m.vision_ms + m.prefill_ms
         assert m.total_ms == pytest.approx(m.vision_ms + m.prefill_ms + m.decode_ms + m.other_ms)
 
@@ -107,7 +103,7 @@ def test_one_request_is_timed_as_vllm_times_it(engine: Any) -> None:
     # the request arrived in the engine after we submitted it: our TTFT includes its processing
     assert m.ttft_ms >= extra["input_ms"] + extra["queue_ms"]
     # two readings of one request: ours from submitting it, vLLM's from its arrival
-    assert m.ttft_ms == pytest.approx(extra["engine_ttft_ms"], rel=0.1, abs=1.0)
+    assert m.ttft_ms == pytest.approx(extra["engine_ttft_ms"], rel=0.1, abs=2.0)
     assert extra["visual_tokens"] == 16 and m.vision_calls == 1
 
 
