@@ -4,6 +4,7 @@ hf cells kept, and a clear error where vLLM is not installed (tests/vllm_engine 
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,25 @@ def test_what_vllm_cannot_time_is_refused_by_name(extra: dict, words: str) -> No
     with pytest.raises(ExperimentError, match=words.replace("(", r"\(").replace(")", r"\)")):
         parse_experiment({**BASE, "backend": "vllm", **extra})
     parse_experiment({**BASE, **extra})  # the same on generate() is fine
+
+
+@pytest.mark.parametrize("args, words", [
+    ({"enable_prefix_caching": True}, "sets ['enable_prefix_caching'] itself"),
+    ({"speculative_config": {"method": "ngram"}}, "speculative decoding"),
+    ({"pipeline_parallel_size": 2}, "pipeline parallelism"),
+])
+def test_engine_args_phasetime_cannot_honour_are_refused(args: dict, words: str) -> None:
+    with pytest.raises(ExperimentError, match=re.escape(words)):
+        parse_experiment({**BASE, "backend": "vllm", "engine_args": args})
+    with pytest.raises(ExperimentError, match="need backend: vllm"):
+        parse_experiment({**BASE, "engine_args": {"max_num_batched_tokens": 32}})
+
+
+def test_engine_args_shape_the_cells_only_when_given() -> None:
+    plain = expand(parse_experiment({**BASE, "backend": "vllm"}))
+    same = expand(parse_experiment({**BASE, "backend": "vllm", "engine_args": {}}))
+    chunked = expand(parse_experiment({**BASE, "backend": "vllm", "engine_args": {"max_num_batched_tokens": 32}}))
+    assert plain[0].key == same[0].key != chunked[0].key
 
 
 def test_hf_cells_keep_their_keys_and_vllm_cells_differ() -> None:

@@ -67,6 +67,8 @@ _NOT_CONTEXT = {"name", "description", "executor", "order", "models", "sweep", "
 def context_digest(experiment: Experiment) -> str:
     """A digest of the experiment-wide settings every cell's rows depend on (inputs, repeats, seed, ...)."""
     data = {k: v for k, v in experiment.model_dump(mode="json").items() if k not in _NOT_CONTEXT}
+    if not data["engine_args"]:
+        del data["engine_args"]  # absent unless given: the digests of 0.2 experiments kept
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 

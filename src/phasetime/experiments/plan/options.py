@@ -155,6 +155,30 @@ def check_backend(backend: str, generation: Sequence[dict[str, Any]], methods: S
         raise ValueError("backend vllm: runs on the local executor (vLLM places its own workers)")
 
 
+# vllm.LLM arguments phasetime sets itself, for the reason docs/metrics.md ("vLLM") gives
+ENGINE_ARGS_SET = ("model", "dtype", "seed", "trust_remote_code", "enable_prefix_caching", "disable_log_stats",
+                   "async_scheduling", "enable_mm_processor_stats", "mm_processor_cache_gb")
+
+
+def check_engine_args(backend: str, args: dict[str, Any]) -> None:
+    """``engine_args``: for vLLM only, JSON values, none phasetime sets, nothing it cannot time."""
+    if not args:
+        return
+    if backend != "vllm":
+        raise ValueError("engine_args are vllm.LLM's arguments: they need backend: vllm")
+    ours = sorted(set(args) & set(ENGINE_ARGS_SET))
+    if ours:
+        raise ValueError(f"engine_args: phasetime sets {ours} itself (docs/metrics.md, \"vLLM\")")
+    if args.get("speculative_config"):
+        raise ValueError("engine_args: speculative decoding inside vLLM is not timed yet")
+    if (args.get("pipeline_parallel_size") or 1) > 1:
+        raise ValueError("engine_args: pipeline parallelism is not timed yet (its stages run a step in turns)")
+    try:
+        json.dumps(args)
+    except (TypeError, ValueError):
+        raise ValueError("engine_args: values must be plain YAML / JSON values") from None
+
+
 def _check_with_transformers(options: dict[str, Any]) -> None:
     import warnings
 

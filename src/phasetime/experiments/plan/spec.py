@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ...core.errors import PhasetimeError
 from ..data.datasets import HF_COLUMNS
-from .options import check_attention, check_backend, check_decoding, check_device, check_generation, check_text
+from .options import check_attention, check_backend, check_decoding, check_engine_args, check_device, check_generation, check_text
 from ..data.scoring import METRICS
 from .yaml_keys import UniqueKeyLoader
 
@@ -197,6 +197,8 @@ class Experiment(_Strict):
     resources: ResourcesSpec = ResourcesSpec()
     # the engine that runs the calls: Hugging Face generate() or vLLM (docs/metrics.md, "vLLM")
     backend: Literal["hf", "vllm"] = "hf"
+    # backend vllm: more arguments of vllm.LLM (max_num_batched_tokens, max_model_len, ...)
+    engine_args: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -218,6 +220,7 @@ class Experiment(_Strict):
         check_decoding(sweep.generation, sweep.method, sweep.batch_size, self.resources.cost or self.resources.energy)
         asked = [name for name, on in self.resources.model_dump().items() if on]
         check_backend(self.backend, sweep.generation, sweep.method, asked, self.executor.kind)
+        check_engine_args(self.backend, self.engine_args)
         return self
 
     @model_validator(mode="after")

@@ -71,7 +71,8 @@ class VllmBackend:
         if on_load is not None:
             on_load(cell.model.name)
         llm, processor, device = start_engine(cell.model.name, cell.params["dtype"], task.experiment.seed,
-                                              cell.model.device, cell.model.trust_remote_code)
+                                              cell.model.device, cell.model.trust_remote_code,
+                                              task.experiment.engine_args)
         self._engine = (cell.load_key, llm, processor, device)
         return device
 
@@ -112,8 +113,10 @@ class VllmBackend:
         return rows_to_table(rows), call_id - task.first_call_id, failed
 
 
-def start_engine(name: str, dtype: str, seed: int, device: str = "auto", trust_remote_code: bool = False) -> tuple[Any, Any, str]:
-    """(vllm.LLM, the model's processor, the device) for a built-in name, a directory or a hub id."""
+def start_engine(name: str, dtype: str, seed: int, device: str = "auto", trust_remote_code: bool = False,
+                 engine_args: dict[str, Any] | None = None) -> tuple[Any, Any, str]:
+    """(vllm.LLM, the model's processor, the device) for a built-in name, a directory or a hub
+    id; ``engine_args``: the experiment's further arguments of vllm.LLM."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process: one clock, one probe
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; else vLLM wants most of the RAM free
     try:
@@ -136,6 +139,7 @@ def start_engine(name: str, dtype: str, seed: int, device: str = "auto", trust_r
     )
     if is_vision_language(processor):
         kwargs.update(enable_mm_processor_stats=True, mm_processor_cache_gb=0)
+    kwargs.update(engine_args or {})
     llm = vllm.LLM(**kwargs)
     llm.llm_engine.collective_rpc(vllm_probe.install)
     return llm, processor, "cpu" if platform == "cpu" else f"{platform}:0"
