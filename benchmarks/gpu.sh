@@ -38,13 +38,13 @@ python benchmarks/split.py --model "$MODEL" 2>&1 | tee "$OUT/split.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 # 6. vLLM (issue 18), where the image has it: the engine tests (injected delays, vLLM's own
 #    TPOT / encoder figures, generate()'s greedy tokens) and the example, on the GPU.
-if python -c "import vllm" 2>/dev/null; then
+if python -c "import vllm, pytest, pyarrow, typer, pydantic, yaml" 2>/dev/null; then
   python -c "import vllm; print('vllm', vllm.__version__)" 2>&1 | tee "$OUT/vllm.txt"
   python -m pytest -q -p no:cacheprovider tests/vllm_engine 2>&1 | tail -3 | tee -a "$OUT/vllm.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   python -m phasetime run examples/vllm.yaml --out "$OUT/vllm-run" --quiet 2>&1 | tail -2 | tee -a "$OUT/vllm.txt"
 else
-  echo "no vllm in this image: the vLLM step skipped" | tee "$OUT/vllm.txt"
+  echo "no vllm (or no pytest / pyarrow / typer / pydantic / yaml) in this image: the vLLM step skipped" | tee "$OUT/vllm.txt"
 fi
 # 7. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
 if python -c "import pytest, pyarrow, typer, pydantic" 2>/dev/null; then
