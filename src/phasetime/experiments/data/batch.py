@@ -86,8 +86,7 @@ def prepare_batch(
     experiment: Experiment, cell: Cell, device: torch.device,
 ) -> Batch:
     """Run the processor on a batch (timed: ``preprocess_ms``) and collect per-sample fields."""
-    texts = [chat_prompt(processor, format_question(s, experiment.prompt.pre, experiment.prompt.post), len(imgs))
-             for s, imgs in zip(samples, images)]
+    texts = prompt_texts(samples, images, processor, experiment)
     start = time.perf_counter_ns()
     with resolution(processor, cell):
         inputs = encode(processor, texts, images, device)
@@ -99,16 +98,28 @@ def prepare_batch(
               if token_ids else [0] * len(samples))
     extras = []
     for sample, imgs, n_visual in zip(samples, images, visual):
-        extras.append({
-            "sample_id": sample.id,
-            "category": sample.category,
-            "n_images": len(imgs),
-            "image_width": imgs[0].size[0] if imgs else None,
-            "image_height": imgs[0].size[1] if imgs else None,
-            "visual_tokens": int(n_visual),
-            "preprocess_ms": preprocess_ms,
-        })
+        extras.append({**sample_fields(sample, imgs), "visual_tokens": int(n_visual), "preprocess_ms": preprocess_ms})
     return Batch(samples, inputs, extras)
+
+
+def prompt_texts(samples: list[Sample], images: list[list[Image.Image]], processor: Any, experiment: Experiment) -> list[str]:
+    """Each sample's question, with the experiment's text around it, through the chat template."""
+    return [chat_prompt(processor, format_question(s, experiment.prompt.pre, experiment.prompt.post), len(imgs))
+            for s, imgs in zip(samples, images)]
+
+
+def sample_fields(sample: Sample, images: list[Image.Image]) -> dict[str, Any]:
+    """The row fields of a sample and the images it was fed with."""
+    return {"sample_id": sample.id, "category": sample.category, "n_images": len(images),
+            "image_width": images[0].size[0] if images else None,
+            "image_height": images[0].size[1] if images else None}
+
+
+def add_prediction(extra: dict[str, Any], sample: Sample, text: str, metric: str | None) -> None:
+    """A row's decoded answer, scored when the experiment has a metric."""
+    prediction = text.strip()
+    extra["prediction"] = prediction
+    extra["score"] = score(metric, prediction, sample.answers, sample.choices) if metric else None
 
 
 def add_predictions(batch: Batch, output: Any, tokenizer: Any, metric: str | None) -> None:
@@ -116,6 +127,4 @@ def add_predictions(batch: Batch, output: Any, tokenizer: Any, metric: str | Non
     prompt = batch.inputs["input_ids"].shape[1]
     texts = tokenizer.batch_decode(sequences_tensor(output)[:, prompt:], skip_special_tokens=True)
     for extra, sample, text in zip(batch.extras, batch.samples, texts):
-        prediction = text.strip()
-        extra["prediction"] = prediction
-        extra["score"] = score(metric, prediction, sample.answers, sample.choices) if metric else None
+        add_prediction(extra, sample, text, metric)

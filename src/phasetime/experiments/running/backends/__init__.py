@@ -47,6 +47,14 @@ class Backend(Protocol):
         ...
 
 
+def row_params(task: CellTask, place: dict[str, Any], backend: str, threads: int) -> dict[str, Any]:
+    """What every row of a cell carries beside its measurement: the cell's parameters, the
+    engine, the metric, the threads and where it ran."""
+    cell = task.cell
+    return {**cell.params, "backend": backend, "cell": cell.index, "metric": task.experiment.metric, "threads": threads,
+            "host": place["host"], "device": place["device"], "worker": place["worker"]}
+
+
 def backend_of(task: CellTask) -> str:
     return str(task.cell.params.get("backend") or "hf")
 

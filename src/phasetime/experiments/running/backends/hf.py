@@ -16,6 +16,7 @@ from ...data.batch import CellError, add_predictions, prepare_batch, resize
 from ...data.datasets import BadSample
 from ...plan.grid import CellTask
 from ..sensors import CellResources
+from . import row_params
 
 
 class HFBackend:
@@ -118,9 +119,7 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
     resources = CellResources(experiment.resources, model)
     sensors = resources.sensors_for(method)
     tokenizer = models.tokenizer_of(processor)
-    threads = torch.get_num_threads()
-    params = {**cell.params, "backend": "hf", "cell": cell.index, "metric": experiment.metric, "threads": threads,
-              "host": place["host"], "device": place["device"], "worker": place["worker"]}
+    params = row_params(task, place, "hf", torch.get_num_threads())
 
     def timed(inputs: dict[str, Any]) -> Any:
         if draft is not None:

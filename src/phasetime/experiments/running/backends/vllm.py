@@ -26,14 +26,11 @@ from ....core.errors import PhasetimeError
 from ....core.phases import derive
 from ....core.steps import Step, request_events
 from ....results.rows import measurement_rows, rows_to_table
-from ...data.batch import CellError, image_token_ids
-from ...data.datasets import format_question
-from ...data.inputs import chat_prompt
-from ...data.scoring import score
+from ...data.batch import CellError, add_prediction, image_token_ids, prompt_texts, sample_fields
 from ...models import is_vision_language
 from ...models.export import checkpoint_dir
 from ...plan.grid import CellTask
-from . import vllm_probe
+from . import row_params, vllm_probe
 from .hf import _images
 
 SETUP = "bash scripts/setup-vllm.sh builds .venv-vllm; run phasetime from there (.venv-vllm/bin/phasetime run ...)"
@@ -86,9 +83,7 @@ class VllmBackend:
         prepared, failed = _images(task, is_vision_language(processor))
         import torch
 
-        params = {**cell.params, "backend": "vllm", "cell": cell.index, "metric": experiment.metric,
-                  "threads": torch.get_num_threads(), "host": place["host"], "device": place["device"],
-                  "worker": place["worker"]}
+        params = row_params(task, place, "vllm", torch.get_num_threads())
         image_ids = image_token_ids(processor, None)
         for _ in range(experiment.warmup):
             kept, images = prepared[0]
@@ -101,12 +96,8 @@ class VllmBackend:
                 submit, outputs, steps, encoder = engine_call(llm, prompts(processor, kept, images, experiment), sampling)
                 for sample, imgs, output in zip(kept, images, outputs):
                     m, extra = request_measurement(output, steps, encoder, submit, image_ids)
-                    prediction = output.outputs[0].text.strip()
-                    extra.update({"sample_id": sample.id, "category": sample.category, "n_images": len(imgs),
-                                  "image_width": imgs[0].size[0] if imgs else None,
-                                  "image_height": imgs[0].size[1] if imgs else None, "prediction": prediction,
-                                  "score": score(experiment.metric, prediction, sample.answers, sample.choices)
-                                  if experiment.metric else None})
+                    extra.update(sample_fields(sample, imgs))
+                    add_prediction(extra, sample, output.outputs[0].text, experiment.metric)
                     rows.extend(measurement_rows(m, call_id=call_id, repeat=repeat, params=params, extras=[extra]))
                     call_id += 1
                 tick(False)
@@ -163,8 +154,7 @@ def sampling_params(generate_kwargs: dict[str, Any], seed: int) -> Any:
 def prompts(processor: Any, samples: list[Any], images: list[list[Any]], experiment: Any) -> list[dict[str, Any]]:
     """One request per sample: its chat prompt (the template the hf backend applies) and images."""
     out = []
-    for sample, imgs in zip(samples, images):
-        text = chat_prompt(processor, format_question(sample, experiment.prompt.pre, experiment.prompt.post), len(imgs))
+    for text, imgs in zip(prompt_texts(samples, images, processor, experiment), images):
         request: dict[str, Any] = {"prompt": text}
         if imgs:
             request["multi_modal_data"] = {"image": imgs if len(imgs) > 1 else imgs[0]}
