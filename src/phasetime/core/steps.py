@@ -81,19 +81,19 @@ def request_events(steps: Sequence[Step], request: str, submit_ms: float, prompt
         if step.forward is None:
             raise ValueError(f"a step of request {request!r} has no language-model forward")
         encoder = sum(end - start for start, end in step.encoder)
-        model = max(step.forward[1] - step.start_ms - encoder, 0.0) * share(step.tokens, request)
-        vision = encoder * share(step.encoder_inputs, request) if step.encoder else 0.0
+        tokens_part, encoder_part = share(step.tokens, request), share(step.encoder_inputs, request)
+        model = max(step.forward[1] - step.start_ms - encoder, 0.0) * tokens_part
+        vision = encoder * encoder_part if step.encoder else 0.0
         prefill, consumed = consumed < prompt_tokens, consumed + step.tokens[request]
-        start = step.start_ms if prefill else previous_end
+        events.append(Event("forward_start", step.start_ms if prefill else previous_end, step.tokens[request]))
         previous_end = step.end_ms
-        events.append(Event("forward_start", start, step.tokens[request]))
-        if share(step.tokens, request) == 1.0 and share(step.encoder_inputs, request) in (0.0, 1.0):
+        if tokens_part == 1.0 and encoder_part in (0.0, 1.0):
             # nothing to split: the spans as they ran
             events += [e for a, b in (step.encoder if vision > 0 else ()) for e in (Event("vision_start", a), Event("vision_end", b))]
             events.append(Event("forward_end", step.forward[1]))
             continue
         if vision > 0:
             events += [Event("vision_start", step.start_ms), Event("vision_end", step.start_ms + vision)]
-        events.append(Event("forward_end", max(step.start_ms, start) + vision + model))
+        events.append(Event("forward_end", step.start_ms + vision + model))  # (a decode forward starts earlier)
     events.append(Event("call_end", own[-1].end_ms))
     return events

@@ -47,9 +47,10 @@ class _Probe:
         self.sync()
         return time.perf_counter() * 1e3
 
-    def close_step(self, end_ms: float) -> None:
+    def close_step(self) -> None:
+        """End the open step now (no clock read, and so no device wait, when none is open)."""
         if self.current is not None:
-            self.current["end_ms"] = end_ms
+            self.current["end_ms"] = self.now()
             self.steps.append(self.current)
             self.current = None
 
@@ -65,12 +66,12 @@ def _wrap_execute(probe: _Probe, original: Callable[..., Any]) -> Callable[..., 
     def execute_model(scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
         tokens = {str(r): int(n) for r, n in dict(getattr(scheduler_output, "num_scheduled_tokens", {}) or {}).items()}
         encoder = {str(r): len(v) for r, v in dict(getattr(scheduler_output, "scheduled_encoder_inputs", {}) or {}).items()}
-        probe.close_step(probe.now())  # a step whose sampling never came (none scheduled) ends here
+        probe.close_step()  # a step whose sampling never came (none scheduled) ends here
         probe.current = {"start_ms": probe.now(), "tokens": tokens, "encoder_inputs": encoder, "forward": None,
                          "encoder": []} if sum(tokens.values()) > 0 else None
         output = original(scheduler_output, *args, **kwargs)
         if output is not None:  # this step's output came without a separate sampling call
-            probe.close_step(probe.now())
+            probe.close_step()
         return output
     return execute_model
 
@@ -97,7 +98,7 @@ def _wrap_sample(probe: _Probe, original: Callable[..., Any]) -> Callable[..., A
     @functools.wraps(original)
     def sample_tokens(*args: Any, **kwargs: Any) -> Any:
         output = original(*args, **kwargs)
-        probe.close_step(probe.now())
+        probe.close_step()
         return output
     return sample_tokens
 
@@ -125,7 +126,7 @@ def collect(worker: Any) -> list[dict[str, Any]]:
     probe: _Probe | None = getattr(_runner(worker), _ATTR, None)
     if probe is None:
         raise RuntimeError("the phasetime probe is not installed in this vLLM worker")
-    probe.close_step(probe.now())
+    probe.close_step()
     steps, probe.steps = probe.steps, []
     return steps
 
