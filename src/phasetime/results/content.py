@@ -110,6 +110,9 @@ def _call_ids(table: pa.Table, expected: dict[int, Expected], out: dict[int, str
                                    f"{row['count_all']} times")
 
 
+_SEQUENCES = 1 << 16  # sequences per call the shortcut of _maybe_twice encodes (batch_size is at most 4096)
+
+
 def _maybe_twice(table: pa.Table) -> bool:
     """False when no (call id, sequence) appears twice, told by one sort of numbers (a million
     rows in tens of ms; Arrow's group-by takes ten times as long); True when it may, or when the
@@ -126,9 +129,6 @@ def _maybe_twice(table: pa.Table) -> bool:
         key = key * _SEQUENCES + seq
     key = np.sort(key)
     return bool(key.size > 1 and (key[1:] == key[:-1]).any())
-
-
-_SEQUENCES = 1 << 16  # sequences per call the shortcut of _maybe_twice encodes (batch_size is at most 4096)
 
 
 def _params(table: pa.Table, expected: dict[int, Expected], out: dict[int, str]) -> None:

@@ -40,16 +40,16 @@ def _sources(inv: Inventory) -> tuple[Path | None, list[Path]]:
 
 def _load(inv: Inventory, exclude: Sequence[str] = (), columns: list[str] | None = None) -> pa.Table:
     merged_file, parts = _sources(inv)
+    wanted = None if columns is None else [*columns, "cell"]  # (the merged file is filtered by cell)
     tables = []
     if merged_file is not None:
-        merged = read_table(merged_file, columns=None if columns is None else [*columns, "cell"], exclude=exclude)
+        merged = read_table(merged_file, columns=wanted, exclude=exclude)
         if inv.merged_cells:  # (a bare file, without markers, counts whole)
             cells = pa.array(sorted(inv.merged_cells), merged.schema.field("cell").type)
             keep = pc.is_in(merged.column("cell"), value_set=cells)
             merged = merged if pc.all(keep).as_py() else merged.filter(keep)
         tables.append(merged)
-    tables.extend(read_table(part, columns=None if columns is None else [*columns, "cell"], exclude=exclude)
-                  for part in parts)
+    tables.extend(read_table(part, columns=wanted, exclude=exclude) for part in parts)
     if not tables:
         raise StoreError(f"no measurements in {inv.root}")
     table = concat(tables)
