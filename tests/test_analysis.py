@@ -205,7 +205,9 @@ def test_compare_methods_before_and_after(runs: dict[str, Path]) -> None:
     assert phases["prefill_ms"]["median_difference"] == pytest.approx(4.0)
     corr = {(c["method"], c["denominator"]): c for c in result["correlation"]}
     # Over cells: decode / N of the direct rows grows by its 1/N bias; decode / (N - 1) does not.
-    assert corr[("direct", "N")]["change"] > 0.5 and corr[("direct", "N")]["rho"] == 1.0
+    # (N - 1) / N at N = 2, 4, 8, 16 rises by 57% of its mean; a straight line through the four
+    # cells (too few for the 1/N term) reads +48%.
+    assert corr[("direct", "N")]["change"] == pytest.approx(0.482, abs=0.02) and corr[("direct", "N")]["rho"] == 1.0
     assert abs(corr[("direct", "N - 1")]["change"]) < 0.05 and corr[("subtract", "N")]["cells"] == 4
     assert result["zero_decode"]["direct"]["decode_zero_share"] == 0.0
     out = cli.invoke(app, ["compare", str(runs["both"]), "--methods"])

@@ -29,8 +29,8 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
     cells of the per-cell difference subtract - direct), ``zero_decode`` (per method, over
     calls with N >= 2: the share with decode <= 0, and the share negative before clamping),
     ``correlation`` (per method, denominator and configuration: the length effect of the
-    per-token latency over cells, :mod:`.length`: relative change from the shortest to the
-    longest output with its 95% CI, and Spearman's rho over cells) and ``spread`` (median
+    per-token latency over cells, :mod:`.length`: the change from the shortest to the
+    longest output as a share of the mean, with its 95% CI, and Spearman's rho over cells) and ``spread`` (median
     over cells of the CV between calls of decode_ms and of the per-token latency).
     """
     methods = set(table.column("method").to_pylist()) if table.num_rows else set()

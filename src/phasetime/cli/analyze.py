@@ -62,7 +62,7 @@ def cmd_check(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
     legacy: Annotated[bool, typer.Option("--legacy", help="Also show the length effect under the old denominator decode / N.")] = False,
     method: Annotated[Optional[str], typer.Option(help="Judge the rows of one method only (direct or subtract) of a --method both run (default: all).")] = None,
-    length_tolerance: Annotated[float, typer.Option(help="Fail when TPOT changes more than this share from the shortest to the longest output, with a 95% CI over cells excluding 0.")] = D["length_tolerance"],
+    length_tolerance: Annotated[float, typer.Option(help="Fail when TPOT changes from the shortest to the longest output by more than this share of its mean, with a 95% CI over cells excluding 0.")] = D["length_tolerance"],
     min_cells: Annotated[int, typer.Option(help="Judge the length effect only over at least this many cells (output lengths).")] = D["min_cells"],
     stability_ratio: Annotated[float, typer.Option(help="Warn when CV(tpot) short / long exceeds this.")] = D["stability_ratio"],
     short_tokens: Annotated[int, typer.Option(help="Outputs of at most this many tokens are short.")] = D["short_tokens"],

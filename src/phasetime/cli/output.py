@@ -102,7 +102,7 @@ def print_method_comparison(result: dict[str, Any]) -> None:
         zero.add_row(m, str(z["calls_with_tokens"]), pct(z["decode_zero_share"]), pct(z["negative_before_clamp_share"]))
     consoles.out.print(zero)
     corr = Table(title="per-token latency = decode / denominator against output length: change from the shortest "
-                       "to the longest output (unit: cell)", title_justify="left")
+                       "to the longest output, a share of the mean (unit: cell)", title_justify="left")
     for name in ("method", "per-token", "scope", "cells", "change", "95% CI", "rho (cells)"):
         corr.add_column(name, justify="left" if name in ("method", "per-token", "scope") else "right")
     for c in result["correlation"]:

@@ -85,7 +85,7 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], fu
         ("fig-length", "Does per-token latency depend on the output length?", "Median per-token latency per cell "
          "against the output length N, with its interquartile band: left the direct method's decode / (N - 1), right "
          "(when the run has it) the legacy subtraction's decode / N, on one scale per model. The legend gives each "
-         "line's change from the shortest to the longest output, judged over cells (the verdict above has its 95% "
+         "line's change from the shortest to the longest output (a share of its mean), judged over cells (the verdict above has its 95% "
          "interval). A line per configuration; the first four are drawn, click the legend for the others.",
          answers.length_figure(summary, effects, zero or {})),
     ]
