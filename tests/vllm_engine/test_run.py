@@ -60,3 +60,17 @@ def test_compare_matches_the_cells_of_both_engines(runs: tuple[Path, Path]) -> N
     matched = {r.cell for r in rows if r.cell != "geometric mean"}
     assert len(matched) == 4
     assert {r.phase for r in rows} >= {"ttft_ms", "tpot_ms", "total_ms"}
+
+
+def test_an_interleaved_vllm_run_stores_the_same_cells(tmp_path: Path, runs: tuple[Path, Path]) -> None:
+    """order: interleaved on one engine: round r submits the r-th repeat of every cell; the
+    rows are those of the back-to-back run (same cells, call ids, greedy tokens)."""
+    seen: list[int] = []
+    exp = experiment("vllm").model_copy(update={"order": "interleaved"})
+    run_experiment(exp, tmp_path / "run", progress=lambda event, info: seen.append(info["cell"])
+                   if event == "call" and not info["warmup"] else None)
+    assert [sorted(seen[i:i + 4]) for i in range(0, 12, 4)] == [[0, 1, 2, 3]] * 3  # a cell per round each
+    columns = ["call_id", "cell", "repeat", "output_tokens", "prediction"]
+    back_to_back, interleaved = (sorted(read(d).select(columns).to_pylist(), key=lambda r: r["call_id"])
+                                 for d in (runs[0], tmp_path / "run"))
+    assert interleaved == back_to_back and not verify(tmp_path / "run").problems

@@ -60,6 +60,7 @@ def cmd_run(
     executor: Annotated[Optional[str], typer.Option(help="Where cells run: local or ray (default: local, or the file's).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto); without it Ray starts one here.")] = None,
     backend: Annotated[Optional[str], typer.Option(help="The engine: hf (generate()) or vllm (needs scripts/setup-vllm.sh's environment) (default: hf, or the file's).")] = None,
+    order: Annotated[Optional[str], typer.Option(help="Order of the calls: shuffled (cells in a seeded random order), grid, or interleaved (also each cell's repeats spread over its block of cells: steadier cell medians on a noisy machine) (default: shuffled, or the file's).")] = None,
     memory: Annotated[bool, typer.Option("--memory", help="Also record peak memory per phase, the KV cache and the weights.")] = False,
     cost: Annotated[bool, typer.Option("--cost", help="Also count FLOPs and bytes per phase (a replay) against the device's roof.")] = False,
     energy: Annotated[bool, typer.Option("--energy", help="Also read the GPU's energy per phase (NVML; syncs at phase boundaries).")] = False,
@@ -95,7 +96,7 @@ def cmd_run(
         raise RunError(f"--{next(iter(given)).replace('_', '-')} applies only without an experiment file")
     if "max_new_tokens" in given:
         given["max_new_tokens"] = parse_int_list(given["max_new_tokens"], "--max-new-tokens")
-    overrides = {"threads": _threads(threads), "executor": executor, "address": address, "backend": backend,
+    overrides = {"threads": _threads(threads), "executor": executor, "address": address, "backend": backend, "order": order,
                  "resources": {k: True for k, on in (("memory", memory), ("cost", cost), ("energy", energy)) if on}}
     from ..experiments.running.conditions import apply_threads
 
@@ -129,7 +130,7 @@ def _experiment(file: Path | None, given: dict[str, Any], overrides: dict[str, A
         return exp
     data = exp.model_dump(mode="json")
     data["resources"] = {**data["resources"], **overrides["resources"]}
-    for key in ("threads", "backend"):
+    for key in ("threads", "backend", "order"):
         if overrides[key] is not None:
             data[key] = overrides[key]
     if overrides["executor"] is not None or overrides["address"] is not None:

@@ -88,7 +88,7 @@ def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: p
             marker = " id='stability-banner'" if check == "stability" and r.verdict in ("warn", "fail") else ""
             lines.append(f"<li{marker}><b>{check.capitalize()}</b>: <span class='{r.verdict}'>{r.verdict}</span>"
                          f"{': ' + html.escape(text) if text else ''}"
-                         + (" (rerun on a quiet machine: docs/analysis.md, Stability)" if marker else "") + "</li>")
+                         + (" (rerun on a quiet machine, or with order: interleaved: docs/analysis.md, Stability)" if marker else "") + "</li>")
     details: list[str] = []
     for method, found in effects.items():
         line, more = _effects_line(method, found, tolerance)
@@ -149,7 +149,7 @@ def length_figure(summary: list[CellSummary], effects: dict[str, list[LengthEffe
             x = [c.get("max_new_tokens") for c in group]
             label = name(keys, key) if keys else "all"
             found = _match(effects.get(method, []), {"model": model, **dict(zip(keys, key))})
-            size = "" if found is None or found.change is None else f" ({100 * found.change:+.1f}% over N)"
+            size = "" if found is None or found.change is None else f" ({100 * found.change:+.1f}% of the mean over N)"
             visible: Any = True if i < SHOWN_SERIES else "legendonly"
             group_id = f"{model}|{method}|{label}"
             data += [{**t, "visible": visible} for t in band(x, [c.phases["tpot_ms"].q1 for c in group],

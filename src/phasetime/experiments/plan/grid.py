@@ -61,7 +61,7 @@ def _methods(sweep_methods: list[str]) -> list[str]:
 
 # Settings that do not change what a cell measures: its name, where and in which order cells run.
 # (backend is a cell parameter instead, absent on hf cells: the keys of 0.2 cells are kept)
-_NOT_CONTEXT = {"name", "description", "executor", "order", "models", "sweep", "backend"}
+_NOT_CONTEXT = {"name", "description", "executor", "order", "interleave_block", "models", "sweep", "backend"}
 
 
 def context_digest(experiment: Experiment) -> str:
@@ -122,7 +122,8 @@ def count_cells(experiment: Experiment) -> int:
 
 def execution_order(cells: list[Cell], experiment: Experiment) -> list[Cell]:
     """Cells grouped by loaded model (grid order of models); within a model, shuffled with
-    the experiment's seed unless ``order: grid``."""
+    the experiment's seed unless ``order: grid`` (``interleaved``: shuffled, then
+    :func:`blocks`)."""
     if experiment.order == "grid":
         return cells
     rng = random.Random(experiment.seed)
@@ -179,3 +180,25 @@ def tasks(cells: list[Cell], done: set[int], experiment: Experiment, samples: li
     grouped = batches(samples, experiment)
     todo = execution_order([c for c in cells if c.index not in done], experiment)
     return [CellTask(c, experiment, grouped[c.params["batch_size"]], options) for c in todo]
+
+
+def blocks(todo: list[CellTask]) -> list[list[CellTask]]:
+    """The tasks a worker measures together, in execution order: one cell each, unless
+    ``order: interleaved``: then consecutive cells of one loaded model (and draft) in blocks
+    of at most ``interleave_block``, whose repeats a worker interleaves
+    (:meth:`~phasetime.experiments.running.worker.Worker.run_block`)."""
+    out: list[list[CellTask]] = []
+    for task in todo:
+        experiment, cell = task.experiment, task.cell
+        last = out[-1] if out else None
+        if (experiment.order == "interleaved" and last is not None and len(last) < experiment.interleave_block
+                and (last[0].cell.load_key, last[0].cell.params.get("draft")) == (cell.load_key, cell.params.get("draft"))):
+            last.append(task)
+        else:
+            out.append([task])
+    return out
+
+
+def block_seed(block: list[CellTask]) -> int:
+    """The seed of a block's round orders: the experiment's, and the block's first cell."""
+    return block[0].experiment.seed * 1_000_003 + block[0].cell.index

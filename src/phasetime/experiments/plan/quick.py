@@ -32,10 +32,12 @@ def quick_experiment(
     prompt_lookup: int | None = None,
     num_beams: int | None = None,
     backend: str = "hf",
+    order: str = "shuffled",
 ) -> Experiment:
     """The experiment behind ``phasetime run --model ...``: one model, synthetic input, an output-length sweep.
     ``draft`` / ``num_assistant_tokens`` (assisted decoding), ``prompt_lookup``
-    (``prompt_lookup_num_tokens``) and ``num_beams`` set how it decodes; ``backend``: ``hf`` or ``vllm``."""
+    (``prompt_lookup_num_tokens``) and ``num_beams`` set how it decodes; ``backend``: ``hf`` or ``vllm``;
+    ``order``: ``shuffled``, ``grid`` or ``interleaved`` (the experiment file's ``order``)."""
     generation = {key: value for key, value in (("draft", draft), ("num_assistant_tokens", num_assistant_tokens),
                                                 ("prompt_lookup_num_tokens", prompt_lookup), ("num_beams", num_beams))
                   if value is not None}
@@ -53,5 +55,6 @@ def quick_experiment(
         "executor": {"kind": executor, "address": address},
         "resources": {"memory": memory, "cost": cost, "energy": energy},
         "backend": backend,
+        "order": order,
     }
     return parse_experiment(data, "options")

@@ -191,8 +191,14 @@ class Experiment(_Strict):
     # "Threads"), torch's default on CUDA.
     threads: Union[Literal["auto"], Annotated[int, Field(ge=1, le=1024)]] = "auto"
     # Execution order of a model's cells. "shuffled" (seeded) keeps a machine's slow drift
-    # from lining up with a swept parameter (output length, say) and posing as its effect.
-    order: Literal["shuffled", "grid"] = "shuffled"
+    # from lining up with a swept parameter (output length, say) and posing as its effect;
+    # "interleaved" also spreads each cell's repeats over its block of cells (round r runs
+    # the r-th repeat of every cell of the block, in a new random order each round), so that
+    # a cell's repeats do not all share one moment of the machine (docs/experiments.md).
+    order: Literal["shuffled", "grid", "interleaved"] = "shuffled"
+    # order interleaved: at most this many cells (of one model) per block; a block is stored
+    # when its last round ends, so Ctrl-C or a crash loses the block under way
+    interleave_block: Annotated[int, Field(ge=2, le=1000)] = 16
     executor: ExecutorSpec = ExecutorSpec()
     resources: ResourcesSpec = ResourcesSpec()
     # the engine that runs the calls: Hugging Face generate() or vLLM (docs/metrics.md, "vLLM")
@@ -221,6 +227,9 @@ class Experiment(_Strict):
         asked = [name for name, on in self.resources.model_dump().items() if on]
         check_backend(self.backend, sweep.generation, sweep.method, asked, self.executor.kind)
         check_engine_args(self.backend, self.engine_args)
+        if self.order == "interleaved" and self.executor.kind != "local":
+            raise ValueError("order: interleaved runs on the local executor (a Ray worker measures whole cells); "
+                             "use order: shuffled with executor ray")
         return self
 
     @model_validator(mode="after")

@@ -3,7 +3,7 @@
 An executor never writes results and shares no state with the driver beyond the tasks it
 is given and the outcomes it yields; the driver persists each outcome as it arrives. Two
 executors exist: :class:`LocalExecutor` (this process, one cell at a time: phasetime
-0.1's behaviour) and :class:`~phasetime.experiments.running.ray_cluster.RayExecutor` (a Ray
+0.1's behaviour, or a block of cells with their repeats interleaved, ``order: interleaved``) and :class:`~phasetime.experiments.running.ray_cluster.RayExecutor` (a Ray
 cluster, one worker per GPU or CPU slot), chosen by the experiment's ``executor``.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
 from .worker import CellOutcome, Worker
-from ..plan.grid import CellTask
+from ..plan.grid import CellTask, block_seed, blocks
 from ..plan.spec import ExecutorSpec
 
 
@@ -52,14 +52,14 @@ class LocalExecutor:
 
     def run(self, tasks: list[CellTask], events: Events) -> Iterator[CellOutcome]:
         try:
-            for task in tasks:
+            for block in blocks(tasks):
                 if events.should_stop():
                     return
-                outcome = self.worker.run(task, on_call=events.on_call, should_stop=events.should_stop,
-                                          on_load=events.on_load)
-                yield outcome
-                if outcome.interrupted:
-                    return
+                for outcome in self.worker.run_block(block, on_call=events.on_call, should_stop=events.should_stop,
+                                                     on_load=events.on_load, seed=block_seed(block)):
+                    yield outcome
+                    if outcome.interrupted:
+                        return
         finally:
             self.worker.release()
 

@@ -13,6 +13,7 @@ are raised, since they would fail every cell alike.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 import traceback
@@ -26,7 +27,7 @@ from ...core.errors import PhasetimeError, UnsupportedGeneration
 from ..data.batch import CellError
 from ..data.datasets import BadSample
 from ..plan.grid import CellTask
-from .backends import Backend, CallFn, Interrupted, StopFn, backend_of, make_backend
+from .backends import Backend, CallFn, Interrupted, Steps, StopFn, backend_of, make_backend
 from .conditions import apply_threads
 
 
@@ -83,10 +84,49 @@ class Worker:
     def run(self, task: CellTask, *, on_call: CallFn | None = None, should_stop: StopFn | None = None,
             on_load: Callable[[str], None] | None = None) -> CellOutcome:
         """Measure one cell; see the module docstring."""
+        return self.run_block([task], on_call=on_call, should_stop=should_stop, on_load=on_load)[0]
+
+    def run_block(self, tasks: list[CellTask], *, on_call: CallFn | None = None, should_stop: StopFn | None = None,
+                  on_load: Callable[[str], None] | None = None, seed: int = 0) -> list[CellOutcome]:
+        """Measure a block of cells with their repeats interleaved: every cell's warm-up, then
+        round r runs the r-th repeat of every cell, in an order shuffled anew each round
+        (``seed``). One task is a cell run back to back. An outcome per cell, in the order the
+        cells finished; when the driver asks to stop, the cells finished so far and one
+        interrupted outcome (the block's other cells are not stored)."""
+        apply_threads(tasks[0].options.threads)
+        done: list[CellOutcome] = []
+        running: list[_Running] = []
+        for task in tasks:
+            started = self._start(task, on_call, should_stop, on_load)
+            if isinstance(started, CellOutcome):
+                done.append(started)
+            else:
+                running.append(started)
+        rng = random.Random(seed)
+        first = True
+        try:
+            while running:
+                if not first:
+                    rng.shuffle(running)  # the warm-ups run in the block's own order
+                first = False
+                for cell in list(running):
+                    outcome = cell.advance()
+                    if outcome is not None:
+                        done.append(outcome)
+                        running.remove(cell)
+        except Interrupted:
+            stopped = next(c for c in running if c.interrupted)
+            for cell in running:
+                cell.steps.close()
+            return done + [CellOutcome(**stopped.base, interrupted=True, placement=stopped.place,
+                                       seconds=stopped.seconds)]
+        return done
+
+    def _start(self, task: CellTask, on_call: CallFn | None, should_stop: StopFn | None,
+               on_load: Callable[[str], None] | None) -> "_Running | CellOutcome":
         cell = task.cell
-        start = time.monotonic()
         base: dict[str, Any] = {"cell": cell.index, "key": cell.key, "params": cell.params}
-        apply_threads(task.options.threads)
+        start = time.monotonic()
         try:
             backend = self.backend(backend_of(task))
             device = backend.load(task, on_load)
@@ -104,18 +144,42 @@ class Worker:
             if should_stop is not None and should_stop():
                 raise Interrupted
 
+        running = _Running(base, place, device, backend.measure(task, place, tick))
+        running.seconds = time.monotonic() - start
+        return running
+
+
+class _Running:
+    """A cell whose measurement is under way: its generator of steps and the time it took."""
+
+    def __init__(self, base: dict[str, Any], place: dict[str, Any], device: str, steps: Steps) -> None:
+        self.base, self.place, self.device, self.steps = base, place, device, steps
+        self.seconds = 0.0
+        self.interrupted = False
+
+    def advance(self) -> CellOutcome | None:
+        """One step (the warm-up, or one repeat); the cell's outcome once it is over, else None.
+        Raises :class:`Interrupted` (marking this cell) when the driver asks to stop."""
+        start = time.monotonic()
+        base, place = self.base, self.place
         try:
-            table, calls, failed = backend.measure(task, place, tick)
+            next(self.steps)
+            return None
+        except StopIteration as finished:
+            table, calls, failed = finished.value
+            return CellOutcome(**base, rows=table, calls=calls, failed_samples=failed, placement=place,
+                               seconds=self.seconds + time.monotonic() - start)
         except Interrupted:
-            return CellOutcome(**base, interrupted=True, placement=place, seconds=time.monotonic() - start)
+            self.interrupted = True
+            raise
         except (UnsupportedGeneration, CellError, BadSample) as exc:
-            return CellOutcome(**base, error=describe(exc), placement=place, seconds=time.monotonic() - start)
+            return CellOutcome(**base, error=describe(exc), placement=place, seconds=self.seconds + time.monotonic() - start)
         except PhasetimeError:
             raise
         except Exception as exc:  # out of memory, a model error: recorded with its traceback, the run goes on
-            if device.startswith("cuda"):
+            if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
             return CellOutcome(**base, error=describe(exc), detail=traceback.format_exc(), placement=place,
-                               seconds=time.monotonic() - start)
-        return CellOutcome(**base, rows=table, calls=calls, failed_samples=failed, placement=place,
-                           seconds=time.monotonic() - start)
+                               seconds=self.seconds + time.monotonic() - start)
+        finally:
+            self.seconds += time.monotonic() - start

@@ -12,7 +12,7 @@ named in :data:`BACKENDS`.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Generator, Protocol
 
 import pyarrow as pa
 
@@ -20,6 +20,8 @@ from ...plan.grid import CellTask
 
 CallFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
+Result = tuple[pa.Table, int, list[dict[str, str]]]  # a cell's rows, its calls, its failed samples
+Steps = Generator[None, None, Result]  # pauses after the warm-up and after each repeat
 
 # backend name -> "module:class" (imported on first use)
 BACKENDS = {"hf": "phasetime.experiments.running.backends.hf:HFBackend",
@@ -37,9 +39,11 @@ class Backend(Protocol):
         """Have the cell's model ready (kept between cells of one load key); returns the device."""
         ...
 
-    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[[bool], None]) -> tuple[pa.Table, int, list[dict[str, str]]]:
-        """Warm-up (not stored), then every batch x repeat: (rows, calls, failed samples).
-        ``tick(warmup)`` after every call (it raises :class:`Interrupted` to stop)."""
+    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[[bool], None]) -> Steps:
+        """Warm-up (not stored), then every batch x repeat, as a generator that pauses after the
+        warm-up and after each repeat (so that a worker can interleave the repeats of several
+        cells) and returns (rows, calls, failed samples). ``tick(warmup)`` after every call (it
+        raises :class:`Interrupted` to stop). :func:`drain` runs it through."""
         ...
 
     def release(self) -> None:
@@ -53,6 +57,15 @@ def row_params(task: CellTask, place: dict[str, Any], backend: str, threads: int
     cell = task.cell
     return {**cell.params, "backend": backend, "cell": cell.index, "metric": task.experiment.metric, "threads": threads,
             "host": place["host"], "device": place["device"], "worker": place["worker"]}
+
+
+def drain(steps: Steps) -> Result:
+    """A cell's measurement run through to the end: what its generator returns."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def backend_of(task: CellTask) -> str:

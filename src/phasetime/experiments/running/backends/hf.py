@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-import pyarrow as pa
 import torch
 
 from ....core.measure import measure
@@ -16,7 +16,7 @@ from ...data.batch import CellError, add_predictions, prepare_batch, resize
 from ...data.datasets import BadSample
 from ...plan.grid import CellTask
 from ..sensors import CellResources
-from . import row_params
+from . import Steps, row_params
 
 
 class HFBackend:
@@ -70,14 +70,14 @@ class HFBackend:
             self._draft = (key, draft, draft.generation_config.num_assistant_tokens)
         return self._draft[1], self._draft[2]
 
-    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[[bool], None]) -> tuple[pa.Table, int, list[dict[str, str]]]:
+    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[[bool], None]) -> Steps:
         model, processor = self.model_for(task)
         device = next(model.parameters()).device
         try:
             draft = self.draft_for(task, device)
         except Exception as exc:  # noqa: BLE001 -- a draft that does not load fails its cells only
             raise CellError(f"loading the draft model failed: {type(exc).__name__}: {exc}") from exc
-        return _measure_cell(task, model, processor, device, place, tick, draft)
+        return (yield from _measure_cell(task, model, processor, device, place, tick, draft))
 
 
 def _images(task: CellTask, vlm: bool) -> tuple[list[tuple[list[Any], list[list[Any]]]], list[dict[str, str]]]:
@@ -104,10 +104,35 @@ def _images(task: CellTask, vlm: bool) -> tuple[list[tuple[list[Any], list[list[
     return prepared, failed
 
 
+class _OwnRandom:
+    """A cell's own stream of torch's global random numbers (sampling draws from it): kept
+    aside while other cells' repeats run in between, so that a cell samples the same tokens
+    whether its repeats run back to back or interleaved with other cells'."""
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        torch.manual_seed(seed)
+        self.state = self._get()
+
+    def _get(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return torch.get_rng_state(), (torch.cuda.get_rng_state_all() if self.cuda else [])
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        torch.set_rng_state(self.state[0])
+        if self.cuda:
+            torch.cuda.set_rng_state_all(self.state[1])
+        try:
+            yield
+        finally:
+            self.state = self._get()
+
+
 def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.device, place: dict[str, Any],
-                  tick: Callable[[bool], None], draft: tuple[Any, Any] | None = None) -> tuple[pa.Table, int, list[dict[str, str]]]:
-    """Warm-up (not stored), then every batch x repeat. Returns (rows, calls, failed samples).
-    ``draft``: (the draft model, its own starting draft length) for assisted decoding."""
+                  tick: Callable[[bool], None], draft: tuple[Any, Any] | None = None) -> Steps:
+    """Warm-up (not stored), then every batch x repeat, pausing after the warm-up and after
+    each repeat. Returns (rows, calls, failed samples). ``draft``: (the draft model, its own
+    starting draft length) for assisted decoding."""
     cell, experiment, options = task.cell, task.experiment, task.options
     kwargs = cell.generate_kwargs
     if draft is not None:
@@ -128,20 +153,24 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
             draft[0].generation_config.num_assistant_tokens = draft[1]
         return measure(model, inputs, method=method, vision=vision, nvtx=nvtx, sensors=sensors, **kwargs)
 
-    torch.manual_seed(experiment.seed)
-    for _ in range(experiment.warmup):
-        kept, images = prepared[0]
-        timed(prepare_batch(kept, images, processor, model, experiment, cell, device).inputs)
-        tick(True)
+    random = _OwnRandom(experiment.seed, device)
+    with random.active():
+        for _ in range(experiment.warmup):
+            kept, images = prepared[0]
+            timed(prepare_batch(kept, images, processor, model, experiment, cell, device).inputs)
+            tick(True)
+    yield
     rows: list[dict[str, Any]] = []
     call_id = task.first_call_id  # unique in the directory, and the same when a cell is re-run
     for repeat in range(experiment.repeats):
-        for kept, images in prepared:
-            batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
-            m = timed(batch.inputs)
-            m = resources.add_cost(m, model, batch.inputs, kwargs, vision)
-            add_predictions(batch, m.output_ids, tokenizer, experiment.metric)
-            rows.extend(measurement_rows(m, call_id=call_id, repeat=repeat, params=params, extras=batch.extras))
-            call_id += 1
-            tick(False)
+        with random.active():
+            for kept, images in prepared:
+                batch = prepare_batch(kept, images, processor, model, experiment, cell, device)
+                m = timed(batch.inputs)
+                m = resources.add_cost(m, model, batch.inputs, kwargs, vision)
+                add_predictions(batch, m.output_ids, tokenizer, experiment.metric)
+                rows.extend(measurement_rows(m, call_id=call_id, repeat=repeat, params=params, extras=batch.extras))
+                call_id += 1
+                tick(False)
+        yield
     return rows_to_table(rows), call_id - task.first_call_id, failed

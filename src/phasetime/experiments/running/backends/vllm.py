@@ -20,7 +20,6 @@ import os
 import time
 from typing import Any, Callable
 
-import pyarrow as pa
 
 from ....core.errors import PhasetimeError
 from ....core.phases import derive
@@ -30,7 +29,7 @@ from ...data.batch import CellError, add_prediction, image_token_ids, prompt_tex
 from ...models import is_vision_language
 from ...models.export import checkpoint_dir
 from ...plan.grid import CellTask
-from . import row_params, vllm_probe
+from . import Steps, row_params, vllm_probe
 from .hf import _images
 
 SETUP = "bash scripts/setup-vllm.sh builds .venv-vllm; run phasetime from there (.venv-vllm/bin/phasetime run ...)"
@@ -73,7 +72,7 @@ class VllmBackend:
         self._engine = (cell.load_key, llm, processor, device)
         return device
 
-    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[[bool], None]) -> tuple[pa.Table, int, list[dict[str, str]]]:
+    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[[bool], None]) -> Steps:
         assert self._engine is not None, "load() first"
         _, llm, processor, _ = self._engine
         cell, experiment = task.cell, task.experiment
@@ -89,6 +88,7 @@ class VllmBackend:
             kept, images = prepared[0]
             engine_call(llm, prompts(processor, kept, images, experiment), sampling)
             tick(True)
+        yield
         rows: list[dict[str, Any]] = []
         call_id = task.first_call_id
         for repeat in range(experiment.repeats):
@@ -101,6 +101,7 @@ class VllmBackend:
                     rows.extend(measurement_rows(m, call_id=call_id, repeat=repeat, params=params, extras=[extra]))
                     call_id += 1
                 tick(False)
+            yield
         return rows_to_table(rows), call_id - task.first_call_id, failed
 
 
