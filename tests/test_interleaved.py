@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 import phasetime.experiments.running.backends.hf as execute
+import phasetime.experiments.running.run as driver
 from phasetime.experiments.plan.grid import RunOptions, blocks, expand, tasks
 from phasetime.experiments.plan.spec import parse_experiment
 from phasetime.experiments.running.run import run_experiment
 from phasetime.results import read as read_results
 from phasetime.results import verify
 from phasetime.results.files import MEASUREMENTS_FILE
-from test_runner import assert_complete, small
+from test_runner import Killed, assert_complete, small
 
 LENGTHS = [1, 2, 3, 4]
 
@@ -76,6 +77,29 @@ def test_ctrl_c_loses_the_block_under_way_and_resume_measures_it_again(tmp_path:
     assert result.interrupted and result.done == 2  # the first block (6 calls) stored, the second not
     assert len(verify(out).markers) == 2 and not (out / MEASUREMENTS_FILE).exists()
     run_experiment(exp, out, resume=True)
+    assert_complete(out, exp)
+
+
+def test_a_kill_while_a_block_is_being_stored_resumes_to_every_cell_once(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cells of a block finish together and are stored one by one: a kill between two of
+    them leaves the first stored, and resume measures only the others."""
+    exp, out = small(order="interleaved", repeats=2, sweep={"max_new_tokens": LENGTHS}), tmp_path / "run"
+    real_write, written = driver.write_cell, []
+
+    def write_then_die(out_dir, index, rows, record):
+        real_write(out_dir, index, rows, record)
+        written.append(index)
+        if len(written) == 1:
+            raise Killed
+
+    monkeypatch.setattr(driver, "write_cell", write_then_die)
+    with pytest.raises(Killed):
+        run_experiment(exp, out)
+    assert list(verify(out).markers) == written
+    monkeypatch.setattr(driver, "write_cell", real_write)
+    result = run_experiment(exp, out, resume=True)
+    assert (result.skipped, result.done) == (1, 3)
     assert_complete(out, exp)
 
 
