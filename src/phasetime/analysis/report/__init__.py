@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
@@ -71,8 +72,19 @@ def _summary_table(summary: list[CellSummary], labels: list[str], unstable: set[
     return table(headers, rows, left=1 + len(shown))
 
 
+def _timeline_row(table_: pa.Table, fetch_call: Callable[[int], list[dict[str, Any]]] | None,
+                  pool: ThreadPoolExecutor) -> Callable[[], dict[str, Any] | None]:
+    """The representative call's row for the timeline; a table read without its bulk columns
+    has it fetched (``fetch_call``) in ``pool`` meanwhile: Parquet decodes without the GIL."""
+    row = representative_call(table_)
+    if row is None or "spans" in row or fetch_call is None:
+        return lambda: row
+    pending = pool.submit(fetch_call, int(row["call_id"]))
+    return lambda: next(iter(pending.result()), None)
+
+
 def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], full: list[str], unstable: set[Any],
-             effects: dict[str, list[Any]], fetch_call: Callable[[int], list[dict[str, Any]]] | None = None,
+             effects: dict[str, list[Any]], timeline_row: Callable[[], dict[str, Any] | None] = lambda: None,
              zero: dict[str, tuple[int, int]] | None = None,
              fetch_itl: Callable[[], pa.ChunkedArray] | None = None) -> list[tuple[str, str, str, Any]]:
     """(id, title, caption, figure) of every figure the run has data for, the answers first."""
@@ -111,9 +123,7 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], fu
     out.append(("fig-rounds", "Assisted and prompt-lookup decoding", "A point per call, a colour per way of "
                 "decoding (every output length): TPOT against the share of proposed candidates the target "
                 "accepted, and against the candidates proposed per round (docs/metrics.md, Rounds).", g.rounds(table_, summary)))
-    row = representative_call(table_)
-    if row is not None and "spans" not in row and fetch_call is not None:
-        row = next(iter(fetch_call(int(row["call_id"]))), None)  # read without its bulk columns: fetch them
+    row = timeline_row()
     if row is not None and "spans" in row:
         out.append(("fig-timeline", f"Timeline of call {row['call_id']}", "Every phase and decode step of one "
                     "representative call; red ticks: each token ready.", f.timeline(row)))
@@ -170,6 +180,14 @@ def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list
     only then the tables (medians per cell, checks, environment, configuration). A table read
     without its bulk columns gets its timeline's call from ``fetch_call(call_id)``, and one read
     without ``itl_ms`` the column (row for row) from ``fetch_itl()``."""
+    with ThreadPoolExecutor(1) as pool:
+        timeline_row = _timeline_row(table_, fetch_call, pool)
+        return _build_report(table_, run_info, checks, title, tolerance, timeline_row, fetch_itl)
+
+
+def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None, title: str,
+                  tolerance: float, timeline_row: Callable[[], dict[str, Any] | None],
+                  fetch_itl: Callable[[], pa.ChunkedArray] | None) -> tuple[str, list[str]]:
     summary = summarize(table_)
     by_method = _by_method(table_) if "method" in table_.column_names else {}
     legacy_failed: list[str] = []
@@ -186,7 +204,7 @@ def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list
     unstable = {scope.get("cell") for groups in judged.values() for scope, _, j in groups if j.verdict in ("warn", "fail")}
     effects = _effects(table_, by_method or None)
     zero = answers.zero_decode(table_, by_model=True)
-    figs = _figures(table_, summary, labels, full, unstable, effects, fetch_call, zero, fetch_itl)
+    figs = _figures(table_, summary, labels, full, unstable, effects, timeline_row, zero, fetch_itl)
     experiment = (run_info or {}).get("experiment", {})
     check_rows = [[html.escape(r.check), html.escape(r.scope), fmt(r.value), html.escape(r.threshold),
                    f"<span class='{r.verdict}'>{r.verdict}</span>", html.escape(r.detail)] for r in checks]
