@@ -167,10 +167,13 @@ def test_bad_check_thresholds_are_errors(tmp_path: Path, flags: list[str], messa
 
 CTRL_C_WHILE_IMPORTING_TORCH = """
 import builtins, os, signal, sys
+# Ctrl-C as in a terminal: a process started as a shell's background job (a CI runner's, say)
+# inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler of its own
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real_import = builtins.__import__
 def importing(name, *args, **kwargs):
     if name == "torch" and "torch" not in sys.modules:
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of start-up
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C in the middle of start-up
     return real_import(name, *args, **kwargs)
 builtins.__import__ = importing
 from phasetime.cli import main

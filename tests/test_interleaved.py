@@ -3,7 +3,6 @@ they would back to back (same rows, same sampled tokens), and a stop loses only 
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
@@ -71,7 +70,7 @@ def test_ctrl_c_loses_the_block_under_way_and_resume_measures_it_again(tmp_path:
         if event == "call":
             seen.append(info)
             if len(seen) == 8:  # the second call of the second block's second round
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)  # to this thread, handled at once
 
     result = run_experiment(exp, out, progress=progress)
     assert result.interrupted and result.done == 2  # the first block (6 calls) stored, the second not
