@@ -205,6 +205,28 @@ def test_ctrl_c_stops_after_the_current_call(tmp_path: Path) -> None:
     assert_complete(out, exp)
 
 
+def test_the_plan_announces_every_call_the_run_makes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The progress bar's total: 4 cells x (1 warm-up + 2 repeats); on resume, what is left."""
+    exp, out = small(warmup=1), tmp_path / "run"
+    events: list[tuple[str, dict]] = []
+    real_write, written = driver.write_cell, []
+
+    def write_then_die(out_dir, index, rows, record):
+        real_write(out_dir, index, rows, record)
+        written.append(index)
+        if len(written) == 1:
+            raise Killed
+
+    monkeypatch.setattr(driver, "write_cell", write_then_die)
+    with pytest.raises(Killed):
+        run_experiment(exp, out, progress=lambda event, info: events.append((event, info)))
+    assert next(info for event, info in events if event == "plan")["calls"] == 12
+    monkeypatch.setattr(driver, "write_cell", real_write)
+    events.clear()
+    run_experiment(exp, out, resume=True, progress=lambda event, info: events.append((event, info)))
+    assert next(info for event, info in events if event == "plan")["calls"] == 9 == sum(e == "call" for e, _ in events)
+
+
 def manifest(tmp_path: Path, bad: str | None) -> Path:
     Image.new("RGB", (32, 32), (200, 0, 0)).save(tmp_path / "ok.png")
     records = [{"id": f"s{i}", "image": "ok.png", "question": "Color?", "answers": ["red"]} for i in range(3)]

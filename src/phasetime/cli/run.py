@@ -215,13 +215,13 @@ def _run_with_bar(exp: Any, out_dir: str, kwargs: dict[str, Any]) -> "RunResult"
         def on_event(event: str, info: dict[str, Any]) -> None:
             if event == "plan":
                 progress.update(cells, total=info["cells"])
+                progress.update(calls, total=info["calls"])  # warm-up included; over the run, not per cell
             elif event == "load":
                 progress.update(cells, description=f"cells ({escape(info['model'])})")
             elif event == "call":
                 progress.update(calls, advance=1)
             elif event == "cell":
                 progress.update(cells, advance=1)
-                progress.reset(calls)
                 for warning in info.get("warnings") or []:
                     progress.console.print(f"[yellow]warning[/] {escape(warning)}", highlight=False)
 

@@ -257,8 +257,9 @@ def run_experiment(
         options = RunOptions(skip_bad_samples=skip_bad_samples, nvtx=nvtx, threads=prepared.threads)
         todo = tasks(prepared.cells, done, experiment, prepared.samples, options)
         result.skipped = len(prepared.cells) - len(todo)
-        notify("plan", {"cells": len(todo), "skipped": result.skipped,
-                        "calls_per_cell": calls_per_cell(experiment, batches(prepared.samples, experiment))})
+        per_cell = calls_per_cell(experiment, batches(prepared.samples, experiment))
+        notify("plan", {"cells": len(todo), "skipped": result.skipped, "calls_per_cell": per_cell,
+                        "calls": sum(per_cell[t.cell.params["batch_size"]] for t in todo)})
         runner = executor or make_executor(experiment.executor)
         stop = StopFlag()
         events = Events(on_call=lambda info: notify("call", info), on_load=lambda m: notify("load", {"model": m}),
