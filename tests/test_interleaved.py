@@ -16,7 +16,7 @@ from phasetime.experiments.running.run import run_experiment
 from phasetime.results import read as read_results
 from phasetime.results import verify
 from phasetime.results.files import MEASUREMENTS_FILE
-from test_runner import Killed, assert_complete, small
+from test_runner import Killed, assert_complete, die_after_writes, small
 
 LENGTHS = [1, 2, 3, 4]
 
@@ -84,15 +84,7 @@ def test_a_kill_while_a_block_is_being_stored_resumes_to_every_cell_once(tmp_pat
     """The cells of a block finish together and are stored one by one: a kill between two of
     them leaves the first stored, and resume measures only the others."""
     exp, out = small(order="interleaved", repeats=2, sweep={"max_new_tokens": LENGTHS}), tmp_path / "run"
-    real_write, written = driver.write_cell, []
-
-    def write_then_die(out_dir, index, rows, record):
-        real_write(out_dir, index, rows, record)
-        written.append(index)
-        if len(written) == 1:
-            raise Killed
-
-    monkeypatch.setattr(driver, "write_cell", write_then_die)
+    written, real_write = die_after_writes(monkeypatch, 1)
     with pytest.raises(Killed):
         run_experiment(exp, out)
     assert list(verify(out).markers) == written

@@ -55,18 +55,24 @@ def assert_complete(out: Path, exp) -> None:
     assert table.num_rows == len(cells) * exp.repeats
 
 
-def test_kill_between_cells_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    exp, out = small(), tmp_path / "run"
-    real_write = driver.write_cell
-    written = []
+def die_after_writes(monkeypatch: pytest.MonkeyPatch, writes: int) -> tuple[list[int], object]:
+    """The driver dies (as kill -9) right after it has stored ``writes`` cells; returns the
+    indices stored and the real ``write_cell``, to put back."""
+    real_write, written = driver.write_cell, []
 
     def write_then_die(out_dir, index, rows, record):
         real_write(out_dir, index, rows, record)
         written.append(index)
-        if len(written) == 2:
+        if len(written) == writes:
             raise Killed
 
     monkeypatch.setattr(driver, "write_cell", write_then_die)
+    return written, real_write
+
+
+def test_kill_between_cells_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exp, out = small(), tmp_path / "run"
+    _, real_write = die_after_writes(monkeypatch, 2)
     with pytest.raises(Killed):
         run_experiment(exp, out)
     assert sorted(read_cell_records(out)) == [0, 1]
@@ -209,15 +215,7 @@ def test_the_plan_announces_every_call_the_run_makes(tmp_path: Path, monkeypatch
     """The progress bar's total: 4 cells x (1 warm-up + 2 repeats); on resume, what is left."""
     exp, out = small(warmup=1), tmp_path / "run"
     events: list[tuple[str, dict]] = []
-    real_write, written = driver.write_cell, []
-
-    def write_then_die(out_dir, index, rows, record):
-        real_write(out_dir, index, rows, record)
-        written.append(index)
-        if len(written) == 1:
-            raise Killed
-
-    monkeypatch.setattr(driver, "write_cell", write_then_die)
+    _, real_write = die_after_writes(monkeypatch, 1)
     with pytest.raises(Killed):
         run_experiment(exp, out, progress=lambda event, info: events.append((event, info)))
     assert next(info for event, info in events if event == "plan")["calls"] == 12
