@@ -97,6 +97,11 @@ def _design(ns: np.ndarray, inverse: bool) -> np.ndarray:
     return np.column_stack([np.ones_like(ns), ns] + ([1.0 / ns] if inverse else []))
 
 
+def _estimable(x: np.ndarray) -> bool:
+    """A design leaves a degree of freedom for the residuals and has full rank."""
+    return x.shape[0] > x.shape[1] and np.linalg.matrix_rank(x) == x.shape[1]
+
+
 def change_with_ci(ns: np.ndarray, ys: np.ndarray, level: float = 0.95) -> tuple[float, tuple[float, float]] | None:
     """The change of the fitted cell value from the shortest to the longest N as a share of
     the mean cell value, ``(f(N_max) - f(N_min)) / mean(ys)``, with its ``level`` interval (t
@@ -115,14 +120,12 @@ def change_with_ci(ns: np.ndarray, ys: np.ndarray, level: float = 0.95) -> tuple
     inverse = ns.size >= INVERSE_FROM
     x = _design(ns, inverse)
     df = ns.size - x.shape[1]
-    if df < 1 or np.linalg.matrix_rank(x) < x.shape[1]:
+    if not _estimable(x) or not ys.mean() > 0:
         return None
     solve = np.linalg.pinv(x)  # beta = solve @ ys
     ends = _design(np.array([ns.min(), ns.max()], dtype=float), inverse)
     d = (ends[1] - ends[0]) @ solve  # the fitted rise, d @ ys
     mean = float(ys.mean())
-    if not mean > 0:
-        return None
     rise = float(d @ ys)
     change = rise / mean
     residual = ys - x @ (solve @ ys)
@@ -145,11 +148,10 @@ def permutation_p(ns: np.ndarray, ys: np.ndarray, seed: int = 0) -> float | None
     is at least as large (in absolute value) as the one observed. Exact under that hypothesis whatever the
     shape of the noise between cells (a machine that jumps between two speeds, say), which a
     t interval assumes away."""
-    found = change_with_ci(ns, ys)
-    if found is None:
-        return None
     inverse = ns.size >= INVERSE_FROM
     x = _design(ns, inverse)
+    if not _estimable(x) or not ys.mean() > 0:  # no change to test (change_with_ci's None)
+        return None
     solve = np.linalg.pinv(x)  # beta = solve @ y, for every ordering at once
     ends = _design(np.array([ns.min(), ns.max()], dtype=float), inverse) @ solve  # [2, cells]
     if ns.size <= 8:

@@ -187,12 +187,14 @@ def blocks(todo: list[CellTask]) -> list[list[CellTask]]:
     ``order: interleaved``: then consecutive cells of one loaded model (and draft) in blocks
     of at most ``interleave_block``, whose repeats a worker interleaves
     (:meth:`~phasetime.experiments.running.worker.Worker.run_block`)."""
+    def key(task: CellTask) -> tuple[Any, ...]:
+        return task.cell.load_key, task.cell.params.get("draft")
+
     out: list[list[CellTask]] = []
     for task in todo:
-        experiment, cell = task.experiment, task.cell
         last = out[-1] if out else None
-        if (experiment.order == "interleaved" and last is not None and len(last) < experiment.interleave_block
-                and (last[0].cell.load_key, last[0].cell.params.get("draft")) == (cell.load_key, cell.params.get("draft"))):
+        if (task.experiment.order == "interleaved" and last is not None and len(last) < task.experiment.interleave_block
+                and key(last[0]) == key(task)):
             last.append(task)
         else:
             out.append([task])

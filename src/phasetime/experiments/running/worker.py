@@ -17,7 +17,7 @@ import random
 import socket
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -103,17 +103,14 @@ class Worker:
             else:
                 running.append(started)
         rng = random.Random(seed)
-        first = True
         try:
-            while running:
-                if not first:
-                    rng.shuffle(running)  # the warm-ups run in the block's own order
-                first = False
+            while running:  # the warm-ups in the block's own order, then each round shuffled anew
                 for cell in list(running):
                     outcome = cell.advance()
                     if outcome is not None:
                         done.append(outcome)
                         running.remove(cell)
+                rng.shuffle(running)
         except Interrupted:
             stopped = next(c for c in running if c.interrupted)
             for cell in running:
@@ -161,25 +158,28 @@ class _Running:
         """One step (the warm-up, or one repeat); the cell's outcome once it is over, else None.
         Raises :class:`Interrupted` (marking this cell) when the driver asks to stop."""
         start = time.monotonic()
+        try:
+            outcome = self._step()
+        finally:
+            self.seconds += time.monotonic() - start
+        return None if outcome is None else replace(outcome, seconds=self.seconds)
+
+    def _step(self) -> CellOutcome | None:
         base, place = self.base, self.place
         try:
             next(self.steps)
             return None
         except StopIteration as finished:
             table, calls, failed = finished.value
-            return CellOutcome(**base, rows=table, calls=calls, failed_samples=failed, placement=place,
-                               seconds=self.seconds + time.monotonic() - start)
+            return CellOutcome(**base, rows=table, calls=calls, failed_samples=failed, placement=place)
         except Interrupted:
             self.interrupted = True
             raise
         except (UnsupportedGeneration, CellError, BadSample) as exc:
-            return CellOutcome(**base, error=describe(exc), placement=place, seconds=self.seconds + time.monotonic() - start)
+            return CellOutcome(**base, error=describe(exc), placement=place)
         except PhasetimeError:
             raise
         except Exception as exc:  # out of memory, a model error: recorded with its traceback, the run goes on
             if self.device.startswith("cuda"):
                 torch.cuda.empty_cache()
-            return CellOutcome(**base, error=describe(exc), detail=traceback.format_exc(), placement=place,
-                               seconds=self.seconds + time.monotonic() - start)
-        finally:
-            self.seconds += time.monotonic() - start
+            return CellOutcome(**base, error=describe(exc), detail=traceback.format_exc(), placement=place)

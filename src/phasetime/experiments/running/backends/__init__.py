@@ -43,7 +43,8 @@ class Backend(Protocol):
         """Warm-up (not stored), then every batch x repeat, as a generator that pauses after the
         warm-up and after each repeat (so that a worker can interleave the repeats of several
         cells) and returns (rows, calls, failed samples). ``tick(warmup)`` after every call (it
-        raises :class:`Interrupted` to stop). :func:`drain` runs it through."""
+        raises :class:`Interrupted` to stop); the worker drives it
+        (:meth:`~phasetime.experiments.running.worker.Worker.run_block`)."""
         ...
 
     def release(self) -> None:
@@ -57,15 +58,6 @@ def row_params(task: CellTask, place: dict[str, Any], backend: str, threads: int
     cell = task.cell
     return {**cell.params, "backend": backend, "cell": cell.index, "metric": task.experiment.metric, "threads": threads,
             "host": place["host"], "device": place["device"], "worker": place["worker"]}
-
-
-def drain(steps: Steps) -> Result:
-    """A cell's measurement run through to the end: what its generator returns."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 def backend_of(task: CellTask) -> str:
