@@ -46,7 +46,7 @@ def main() -> None:
         m = phasetime.measure(model, inputs, **kwargs)
         print(f"{i:>4} {m.compiles:>8} {m.ttft_ms or 0:>9.3f} {m.tpot_ms or 0:>9.3f} {m.vision_ms:>10.3f}")
     if device.type == "cuda":
-        from phasetime.core.gpu_id import physical_id
+        from phasetime.sensors.gpu_id import physical_id
 
         index = device.index if device.index is not None else torch.cuda.current_device()
         print(f"cuda:{index} = {torch.cuda.get_device_name(index)}; NVML / nvidia-smi id {physical_id(index)} "

@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import phasetime  # noqa: E402
 from phasetime.core.clock import clock_for, time_call  # noqa: E402
-from phasetime.core.stats import median, spearman  # noqa: E402
+from phasetime.analysis.stats import median, spearman  # noqa: E402
 from phasetime.experiments import models  # noqa: E402
 from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # noqa: E402
 
@@ -43,12 +43,12 @@ from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # n
 def self_accounted(model, inputs, n: int, repeats: int, device) -> dict:
     """The host time the probe spends in its own hooks (``probe_ms``), per call and per forward,
     with no sensor and with each sensor (energy only on CUDA, where NVML exists)."""
-    from phasetime.core.sensors import MemorySensor
+    from phasetime.sensors.memory import MemorySensor
 
     variants = {"none": lambda: [], "memory": lambda: [MemorySensor(model)]}
     if device.type == "cuda":
         try:
-            from phasetime.core.energy import EnergySensor
+            from phasetime.sensors.energy import EnergySensor
 
             EnergySensor(device)
             variants["energy"] = lambda: [EnergySensor(device, interval_ms=0.0)]

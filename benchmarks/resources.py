@@ -25,10 +25,12 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import phasetime  # noqa: E402
-from phasetime.core.cost import bytes_moved, count_flops, language_read_bytes  # noqa: E402
-from phasetime.core.roof import roof  # noqa: E402
-from phasetime.core.sensors import MemorySensor, weight_bytes  # noqa: E402
-from phasetime.core.stats import median  # noqa: E402
+from phasetime.hf.replay import count_flops  # noqa: E402
+from phasetime.sensors.cost import bytes_moved, language_read_bytes  # noqa: E402
+from phasetime.sensors.roof import roof  # noqa: E402
+from phasetime.hf.parts import weight_bytes  # noqa: E402
+from phasetime.sensors.memory import MemorySensor  # noqa: E402
+from phasetime.analysis.stats import median  # noqa: E402
 from phasetime.experiments import models  # noqa: E402
 from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # noqa: E402
 
@@ -39,7 +41,7 @@ def energy_sensor(device: torch.device) -> Any:
     if device.type != "cuda":
         return None
     try:
-        from phasetime.core.energy import EnergySensor
+        from phasetime.sensors.energy import EnergySensor
 
         return EnergySensor(device)
     except Exception as exc:  # no NVML bindings on this machine

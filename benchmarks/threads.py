@@ -24,7 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 import phasetime  # noqa: E402
-from phasetime.core.stats import cv, median  # noqa: E402
+from phasetime.analysis.stats import cv, median  # noqa: E402
 from phasetime.experiments import models  # noqa: E402
 from phasetime.experiments.data.inputs import build_inputs, synthetic_image  # noqa: E402
 

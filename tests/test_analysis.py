@@ -248,7 +248,9 @@ def test_trace_export(runs: dict[str, Path], tmp_path: Path) -> None:
     doc = trace(t, [call])
     events = doc["traceEvents"]
     names = [e["name"] for e in events if e["ph"] == "X"]
-    assert names[0] == "generate" and sorted(names[1:3]) == ["prefill", "vision"] and names[3] == "decode"
+    # the tower and the projector are two vision spans (transformers <= 5.17: inside the prefill)
+    assert names[0] == "generate" and [n for n in names[1:5] if n != "vision"] == ["prefill", "decode"]
+    assert names[1:5].count("vision") == 2
     steps = [e for e in events if e["ph"] == "X" and e["name"].startswith("decode step")]
     assert len(steps) == 15 and all(e["tid"] == 2 and e["dur"] >= DECODE_STEP_MS * 1000 for e in steps)  # in us
     vision = next(e for e in events if e["name"] == "vision")

@@ -20,7 +20,7 @@ import torch
 
 import phasetime
 from phasetime import UnsupportedGeneration
-from conftest import VirtualClock, load_tiny, spin, tiny_inputs
+from conftest import VirtualClock, discover, load_tiny, spin, tiny_inputs
 
 PREFILL, VERIFY, DRAFT, SEARCH, VISION = 7.0, 3.0, 0.5, 0.25, 11.0
 
@@ -173,6 +173,7 @@ def test_a_vlm_with_a_text_draft_times_vision_as_vision(virtual_clock: VirtualCl
     model, _ = load_tiny("tiny-llava")
     draft, _ = load_tiny("tiny-llava-draft")
     inputs = tiny_inputs("tiny-llava")
+    discover(model, inputs)
     log: list[str] = []
     with delays(model, draft, virtual_clock, log):
         m = phasetime.measure(model, inputs, assistant_model=draft, max_new_tokens=6, min_new_tokens=6)
@@ -212,6 +213,7 @@ def test_prompt_lookup_times_the_search_as_its_own_part(virtual_clock: VirtualCl
 def test_beam_search_on_a_vlm_times_vision_and_every_step(virtual_clock: VirtualClock) -> None:
     model, _ = load_tiny("tiny-llava")
     inputs = tiny_inputs("tiny-llava")
+    discover(model, inputs)
     log: list[str] = []
     with delays(model, None, virtual_clock, log):
         m = phasetime.measure(model, inputs, num_beams=2, max_new_tokens=5, min_new_tokens=5)

@@ -157,51 +157,89 @@ def test_a_connector_between_tower_and_language_model_counts_as_vision() -> None
     assert m.vision_ms == V + 4.0 and m.vision_calls == 2 and m.prefill_ms == P and m.itl_ms == (D, D)
 
 
-@pytest.mark.parametrize("tower_name", ["vision_model", "eye"])  # found by its name, or through the pixels
+@pytest.mark.parametrize("tower_name", ["vision_model", "eye"])  # a usual name, or one no list knows
 def test_a_connector_nobody_named_is_found_through_what_the_tower_returns(tower_name: str) -> None:
     """The tower's output goes through a module with a name no list knows, then into the
-    language model: the module is found as a connector in the first call (it receives what a
-    vision module returned) and timed as vision from then on, in later probes too."""
-    from phasetime.core import targets
+    language model: following the data finds both in the discovery call, and times them as
+    vision from then on, in later probes too (the map is kept per model and kind of input)."""
+    from phasetime.hf import media
 
     model = connected_vlm(tower_name, "squeezer")
     for _ in range(2):
         m = measure_connected(model, getattr(model, tower_name), model.squeezer)
         assert m.vision_ms == V + 4.0 and m.vision_calls == 2 and m.prefill_ms == P and m.itl_ms == (D, D)
-    assert targets.connectors_of(model) == [model.squeezer]  # and not a layer of the language model
+    found = media.known(model, frozenset({"pixel_values"}))
+    assert found is not None and found.source == "dataflow"
+    assert [(f.path, f.role) for f in found.found] == sorted([(tower_name, "encoder"), ("squeezer", "connector")])
+    assert found.language == ("lm_head", "model")  # and no layer of the language model is vision
 
 
-def test_only_an_encoder_found_by_the_pixel_tensor_itself_is_remembered() -> None:
-    """Found by the very pixel tensor, the encoder is remembered for the model's later probes (a
-    fresh probe per measure() call does not search again), until it is no longer part of the
-    model; found by a tensor of the pixels' shape only (a guess), it is timed for that probe's
-    hooks and searched again next time."""
-    from phasetime.core import targets
+def test_a_discovery_is_kept_until_its_modules_are_swapped() -> None:
+    """The media map of a model and kind of input is made once (a fresh probe per measure() call
+    does not follow the data again) and made anew once a module it found is no longer the
+    model's."""
+    from phasetime.hf import media
 
     model = odd_vlm()
     phasetime.measure(model, odd_inputs(), max_new_tokens=2, min_new_tokens=2)
-    assert targets._DISCOVERED.get(model) is model.picture_reader
-    model.picture_reader = PictureReader(model.config.hidden_size)  # swapped: the old one is forgotten
+    first = media.known(model, frozenset({"pixel_values"}))
+    assert first is not None and [f.path for f in first.found] == ["picture_reader"]
+    phasetime.measure(model, odd_inputs(), max_new_tokens=2, min_new_tokens=2)
+    assert media.known(model, frozenset({"pixel_values"})) is first
+    model.picture_reader = PictureReader(model.config.hidden_size)  # swapped: the old map no longer holds
+    assert media.known(model, frozenset({"pixel_values"})) is None
     clock = VirtualClock()
     with inject_delays(model, V, P, D, clock=clock, vision_tower=model.picture_reader, language_model=model.model):
         m = phasetime.measure(model, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
-    assert m.vision_ms == V and targets._DISCOVERED.get(model) is model.picture_reader
-    guessed = odd_vlm(scaled=True)
-    for _ in range(2):
-        clock = VirtualClock()
-        with inject_delays(guessed, V, P, D, clock=clock, vision_tower=guessed.picture_reader,
-                           language_model=guessed.model):
-            m = phasetime.measure(guessed, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
-        assert m.vision_ms == V and m.prefill_ms == P and targets._DISCOVERED.get(guessed) is None
+    assert m.vision_ms == V and m.prefill_ms == P and media.known(model, frozenset({"pixel_values"})) is not first
+
+
+@pytest.mark.parametrize("flat,scaled", [(True, False), (False, True)])
+def test_an_encoder_fed_a_reshaped_or_rescaled_copy_is_found(flat: bool, scaled: bool) -> None:
+    """0.3 looked for the module receiving the pixel tensor itself (or one of its shape): a
+    flattened copy was refused and a rescaled one a guess. The data leads to it either way."""
+    model = odd_vlm(flat=flat, scaled=scaled)
+    clock = VirtualClock()
+    with inject_delays(model, V, P, D, clock=clock, vision_tower=model.picture_reader, language_model=model.model):
+        m = phasetime.measure(model, odd_inputs(), clock=clock, max_new_tokens=3, min_new_tokens=3)
+    assert m.vision_ms == V and m.prefill_ms == P and m.itl_ms == (D, D) and m.vision_calls == 1
+
+
+class Functional(torch.nn.Module):
+    """Holds a weight the model's own forward multiplies the pixels with: no module reads them."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(3 * 32 * 32, hidden) * 0.01)
+
+
+def functional_vlm() -> Any:
+    from transformers import LlamaForCausalLM
+
+    base, _ = load_tiny("tiny-llama")
+
+    class FunctionalVLM(LlamaForCausalLM):
+        def forward(self, input_ids=None, pixel_values=None, inputs_embeds=None, **kwargs):  # type: ignore[override]
+            if pixel_values is not None and input_ids is not None and input_ids.shape[1] > 1:
+                features = pixel_values.flatten(1) @ self.plain.weight  # [B, H], in no module
+                inputs_embeds = self.model.embed_tokens(input_ids) + features[:, None, :]
+                input_ids = None
+            return super().forward(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
+
+    model = FunctionalVLM(base.config)
+    model.load_state_dict(base.state_dict(), strict=False)
+    model.plain = Functional(base.config.hidden_size)
+    model.generation_config = base.generation_config
+    return model.eval()
 
 
 def test_an_encoder_that_cannot_be_found_is_a_loud_error_with_the_fix() -> None:
-    model = odd_vlm(flat=True)  # the forward reshapes the pixels first: no module receives them as given
-    with pytest.raises(UnsupportedGeneration, match=r"pixel inputs \(pixel_values\).*vision=\[") as info:
+    """Pixels turned into features by code in no module: no module reads them, the names find
+    nothing either, so the call is refused with the way out, and timed once the user says."""
+    model = functional_vlm()
+    with pytest.raises(UnsupportedGeneration, match=r"vision inputs \(pixel_values\).*vision=\[") as info:
         phasetime.measure(model, odd_inputs(), max_new_tokens=3, min_new_tokens=3)
-    assert "would land in prefill" in str(info.value)
-    named = phasetime.measure(model, odd_inputs(), vision=["picture_reader"], max_new_tokens=3, min_new_tokens=3)
-    assert named.vision_calls == 1 and named.vision_ms > 0
+    assert "would land in prefill" in str(info.value) and "no module outside the language model" in str(info.value)
     none = phasetime.measure(model, odd_inputs(), vision=[], max_new_tokens=3, min_new_tokens=3)
     assert none.vision_calls == 0 and none.vision_ms == 0.0
     assert "generate" not in vars(model)
@@ -277,7 +315,7 @@ def test_inspect_a_local_directory_and_a_model_it_cannot_time(tmp_path) -> None:
     model.save_pretrained(tmp_path / "m")
     processor.save_pretrained(tmp_path / "m")
     result = run_cli("inspect", tmp_path / "m", "--device", "cpu")
-    assert result.exit_code == 0 and "get_image_features()" in result.stdout, result
+    assert result.exit_code == 0 and "model.vision_tower (encoder, found by dataflow: reads pixel_values)" in result.stdout, result
 
 
 def tiny_janus() -> Any:

@@ -31,8 +31,9 @@ def test_one_sync_before_and_one_after_each_call_never_per_step() -> None:
     with phasetime.Probe(model, clock=clock) as probe:
         model.generate(**tiny_inputs("tiny-llava"), max_new_tokens=8, min_new_tokens=8)
     assert clock.syncs == 2
-    # call start/end, vision start/end, and start/end of 1 prefill + 7 decode forwards
-    assert clock.marks == 2 + 2 + 2 * 8
+    # call start/end, start/end of the two vision modules (tower, projector), and start/end of
+    # 1 prefill + 7 decode forwards (the discovery call before it marks nothing)
+    assert clock.marks == 2 + 2 * 2 + 2 * 8
     assert probe.measurements[-1].timer == "perf-counter"
 
 

@@ -142,9 +142,11 @@ def test_vision_rerun_in_decode_forwards_counts_as_vision() -> None:
     """A VLM without a cache re-encodes its image in every forward on transformers <= 5.17;
     newer versions encode it once. Either way vision is vision and decode is decode."""
     model, _ = load_tiny("tiny-llava")
+    per_image = measure_virtual(model, tiny_inputs("tiny-llava"), max_new_tokens=4, min_new_tokens=4).vision_calls
     m = measure_virtual(model, tiny_inputs("tiny-llava"), max_new_tokens=4, min_new_tokens=4, use_cache=False)
-    encodes = m.vision_calls
-    assert encodes in (1, 4)  # once (>= 5.18) or in every forward (<= 5.17)
+    assert per_image == 2  # the tower and the projector, each an outermost media module
+    assert m.vision_calls in (per_image, 4 * per_image)  # once (>= 5.18) or in every forward (<= 5.17)
+    encodes = m.vision_calls // per_image  # V is injected into the tower only
     assert m.vision_ms == encodes * V and m.decode_vision_ms == (encodes - 1) * V
     assert m.prefill_ms == P and m.itl_ms == (P,) * 3 and m.other_ms == 0.0
     assert m.total_ms == m.vision_ms + m.prefill_ms + m.decode_ms

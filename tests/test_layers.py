@@ -1,4 +1,5 @@
-"""The house's floors: imports only go down, analysis never needs torch, the CLI starts without it."""
+"""The house's rooms: imports only go down, no module imports itself through others, analysis never
+needs torch, the CLI starts without it."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ import pytest
 pytestmark = pytest.mark.anyversion
 
 PACKAGE = Path(__file__).parent.parent / "src" / "phasetime"
-# What each floor may import from phasetime (its own floor included).
+# What each room may import from phasetime (its own included): the timing core knows no model and
+# no engine; each engine adapter (hf: generate(), vllm) sees the core (and hf the sensors it
+# samples); results see the core and the sensors' column declarations; the analysis the results;
+# the runner everything below it.
 ALLOWED = {
     "core": {"core"},
-    "results": {"core", "results"},
-    "experiments": {"core", "results", "experiments"},
+    "sensors": {"core", "sensors"},
+    "hf": {"core", "sensors", "hf"},
+    "vllm": {"core", "vllm"},
+    "results": {"core", "sensors", "results"},
     "analysis": {"core", "results", "analysis"},
-    "cli": {"core", "results", "experiments", "analysis", "cli", "top"},
-    "top": {"core", "results", "experiments", "analysis", "top"},
+    "experiments": {"core", "sensors", "hf", "vllm", "results", "analysis", "experiments"},
+    "cli": set(),  # filled below: everything
+    "top": {"core", "hf", "results", "experiments", "analysis", "top"},
 }
+ALLOWED["cli"] = set(ALLOWED) | {"cli"}
 MAX_LINES = 330
 MAX_FUNCTION_LINES = 70  # "~60": docstrings and comments count here
 
@@ -32,12 +40,20 @@ def floor_of(path: Path) -> str:
     return parts[0] if len(parts) > 1 else "top"
 
 
-def phasetime_imports(path: Path) -> list[tuple[int, str]]:
-    """(line, floor) of every import of a phasetime module in ``path``, relative ones resolved."""
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p) for p in PACKAGE.rglob("*.py")}
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every phasetime module ``path`` imports, anywhere in it (inside
+    functions and ``if TYPE_CHECKING:`` too), relative imports resolved; ``from package import
+    name`` counts the submodule when ``name`` is one."""
     tree = ast.parse(path.read_text())
-    module_parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    if module_parts[-1] == "__init__":
-        module_parts = module_parts[:-1]
+    module_parts = module_name(path).split(".")
     package_parts = module_parts if path.name == "__init__.py" else module_parts[:-1]
     found = []
     for node in ast.walk(tree):
@@ -46,16 +62,22 @@ def phasetime_imports(path: Path) -> list[tuple[int, str]]:
             if node.level:
                 base = package_parts[: len(package_parts) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
-                names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
-            elif node.module:
-                names = [node.module]
+            else:
+                target = node.module or ""
+            names = [f"{target}.{a.name}" if f"{target}.{a.name}" in MODULES else target for a in node.names]
         elif isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "phasetime":
-                found.append((node.lineno, parts[1] if len(parts) > 1 and parts[1] in ALLOWED else "top"))
+        found += [(node.lineno, name) for name in dict.fromkeys(names) if name.split(".")[0] == "phasetime"]
     return found
+
+
+def phasetime_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, room) of every import of a phasetime module in ``path``."""
+    out = []
+    for line, name in imported_modules(path):
+        parts = name.split(".")
+        out.append((line, parts[1] if len(parts) > 1 and parts[1] in ALLOWED else "top"))
+    return out
 
 
 def modules() -> list[Path]:
@@ -74,8 +96,55 @@ def test_imports_only_go_down() -> None:
 
 def test_the_rule_catches_a_climb(tmp_path: Path) -> None:
     core = PACKAGE / "core" / "clock.py"
-    assert ("experiments" not in ALLOWED["core"]) and any(t == "core" for _, t in phasetime_imports(PACKAGE / "core" / "probe.py"))
-    assert floor_of(core) == "core"
+    assert ("experiments" not in ALLOWED["core"]) and any(t == "core" for _, t in phasetime_imports(PACKAGE / "hf" / "probe.py"))
+    assert floor_of(core) == "core" and floor_of(PACKAGE / "hf" / "probe.py") == "hf"
+
+
+def import_cycles() -> list[list[str]]:
+    """The groups of modules that import each other, directly or through others (Tarjan's
+    strongly connected components of the import graph; every import counts, wherever it is)."""
+    graph = {module_name(p): {m for _, m in imported_modules(p) if m in MODULES} - {module_name(p)}
+             for p in modules()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_circle_anywhere() -> None:
+    assert import_cycles() == []
+
+
+def test_the_circle_rule_sees_an_import_inside_a_function() -> None:
+    """A hand-made pair: a.py imports b at module level, b.py imports a inside a function."""
+    found = imported_modules(PACKAGE / "results" / "schema.py")
+    assert any(name == "phasetime.sensors.base" for _, name in found)
+    lazy = imported_modules(PACKAGE / "experiments" / "running" / "run.py")
+    assert any(name == "phasetime.experiments.running.ray_cluster" for _, name in lazy)  # inside make_executor
 
 
 def test_no_module_or_function_is_too_long() -> None:

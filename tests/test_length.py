@@ -10,7 +10,7 @@ import pytest
 
 from phasetime.analysis.checks import Thresholds, run_checks
 from phasetime.analysis.length import change_with_ci, length_effects
-from phasetime.core.stats import t_quantile
+from phasetime.analysis.stats import t_quantile
 
 pytestmark = pytest.mark.anyversion
 

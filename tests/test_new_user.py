@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 import phasetime
-import phasetime.core.roof as roof_module
+import phasetime.sensors.roof as roof_module
 from conftest import load_tiny, run_cli, tiny_inputs
 from phasetime.core.errors import UnsupportedGeneration, UsageError
-from phasetime.core.roof import Roof, cached_roof
+from phasetime.sensors.roof import Roof, cached_roof
 from phasetime.experiments import models
 from phasetime.experiments.running.run import run_experiment
 from phasetime.experiments.data.inputs import load_image
@@ -157,7 +157,7 @@ def test_image_tokens_without_pixels_are_refused_not_timed_as_text() -> None:
     model, _ = load_tiny("tiny-llava")
     inputs = dict(tiny_inputs("tiny-llava"))
     inputs.pop("pixel_values")
-    with pytest.raises(UnsupportedGeneration, match="image placeholder token.*no pixel values"):
+    with pytest.raises(UnsupportedGeneration, match="image placeholder token.*no media input"):
         phasetime.measure(model, inputs, max_new_tokens=2, min_new_tokens=2)
 
 

@@ -12,10 +12,11 @@ import torch
 
 import phasetime
 from conftest import VirtualClock, inject_delays, load_tiny, tiny_inputs
-from phasetime.core.cost import count_flops
-from phasetime.core.energy import EnergySensor
-from phasetime.core.roof import datasheet, roof
-from phasetime.core.sensors import MemorySensor, weight_bytes
+from phasetime.hf.replay import count_flops
+from phasetime.sensors.energy import EnergySensor
+from phasetime.sensors.roof import datasheet, roof
+from phasetime.hf.parts import weight_bytes
+from phasetime.sensors.memory import MemorySensor
 
 
 def llama_inputs(t: int) -> dict:
@@ -103,8 +104,8 @@ def test_energy_follows_derives_rule_when_vision_reruns_in_decode() -> None:
     sensor = EnergySensor(torch.device("cpu"), nvml=FakeNvml(clock), interval_ms=1.0, now=lambda: clock.now_ns / 1e9)
     # without a cache every forward is a "prefill" to the injector: 30 ms each
     m = energy_call(sensor, clock, 30.0, max_new_tokens=4, min_new_tokens=4, use_cache=False)
-    r, encodes = m.resources, m.vision_calls
-    assert encodes in (1, 4)
+    r, encodes = m.resources, m.vision_calls // 2  # two media modules per encoding: the tower, the projector
+    assert m.vision_calls in (2, 8)
     assert r["energy_vision_j"] == pytest.approx(2.0 * encodes)  # 20 ms at 100 W per encoding
     assert r["energy_prefill_j"] == pytest.approx(3.0) and r["energy_decode_j"] == pytest.approx(3 * 3.0)
     assert r["energy_total_j"] == pytest.approx(2.0 * encodes + 3.0 + 9.0)
@@ -113,7 +114,7 @@ def test_energy_follows_derives_rule_when_vision_reruns_in_decode() -> None:
 def test_the_energy_sensor_sums_every_gpu_of_a_split_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two GPUs at 100 W each (faked, by physical id through CUDA_VISIBLE_DEVICES): each phase's
     energy is twice one GPU's, both are synchronised at every read."""
-    import phasetime.core.gpu_id as gpu_id
+    import phasetime.sensors.gpu_id as gpu_id
 
     clock = VirtualClock()
     nvml = FourGpus(clock)
@@ -199,7 +200,7 @@ class FourGpus:
 
 def test_the_gpu_is_named_to_nvml_by_uuid_not_by_torchs_index(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under CUDA_VISIBLE_DEVICES=3,1 torch's cuda:0 is physical GPU 3: NVML must read GPU 3."""
-    import phasetime.core.gpu_id as gpu_id
+    import phasetime.sensors.gpu_id as gpu_id
     from phasetime.core.errors import UsageError
     from phasetime.experiments.running import conditions
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from phasetime.results.stability import Thresholds, judge, judge_table, machine_advice, machine_warnings, table_warnings
+from phasetime.analysis.stability import Thresholds, judge, judge_table, machine_advice, machine_warnings, table_warnings
 
 pytestmark = pytest.mark.anyversion
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phasetime.core.stats import median, percentile
+from phasetime.analysis.stats import median, percentile
 from phasetime.results.tables import group_indices
 
 # Does not depend on the transformers version: run once, on the newest (scripts/test.sh).
@@ -37,7 +37,7 @@ def test_group_indices_keeps_first_seen_order() -> None:
 def test_spearman_matches_scipy() -> None:
     from scipy import stats
 
-    from phasetime.core.stats import rank_array, spearman
+    from phasetime.analysis.stats import rank_array, spearman
 
     x = [1.0, 2.0, 2.0, 3.0, 5.0, 8.0, 8.0, 9.0]
     y = [2.0, 1.0, 4.0, 3.0, 7.0, 6.0, 9.0, 9.0]
@@ -48,7 +48,7 @@ def test_spearman_matches_scipy() -> None:
 
 
 def test_cv_mad_and_geometric_mean() -> None:
-    from phasetime.core.stats import cv, geometric_mean, mad_zscores
+    from phasetime.analysis.stats import cv, geometric_mean, mad_zscores
 
     xs = [10.0, 11.0, 9.0, 10.0, 30.0]
     # mean 14; squared deviations 16 + 9 + 25 + 16 + 256 = 322; sample variance 322 / 4 = 80.5
@@ -63,7 +63,7 @@ def test_cv_mad_and_geometric_mean() -> None:
 def test_mann_whitney_matches_scipy() -> None:
     from scipy import stats
 
-    from phasetime.core.stats import mann_whitney_u
+    from phasetime.analysis.stats import mann_whitney_u
 
     rng = np.random.default_rng(1)
     for x, y in (
@@ -76,7 +76,7 @@ def test_mann_whitney_matches_scipy() -> None:
 
 
 def test_bootstrap_interval_covers_the_truth() -> None:
-    from phasetime.core.stats import bootstrap_ci, spearman
+    from phasetime.analysis.stats import bootstrap_ci, spearman
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=300)
@@ -93,7 +93,7 @@ def test_bootstrap_interval_covers_the_truth() -> None:
 
 
 def test_wilson_interval_by_hand() -> None:
-    from phasetime.core.stats import wilson_interval
+    from phasetime.analysis.stats import wilson_interval
 
     # 8 of 10: centre (0.8 + 1.96^2/20) / (1 + 1.96^2/10), half-width 1.96 sqrt(.16/10 + 1.96^2/400) / (1 + .38416)
     lo, hi = wilson_interval(8, 10)
@@ -104,7 +104,7 @@ def test_wilson_interval_by_hand() -> None:
 def test_median_draws_match_resampling() -> None:
     """The bootstrap distribution of a median drawn from its order statistics agrees with
     brute-force resampling (percentiles within a fraction of the interval's width)."""
-    from phasetime.core.stats import EXACT_MEDIAN_FROM, median_draws
+    from phasetime.analysis.stats import EXACT_MEDIAN_FROM, median_draws
 
     rng = np.random.default_rng(3)
     for n in (EXACT_MEDIAN_FROM + 1, 3000):

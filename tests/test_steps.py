@@ -1,4 +1,4 @@
-"""Engine steps into measurements (phasetime.core.steps + derive): made-up steps with known
+"""Engine steps into measurements (phasetime.vllm.steps + derive): made-up steps with known
 times, every figure counted by hand. No vLLM needed; tests/vllm_engine/ times the real engine."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from phasetime.core.phases import derive
-from phasetime.core.steps import Step, request_events
+from phasetime.vllm.steps import Step, request_events
 
 
 def measure(steps: list[Step], request: str, prompt: int, n: int, submit: float = 0.0):

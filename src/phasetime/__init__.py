@@ -31,8 +31,8 @@ from .core.version import VERSION
 
 if TYPE_CHECKING:
     from . import analysis, experiments, results
-    from .core.measure import measure
-    from .core.probe import Probe
+    from .hf.measure import measure
+    from .hf.probe import Probe
     from .experiments import models
 
 __version__ = VERSION
@@ -43,8 +43,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "measure": ("phasetime.core.measure", "measure"),
-    "Probe": ("phasetime.core.probe", "Probe"),
+    "measure": ("phasetime.hf.measure", "measure"),
+    "Probe": ("phasetime.hf.probe", "Probe"),
     "models": ("phasetime.experiments.models", None),
     "analysis": ("phasetime.analysis", None),
     "experiments": ("phasetime.experiments", None),

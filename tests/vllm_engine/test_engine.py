@@ -20,6 +20,7 @@ import torch
 from phasetime.experiments import models
 from phasetime.experiments.data.inputs import build_inputs, chat_prompt, synthetic_image
 from phasetime.experiments.running.backends import vllm as backend
+from phasetime.vllm import engine as vllm_engine, worker_probe
 
 MODEL = "tiny-qwen2-vl-h32"
 PROMPT = "Describe this image in detail."
@@ -30,7 +31,7 @@ VISION_DELAY_S, FORWARD_DELAY_S = 0.030, 0.008
 def engine() -> Any:
     llm, processor, device = backend.start_engine(MODEL, "float32", seed=0)
     yield llm, processor
-    llm.llm_engine.collective_rpc(backend.vllm_probe.uninstall)
+    llm.llm_engine.collective_rpc(worker_probe.uninstall)
 
 
 def _sleeping(original: Any, seconds: float) -> Any:
@@ -42,7 +43,7 @@ def _sleeping(original: Any, seconds: float) -> Any:
 
 def _delays(worker: Any, vision_s: float, forward_s: float) -> None:
     """On the worker: the model's encoder call and its forward each wait this long (0: off)."""
-    model = backend.vllm_probe._runner(worker).model
+    model = worker_probe._runner(worker).model
     for name, seconds in (("embed_multimodal", vision_s), ("forward", forward_s)):
         if name in vars(model):
             delattr(model, name)  # a previous test's delay
@@ -57,10 +58,10 @@ def requests(processor: Any, n_requests: int, image_side: int = 112) -> list[dic
 
 
 def measured(llm: Any, processor: Any, n: int, n_requests: int = 1) -> list[tuple[Any, dict[str, Any], Any]]:
-    sampling = backend.sampling_params({"max_new_tokens": n, "min_new_tokens": n}, seed=0)
-    submit, outputs, steps, encoder = backend.engine_call(llm, requests(processor, n_requests), sampling)
+    sampling = vllm_engine.sampling_params({"max_new_tokens": n, "min_new_tokens": n}, seed=0)
+    submit, outputs, steps, encoder = vllm_engine.engine_call(llm, requests(processor, n_requests), sampling)
     ids = backend.image_token_ids(processor, None)
-    return [(*backend.request_measurement(o, steps, encoder, submit, ids), o) for o in outputs]
+    return [(*vllm_engine.request_measurement(o, steps, encoder, submit, ids), o) for o in outputs]
 
 
 def test_injected_delays_are_recovered_where_they_were_put(engine: Any) -> None:

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core.errors import UsageError
-from ..core.stats import cv, mad_zscores
+from .stats import cv, mad_zscores
 from ..results.schema import AXES, SUMMARY_PHASES
-from ..results.stability import Thresholds as StabilityThresholds
-from ..results.stability import judge_table, machine_advice, machine_warnings
+from .stability import Thresholds as StabilityThresholds
+from .stability import judge_table, machine_advice, machine_warnings
 from ..results.tables import call_ids, call_means, floats, group_indices, list_values, strings
 from .length import MIN_CELLS, TOLERANCE, length_effects
 
@@ -213,7 +213,7 @@ def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
 
 def noise_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds,
                  judged: list[Any] | None = None) -> list[CheckResult]:
-    """The stability rules (``phasetime.results.stability``) on every cell and sample, and the
+    """The stability rules (``phasetime.analysis.stability``) on every cell and sample, and the
     machine; ``judged``: ``judge_table(table, t.stability())`` when the caller has it already."""
     judged = judged if judged is not None else judge_table(table, t.stability())
     threshold = (f"robust CV < {t.cv_fail:g}; CV without outliers < {t.cv_warn:g} and median/fastest < "

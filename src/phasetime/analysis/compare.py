@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..core.errors import UsageError
-from ..core.stats import cv, geometric_mean, mann_whitney_u, median, median_draws, t_quantile
+from .stats import cv, geometric_mean, mann_whitney_u, median, median_draws, t_quantile
 from ..results.schema import AXES, SUMMARY_PHASES
 from ..results.tables import call_ids, call_means, floats, group_indices, strings
 from .length import length_effects

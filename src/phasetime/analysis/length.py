@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ..core.stats import spearman, t_quantile
+from .stats import spearman, t_quantile
 from ..results.schema import AXES
 from ..results.tables import call_ids, call_means, floats, group_indices
 

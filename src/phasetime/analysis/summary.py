@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..core.stats import cv, percentile, wilson_interval
+from .stats import cv, percentile, wilson_interval
 from ..results.schema import AXES, SUMMARY_PHASES, names
 from ..results.tables import floats, group_indices, list_values, strings
 

@@ -6,7 +6,7 @@ The top floor. Commands live in :mod:`.run`, :mod:`.analyze` and :mod:`.models`;
 
 from __future__ import annotations
 
-from . import run, analyze, models  # noqa: F401, I001  (registers the commands, in this order)
+from . import run, analyze, models
 from .app import app, consoles, main
 from .run import parse_int_list
 

@@ -71,7 +71,7 @@ def cmd_roof(
                                                             "trusting the datasheet; cached per device.")] = False,
 ) -> None:
     """The device's peak FLOP/s and memory bandwidth: datasheet figures, or measured here."""
-    from ..core.roof import DATASHEETS, NoisyRoof, cached_roof, datasheet, device_name, measure_and_cache
+    from ..sensors.roof import DATASHEETS, NoisyRoof, cached_roof, datasheet, device_name, measure_and_cache
     from ..experiments import models
 
     dev = models.resolve_device(device)

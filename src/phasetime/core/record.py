@@ -22,7 +22,7 @@ __all__ = ["METHODS", "TIMERS", "Measurement", "Round", "SequenceTiming", "Unsup
 
 METHODS = ("direct", "subtract")
 TIMERS = ("perf-counter", "cuda-event", "virtual")
-# How a call decodes (phasetime.core.generation.decoding names them from transformers' modes).
+# How a call decodes (phasetime.hf.generation.decoding names them from transformers' modes).
 DECODINGS = ("greedy", "sample", "assisted", "prompt_lookup", "beam_search", "beam_sample")  # virtual: a clock the caller drives (tests)
 
 # Phases may come out a hair below zero from float rounding of event timestamps; anything
@@ -101,12 +101,14 @@ class Measurement:
     values are in :attr:`sequences`. ``ready_ms`` holds ``ready[1..N_max]`` relative to the
     call start, ``decode_forward_ms`` the duration of every decode forward and ``spans``
     every timed interval as ``(name, start_ms, end_ms)`` from the call start (name:
-    ``"vision"``, ``"prefill"`` or ``"decode"``), so every aggregate can be re-derived
+    ``"vision"``, ``"audio"``, ``"draft"``, ``"prefill"`` or ``"decode"``), so every aggregate can be re-derived
     from the raw values and a call can be drawn as a timeline.
 
     ``decode_vision_ms`` is vision time that ran inside decode forwards (a model that
-    re-encodes its images every step: transformers <= 5.17 with ``use_cache=False``); it
-    is part of ``vision_ms`` and already taken out of ``decode_ms``. ``probe_ms`` is the
+    re-encodes its images every step: transformers <= 5.17 with ``use_cache=False``, or a
+    resampler re-run at every step); it is part of ``vision_ms`` and already taken out of
+    ``decode_ms``. ``audio_ms``, ``audio_calls`` and ``decode_audio_ms`` are the same for an
+    audio encoder. ``other_ms`` is ``total - vision - audio - prefill - decode``. ``probe_ms`` is the
     host time the probe itself spent in its hooks during the call (its own cost, inside
     ``total_ms``). ``resources`` holds what the probe's sensors recorded (memory, energy,
     ...), by column name; empty without sensors. ``compiles`` counts the graphs
@@ -139,6 +141,9 @@ class Measurement:
     decode_forward_ms: tuple[float, ...] = ()
     spans: tuple[tuple[str, float, float], ...] = ()
     decode_vision_ms: float = 0.0
+    audio_ms: float = 0.0
+    audio_calls: int = 0
+    decode_audio_ms: float = 0.0
     probe_ms: float | None = None
     resources: Mapping[str, Any] = field(default_factory=dict)
     output_ids: Any = field(default=None, repr=False, compare=False)
@@ -160,7 +165,7 @@ class Measurement:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.timer not in TIMERS:
             raise ValueError(f"timer must be one of {TIMERS}, got {self.timer!r}")
-        for name in ("total_ms", "vision_ms", "prefill_ms", "decode_ms", "decode_vision_ms"):
+        for name in ("total_ms", "vision_ms", "prefill_ms", "decode_ms", "decode_vision_ms", "audio_ms", "decode_audio_ms"):
             _check_duration(name, getattr(self, name))
         _check_duration("ttft_ms", self.ttft_ms, optional=True)
         _check_duration("probe_ms", self.probe_ms, optional=True)

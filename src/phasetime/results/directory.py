@@ -21,9 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .files import (
-    CELLS_DIR, DAMAGED_DIR, LOCK_FILE, MEASUREMENTS_FILE, OUTPUT_FILES, OWNER_FILE, RUN_FILE, StoreError, write_json,
-)
+from .files import CELLS_DIR, DAMAGED_DIR, LOCK_FILE, MEASUREMENTS_FILE, OUTPUT_FILES, OWNER_FILE, RUN_FILE, StoreError, write_json
 from .schema import SCHEMA_VERSION
 
 try:

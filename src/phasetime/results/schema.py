@@ -20,7 +20,8 @@ Schema history (``phasetime.schema`` in the Parquet metadata and in run.json):
   files are still read. phasetime 0.3 adds ``compiles``, ``sensor_syncs``, ``setup_ms``,
   ``handoff_ms``, ``first_token_ms``, ``decoding``, ``num_beams``, ``draft``, the
   round columns (``draft_ms`` ... ``round_draft_forwards``), ``backend`` and the engine
-  columns (``input_ms`` ... ``engine_encoder_ms``) within version 2
+  columns (``input_ms`` ... ``engine_encoder_ms``), ``audio_ms``, ``audio_calls``,
+  ``decode_audio_ms`` and ``weights_audio_bytes`` within version 2
   (a reader of version 2 reads the columns it knows; files without them read as null).
 """
 
@@ -30,9 +31,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ..core.cost import COST_COLUMNS
-from ..core.energy import ENERGY_COLUMNS
-from ..core.sensors import MemorySensor, SensorColumn
+from ..sensors.cost import COST_COLUMNS
+from ..sensors.energy import ENERGY_COLUMNS
+from ..sensors.base import SensorColumn
+from ..sensors.memory import MemorySensor
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -66,12 +68,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("prompt_tokens", _I32, "call", "tokens", "prompt positions the model consumed (image placeholders included)"),
     Column("output_tokens", _I32, "call", "tokens", "tokens this sequence generated, up to where generate() ended it"),
     Column("total_ms", _F, "phase", "ms", "the call, from entering generate() to its return"),
-    Column("vision_ms", _F, "phase", "ms", "vision encoder and projector, every image of the call"),
+    Column("vision_ms", _F, "phase", "ms", "the vision encoder and its connectors (found by following the data), every image and video of the call"),
+    Column("audio_ms", _F, "phase", "ms", "the audio encoder and its connectors, every audio input of the call (null: a run made before 0.3)"),
     Column("prefill_ms", _F, "phase", "ms", "the forward(s) consuming the prompt, without vision nested in them"),
     Column("ttft_ms", _F, "phase", "ms", "time to the first token"),
     Column("decode_ms", _F, "phase", "ms", "this sequence's decode: ready[N] - ready[1], without vision run inside it"),
     Column("call_decode_ms", _F, "phase", "ms", "the call's decode (its longest sequence)"),
-    Column("other_ms", _F, "phase", "ms", "total - vision - prefill - decode: generate()'s own work"),
+    Column("other_ms", _F, "phase", "ms", "total - vision - audio - prefill - decode: generate()'s own work"),
     Column("setup_ms", _F, "phase", "ms", "part of other: entering generate() to the first vision call or prefill forward"),
     Column("handoff_ms", _F, "phase", "ms", "part of other: vision's end to the prefill forward, and gaps of a chunked prefill"),
     Column("first_token_ms", _F, "phase", "ms", "part of other: the last prefill forward's end to token 1 being ready"),
@@ -82,8 +85,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("decode_forward_ms", pa.list_(_F), "raw", "ms", "the duration of every decode forward alone"),
     Column("spans", pa.list_(_SPAN), "raw", "ms", "every timed interval (vision, prefill, decode) from the call start"),
     Column("prefill_forwards", _I32, "call", "", "forwards that consumed the prompt (more than 1: chunked prefill)"),
-    Column("vision_calls", _I32, "call", "", "outermost vision-encoder calls"),
+    Column("vision_calls", _I32, "call", "", "calls of the outermost vision modules (tower and connector: 2 per encoding)"),
     Column("decode_vision_ms", _F, "phase", "ms", "vision re-run inside decode forwards (in vision_ms, not in decode_ms)"),
+    Column("audio_calls", _I32, "call", "", "calls of the outermost audio modules"),
+    Column("decode_audio_ms", _F, "phase", "ms", "audio encoding re-run inside decode forwards (in audio_ms, not in decode_ms)"),
     Column("probe_ms", _F, "phase", "ms", "host time the probe spent in its own hooks during the call"),
     Column("compiles", _I32, "call", "", "graphs torch.compile compiled during the call (not a latency when > 0)"),
     # how the call decoded, and the rounds of assisted / prompt-lookup decoding

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from ...results.stability import judge_table
+from ..stability import judge_table
 from ..checks import CheckResult, failed, one_method, run_checks
 from ..compare import compare_runs, sync_mismatch
 from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, varying

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ...core.errors import PhasetimeError
-from ...core.generation import sequences_tensor
+from ...hf.outputs import sequences_tensor
 from .datasets import Sample, format_question
 from .inputs import chat_prompt, encode
 from ..plan.grid import Cell

@@ -1,10 +1,10 @@
 """``phasetime inspect``: what phasetime will time in a model, found by timing one short call.
 
 The first thing to run on a new model: it loads the model, makes one probed call (with an
-image when the model takes images) and reports what was timed as vision (module or method
-paths), how prefill and decode were told apart, the generation mode, where vision ran
-(before the first forward, inside it, or again in decode forwards), and anything that
-deserves a warning.
+image when the model takes images; the media discovery call runs first) and reports what was
+timed as media (each module, and how and why it was found), the language model found, how
+prefill and decode were told apart, the generation mode, where vision ran (before the first
+forward, inside it, or again in decode forwards), and anything that deserves a warning.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...core.errors import PhasetimeError, UnsupportedGeneration, UsageError, first_line
-from ...core.generation import check_mode
-from ...core.hooks import brings_own_generate, inner_language_model, unwrap
-from ...core.probe import Probe
+from ...hf.generation import check_mode
+from ...hf.structure import brings_own_generate, inner_language_model, unwrap
+from ...hf.probe import Probe
 from ...core.record import Measurement
 from .. import models
 from ..data.inputs import build_inputs, load_image, synthetic_image
@@ -65,8 +65,8 @@ def inspect_model(name: str, *, image: str | None = None, device: str = "auto", 
     own = None
     if brings_own_generate(target):
         inner = inner_language_model(target)
-        own = (f"{type(target).__name__}.generate() hands over to {type(inner).__name__}.generate(): vision is "
-               "everything before it" if inner is not None else
+        own = (f"{type(target).__name__}.generate() hands over to {type(inner).__name__}.generate(): its forwards "
+               "are prefill and decode" if inner is not None else
                f"{type(target).__name__} brings its own generate(), which phasetime cannot time")
     pictures = ([load_image(image)] if image else [synthetic_image(224)]) if takes_images else []
     try:
@@ -87,7 +87,7 @@ def inspect_model(name: str, *, image: str | None = None, device: str = "auto", 
             model.generate(**inputs, **kwargs)
     except UnsupportedGeneration as exc:
         result.error = str(exc)
-    result.vision = probe.describe_vision()
+    result.vision = probe.describe_media()
     if probe.measurements:
         m = result.measurement = probe.measurements[-1]
         result.vision_placement = _placement(m)

@@ -12,7 +12,7 @@ import re
 from typing import Any, Sequence
 
 from ...core.errors import UnsupportedGeneration
-from ...core.generation import check_mode
+from ...hf.generation import check_mode
 
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,3})?)$")
 RESERVED = {"max_new_tokens", "min_new_tokens"}

@@ -117,7 +117,7 @@ def _nvidia_smi(args: list[str]) -> str | None:
 def gpu_conditions(index: int) -> dict[str, Any]:
     """Clocks, power limit, temperature and the other processes on torch's GPU ``index``
     (nvidia-smi, which is told the GPU's UUID: its own numbering ignores CUDA_VISIBLE_DEVICES)."""
-    from ...core.gpu_id import physical_id
+    from ...sensors.gpu_id import physical_id
 
     ident = physical_id(index)
     out = _nvidia_smi([f"--id={ident}", f"--query-gpu={','.join(GPU_FIELDS)}", "--format=csv,noheader,nounits"])

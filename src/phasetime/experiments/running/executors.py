@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterator, Protocol
 
 from .worker import CellOutcome, Worker
 from ..plan.grid import CellTask, block_seed, blocks
-from ..plan.spec import ExecutorSpec
 
 
 @dataclass
@@ -68,12 +67,3 @@ class LocalExecutor:
 
     def close(self) -> None:
         self.worker.release()
-
-
-def make_executor(spec: ExecutorSpec) -> Executor:
-    """The executor an experiment asks for (Ray is imported only here, only when asked for)."""
-    if spec.kind == "ray":
-        from .ray_cluster import RayExecutor
-
-        return RayExecutor(spec)
-    return LocalExecutor()

@@ -29,13 +29,13 @@ from ...results import directory
 from ...results.content import plan_digest, plan_intact
 from ...results.files import RUN_FILE, StoreError, read_json, write_json
 from ...results.schema import SCHEMA_VERSION
-from ...results.stability import machine_warnings, table_warnings
+from ...analysis.stability import machine_warnings, table_warnings
 from ...results.store import consolidate, repair, set_aside, write_cell
 from .conditions import apply_threads, environment, snapshot
 from .worker import CellOutcome
-from .executors import Events, Executor, make_executor
+from .executors import Events, Executor, LocalExecutor
 from ..plan.grid import Cell, RunOptions, calls_per_cell, batches, tasks
-from ..plan.spec import Experiment, parse_experiment
+from ..plan.spec import Experiment, ExecutorSpec, parse_experiment
 from ..plan.checks import Prepared, RunError, prepare
 
 ProgressFn = Callable[[str, dict[str, Any]], None]
@@ -82,6 +82,15 @@ class StopFlag:
             yield
         finally:
             signal.signal(signal.SIGINT, previous)
+
+
+def make_executor(spec: ExecutorSpec) -> Executor:
+    """The executor an experiment asks for (Ray is imported only here, only when asked for)."""
+    if spec.kind == "ray":
+        from .ray_cluster import RayExecutor
+
+        return RayExecutor(spec)
+    return LocalExecutor()
 
 
 def _git_revision(folder: Path | None) -> dict[str, Any] | None:

@@ -1,11 +1,11 @@
 """Resources of a cell's calls: the sensors its measured calls carry, and their cost per phase.
 
 Built once per cell by the worker from the experiment's ``resources``: a
-:class:`~phasetime.core.sensors.MemorySensor` (``memory``) and an
-:class:`~phasetime.core.energy.EnergySensor` (``energy``) ride along every measured call;
+:class:`~phasetime.sensors.memory.MemorySensor` (``memory``) and an
+:class:`~phasetime.sensors.energy.EnergySensor` (``energy``) ride along every measured call;
 ``cost`` replays each distinct input shape once, outside the timed calls, to count its FLOPs
-per phase (:func:`~phasetime.core.cost.count_flops`), adds the bytes each phase must move and
-the device's roof (:mod:`phasetime.core.roof`). The legacy method gets none of them.
+per phase (:func:`~phasetime.sensors.cost.count_flops`), adds the bytes each phase must move and
+the device's roof (:mod:`phasetime.sensors.roof`). The legacy method gets none of them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from typing import Any
 
 import torch
 
-from ...core.cost import bytes_moved, count_flops, language_read_bytes
+from ...sensors.cost import bytes_moved, language_read_bytes
 from ...core.record import Measurement
-from ...core.sensors import MemorySensor, weight_bytes
+from ...sensors.memory import MemorySensor
+from ...hf.parts import weight_bytes
+from ...hf.replay import count_flops
 from ..plan.spec import ResourcesSpec
 
 
@@ -27,12 +29,11 @@ class CellResources:
         self.spec = spec
         parameter = next(model.parameters())
         self.device = parameter.device
-        self.weights = weight_bytes(model) if (spec.memory or spec.cost) else {}
         self.sensors: list[Any] = []
-        if spec.memory:
-            self.sensors.append(MemorySensor(model, self.weights))
+        if spec.memory:  # the weights by part once the call's media modules are known
+            self.sensors.append(MemorySensor(model, lambda: weight_bytes(model)))
         if spec.energy:
-            from ...core.energy import EnergySensor
+            from ...sensors.energy import EnergySensor
 
             from ...core.clock import model_devices
 
@@ -40,10 +41,9 @@ class CellResources:
             self.sensors.append(EnergySensor(gpus or self.device))
         self.roof: Any = None
         if spec.cost:
-            from ...core.roof import roof
+            from ...sensors.roof import roof
 
             self.roof = roof(self.device, str(parameter.dtype).removeprefix("torch."))
-            self.language = language_read_bytes(model, self.weights)
         self._costs: dict[Any, dict[str, Any]] = {}
 
     def sensors_for(self, method: str) -> list[Any]:
@@ -68,11 +68,12 @@ class CellResources:
         return dataclasses.replace(m, resources={**m.resources, **cost})
 
     def _replay(self, model: torch.nn.Module, inputs: dict[str, Any], kwargs: dict[str, Any], vision: Any) -> dict[str, Any]:
-        memory = MemorySensor(model, self.weights)  # for the KV cache's size in the replay
+        memory = MemorySensor(model, {})  # for the KV cache's size in the replay
         replay = count_flops(model, inputs, kwargs, vision, sensors=[memory])
         found = replay.resources
-        moved = bytes_moved(self.language, self.weights, found.get("kv_prefill_bytes"), found.get("kv_end_bytes"),
-                            replay.decode_steps, replay.vision_calls > 0)
+        weights = weight_bytes(model)  # the media modules are known after the replay's call
+        moved = bytes_moved(language_read_bytes(model, weights), weights, found.get("kv_prefill_bytes"),
+                            found.get("kv_end_bytes"), replay.decode_steps, replay.vision_calls > 0)
         flops = {k: int(v) for k, v in found.items() if k.endswith("_flops")}
         return {**flops, **moved, "roof_flops_per_s": self.roof.flops_per_s, "roof_bytes_per_s": self.roof.bytes_per_s,
                 "_decode_steps": replay.decode_steps}

@@ -1,5 +1,5 @@
 """The Hugging Face backend: a cell's calls through ``generate()``, timed by the core's probe
-(:func:`phasetime.core.measure.measure`)."""
+(:func:`phasetime.hf.measure.measure`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ....core.measure import measure
+from ....hf.measure import measure
 from ....results.rows import measurement_rows, rows_to_table
 from ... import models
 from ...data.batch import CellError, add_predictions, prepare_batch, resize

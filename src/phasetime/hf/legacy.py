@@ -22,19 +22,18 @@ from typing import Any
 
 import torch
 
-from . import clock as _clock
-from .clock import Clock, time_call
-from .errors import UnsupportedGeneration
-from .generation import (
-    check_mode, count_output_tokens, decoding, eos_token_ids, pixel_inputs, prompt_length, returns_prompt, sequences_tensor,
-)
-from .hooks import unwrap
-from .record import Measurement, SequenceTiming
-from .vision import vision_methods
+from ..core import clock as _clock
+from ..core.clock import Clock, time_call
+from ..core.errors import UnsupportedGeneration
+from .generation import check_mode, decoding, eos_token_ids, media_inputs, medium_of, prompt_length, returns_prompt
+from .outputs import count_output_tokens, sequences_tensor
+from .structure import unwrap
+from ..core.record import Measurement, SequenceTiming
+from .names import vision_methods
 
 
 def _vision_call_ms(model: torch.nn.Module, inputs: dict[str, Any], clock: Any) -> float:
-    pixels = pixel_inputs(inputs)
+    pixels = {k: v for k, v in media_inputs(inputs).items() if medium_of(k) == "vision"}
     if not pixels:
         return 0.0
     located = vision_methods(model)
@@ -100,5 +99,5 @@ def measure_subtract(model: torch.nn.Module, inputs: dict[str, Any], *, clock: C
         sequences=seqs,
         vision_calls=0,
         output_ids=output,
-        decoding=decoding(mode, generate_kwargs),
+        decoding=decoding(mode, generate_kwargs, model),
     )

@@ -1,6 +1,6 @@
 """The work each phase does: FLOPs counted in a replay, bytes from the model and its cache.
 
-FLOPs: :func:`count_flops` runs the same ``generate()`` call once more, outside any timed
+FLOPs: :func:`phasetime.hf.replay.count_flops` runs the same ``generate()`` call once more, outside any timed
 call, under ``torch.utils.flop_counter.FlopCounterMode``, with a probe whose
 :class:`FlopSensor` reads the counter's total at every phase boundary; the FLOPs between two
 boundaries belong to the phase of that interval (vision, prefill, decode), exactly as time
@@ -24,10 +24,10 @@ Bytes (the minimum each phase must move, docs/metrics.md "Resources"):
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
-from .sensors import PHASES, Boundary, SensorColumn
+from ..core.boundaries import Boundary
+from .base import PHASES, SensorColumn
 
 if TYPE_CHECKING:
     import torch
@@ -64,28 +64,6 @@ class FlopSensor:
             if phase in flops:
                 flops[phase] += after - before
         return {f"{p}_flops": flops[p] for p in PHASES}
-
-
-def count_flops(model: "torch.nn.Module", inputs: dict[str, Any], generate_kwargs: dict[str, Any],
-                vision: Any = None, sensors: Any = ()) -> Any:
-    """A replay of ``model.generate(**inputs, **generate_kwargs)`` under a FLOP counter: its
-    :class:`~phasetime.Measurement`, whose ``resources`` hold the FLOPs per phase (and what
-    any extra ``sensors`` recorded). Never a timed call: the counter slows every operation."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
-
-    from .probe import Probe
-
-    def attention(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-        return sdpa_flop_count(query, key, value)
-
-    # PyTorch counts its CUDA attention kernels but not the CPU one: count it the same way
-    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    counter = FlopCounterMode(display=False, custom_mapping={cpu_attention: attention} if cpu_attention else None)
-    kwargs = copy.copy(generate_kwargs)
-    with counter, Probe(model, vision=vision, sensors=[FlopSensor(counter), *sensors], scope="thread") as probe:
-        model.generate(**inputs, **kwargs)
-    return probe.measurements[-1]
 
 
 def active_fraction(model: "torch.nn.Module") -> float:

@@ -1,100 +1,29 @@
-"""Sensors: resources sampled at the probe's phase boundaries, attributed to the same phases.
+"""The memory sensor: bytes per phase, the KV cache and the weights by part.
 
-A sensor is one class plus its columns. The probe calls :meth:`Sensor.start` before the call,
-:meth:`Sensor.sample` at every boundary it marks (call start and end, vision start and end,
-each forward's start and end, with the forward's output at its end) and :meth:`Sensor.finish`
-after the call, which returns the sensor's column values. Each boundary comes as a
-:class:`Boundary` whose phase the call's recorder decided once (:class:`Phases`), the way
-:func:`~phasetime.core.phases.derive` decides it: forwards are prefill until the prompt is
-consumed, decode after; vision wins inside a forward. No sensor classifies for itself.
-
-Sensors (see docs/metrics.md, "Resources"):
+Sensors (:mod:`.base`; see docs/metrics.md, "Resources"):
 
 * :class:`MemorySensor` (``--memory``): on CUDA the peak allocated and reserved bytes within
   vision, prefill and decode (allocator statistics are host-side: no synchronisation); on CPU
   the process's resident memory at the boundaries (coarse); the KV cache's bytes after prefill
   and at the end; the model's weights by part.
-* :class:`~phasetime.core.cost.FlopSensor` (``--cost``, in a replay of the call, never in the
+* :class:`~phasetime.sensors.cost.FlopSensor` (``--cost``, in a replay of the call, never in the
   timed one): FLOPs per phase.
-* :class:`~phasetime.core.energy.EnergySensor` (``--energy``, CUDA): the GPU's energy counter.
+* :class:`~phasetime.sensors.energy.EnergySensor` (``--energy``, CUDA): the GPU's energy counter.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from .phases import PromptCounter
+from ..core.boundaries import Boundary
+from .base import PHASES, SensorColumn
 
 if TYPE_CHECKING:
     import torch
 
 # This module imports torch only inside functions: the results floor reads the sensors'
 # column declarations without it.
-
-
-@dataclass(frozen=True)
-class SensorColumn:
-    """A results column a sensor fills (``kind``: "float" or "int")."""
-
-    name: str
-    unit: str
-    doc: str
-    kind: str = "float"
-
-
-@dataclass(frozen=True)
-class Boundary:
-    """One boundary of a call, as every sensor sees it: ``kind`` (``call_start``,
-    ``vision_end``, ``forward_start``, ...), ``after`` (the phase of the interval it opens:
-    vision, prefill, decode or other), ``forward`` (on a forward's start and end: prefill or
-    decode) and ``ends_prefill`` (the end of the forward that consumed the prompt's last
-    positions)."""
-
-    kind: str
-    after: str
-    forward: str | None = None
-    ends_prefill: bool = False
-
-
-class Sensor(Protocol):
-    name: str
-    columns: tuple[SensorColumn, ...]
-
-    def start(self, prompt_tokens: int) -> None: ...
-
-    def sample(self, boundary: Boundary, output: Any = None) -> None: ...
-
-    def finish(self, prompt_tokens: int) -> dict[str, Any]: ...
-
-
-PHASES = ("vision", "prefill", "decode")
-
-
-class Phases:
-    """Decides each boundary's phase once, for one call (the recorder keeps one): vision
-    inside a vision span, prefill or decode inside a forward (by counting the prompt's
-    positions, :class:`PromptCounter`), else other."""
-
-    def __init__(self, prompt_tokens: int) -> None:
-        self.counter = PromptCounter(prompt_tokens)
-        self.forward: str | None = None
-        self.vision = 0
-        self.ending = False
-
-    def observe(self, kind: str, tokens: int | None = None) -> Boundary:
-        forward, ends = None, False
-        if kind == "forward_start":
-            self.forward = forward = "prefill" if self.counter.feed(tokens or 0) else "decode"
-            self.ending = forward == "prefill" and self.counter.consumed >= self.counter.prompt_tokens
-        elif kind == "forward_end":
-            forward, ends, self.forward, self.ending = self.forward, self.ending, None, False
-        elif kind == "vision_start":
-            self.vision += 1
-        elif kind == "vision_end":
-            self.vision -= 1
-        return Boundary(kind, "vision" if self.vision > 0 else self.forward or "other", forward, ends)
 
 
 def cache_bytes(output: Any) -> int | None:
@@ -155,21 +84,24 @@ class MemorySensor:
         SensorColumn("kv_prefill_bytes", "bytes", "bytes held by the KV cache after the prefill", "int"),
         SensorColumn("kv_end_bytes", "bytes", "bytes held by the KV cache at the end of the call", "int"),
         SensorColumn("weights_vision_bytes", "bytes", "parameter bytes of the vision tower", "int"),
-        SensorColumn("weights_projector_bytes", "bytes", "parameter bytes of the projector", "int"),
+        SensorColumn("weights_projector_bytes", "bytes", "parameter bytes of the projector (every medium's connectors)", "int"),
+        SensorColumn("weights_audio_bytes", "bytes", "parameter bytes of the audio encoder", "int"),
         SensorColumn("weights_language_bytes", "bytes", "parameter bytes of everything else (the language model)", "int"),
     )
 
-    def __init__(self, model: "torch.nn.Module", weights: dict[str, int] | None = None) -> None:
+    def __init__(self, model: "torch.nn.Module", weights: "dict[str, int] | Callable[[], dict[str, int]] | None" = None) -> None:
         import torch
 
-        from .clock import model_devices
+        from ..core.clock import model_devices
 
         self.torch = torch
         self.device = next(model.parameters()).device
         # every GPU of a model split over several (device_map): their peaks are summed
         self.devices = [d for d in model_devices(model) if d.type == "cuda"]
         self.cuda = bool(self.devices)
-        self.weights = weights if weights is not None else weight_bytes(model)
+        # the weights by part: a dict, or a function asked at the end of each call (the media
+        # modules are known once a call with media ran); None: all counted as language
+        self.weights = weights if weights is not None else parameter_bytes(model, {"vision": [], "projector": [], "audio": []})
         self.rss = _Rss() if not self.cuda else None
         self.samples: list[tuple[str, int, int]] = []  # (phase after the boundary, allocated, reserved)
         self.kv_prefill: int | None = None
@@ -212,27 +144,21 @@ class MemorySensor:
         out["kv_prefill_bytes"] = self.kv_prefill
         out["kv_end_bytes"] = cache_bytes(self.last_output)
         self.last_output = None  # do not keep the cache alive
-        out.update({f"weights_{part}_bytes": value for part, value in self.weights.items()})
+        weights = self.weights() if callable(self.weights) else self.weights
+        out.update({f"weights_{part}_bytes": value for part, value in weights.items()})
         return out
 
 
-def weight_bytes(model: "torch.nn.Module") -> dict[str, int]:
-    """Parameter bytes of the vision tower(s), the projector(s) and the rest."""
-    from .vision import PROJECTOR_NAMES, VISION_MODULE_NAMES
-
+def parameter_bytes(model: "torch.nn.Module", parts: Mapping[str, Sequence["torch.nn.Module"]]) -> dict[str, int]:
+    """Parameter bytes of each named part (its modules' parameters, each parameter counted once,
+    in the first part that holds it) and of the rest, ``language``."""
     seen: set[int] = set()
-    parts = {"vision": 0, "projector": 0, "language": 0}
-    for name, module in model.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        part = "vision" if leaf in VISION_MODULE_NAMES else "projector" if leaf in PROJECTOR_NAMES else None
-        if part is None:
-            continue
-        for p in module.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                parts[part] += p.numel() * p.element_size()
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            parts["language"] += p.numel() * p.element_size()
-    return parts
+    out = {name: 0 for name in parts}
+    for name, modules in parts.items():
+        for module in modules:
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out[name] += p.numel() * p.element_size()
+    out["language"] = sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in seen)
+    return out

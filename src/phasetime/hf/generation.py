@@ -1,24 +1,56 @@
 """What a ``generate()`` call will do, read from its arguments and the model, before it runs.
 
-Pure helpers of the probe: the generation mode, the prompt length, the EOS ids, whether
-the call carries pixels, and the output length of each row from the tokens when nothing
-better was recorded. No timing here.
+Pure helpers of the adapter: the one reader of generation options (:func:`option`: the
+call's keyword, else the ``generation_config`` it was given, else the model's, as generate()
+itself decides), the generation mode, the prompt length, the EOS ids, and which of the call's
+tensors are media. No timing here.
+
+**Media inputs** (docs/metrics.md, "Media"): a call's floating-point tensors that are not
+text, whatever their key (``pixel_values``, ``image_patches``, ``pixel_values_videos``,
+``input_features``, ...). Text means token ids, masks, positions, the cache and embeddings
+of ids (``inputs_embeds``). A medium is audio when its key says so (``input_features``,
+``input_values``, or a key naming audio or speech), vision (images and video) otherwise.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 
-from .errors import UnsupportedGeneration, UsageError
+from ..core.errors import UnsupportedGeneration, UsageError
 
 SUPPORTED_MODES = ("greedy_search", "sample", "assisted_generate", "beam_search", "beam_sample")
+MEDIA = ("vision", "audio")
 _MODEL_INPUT_KEYS = ("input_ids", "inputs_embeds")
 _CACHE_KEYS = ("past_key_values", "cache")
-# Keys processors use for image and video pixels. Any other key with "pixel" in its name
-# counts too (see pixel_inputs).
-PIXEL_KEYS = ("pixel_values", "pixel_values_videos", "pixel_values_images", "input_image_embeds", "image_pixel_values")
+# text: ids, masks, positions, the cache, embeddings of ids (and the same of a second text input:
+# qformer_input_ids, decoder_attention_mask, ...)
+TEXT_KEYS = (*_MODEL_INPUT_KEYS, *_CACHE_KEYS, "attention_mask", "position_ids", "token_type_ids", "cache_position")
+_TEXT_SUFFIXES = ("input_ids", "token_type_ids", "position_ids")
+# a mask of a medium (pixel_attention_mask, feature_attention_mask, ...) is not text
+_MEDIA_MASK_HINTS = ("pixel", "image", "video", "patch", "vision", "audio", "speech", "feature")
+_AUDIO_HINTS = ("audio", "speech", "input_features", "input_values")
+
+
+def option(model: Any, kwargs: dict[str, Any], key: str, default: Any = None) -> Any:
+    """A generation option as generate() will use it: the call's keyword, else the
+    ``generation_config`` the call was given, else the model's own (None values fall through
+    to ``default``)."""
+    if key in kwargs and kwargs[key] is not None:
+        return kwargs[key]
+    config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+    value = getattr(config, key, None)
+    return default if value is None else value
+
+
+def _number(model: Any, kwargs: dict[str, Any], key: str, default: float) -> float:
+    value = option(model, kwargs, key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UnsupportedGeneration(f"generation option {key}={value!r} is not a number")
+    return value
 
 
 def generation_mode(model: Any, kwargs: dict[str, Any]) -> str:
@@ -32,33 +64,26 @@ def generation_mode(model: Any, kwargs: dict[str, Any]) -> str:
         return "encoder_decoder"
     if kwargs.get("custom_generate") is not None:
         return "custom_generate"
-    config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
-
-    def get(key: str) -> Any:
-        return kwargs[key] if key in kwargs else getattr(config, key, None)
-
-    def number(key: str, default: float) -> float:
-        value = get(key)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UnsupportedGeneration(f"generation option {key}={value!r} is not a number")
-        return value
-
+    get = lambda key: option(model, kwargs, key)  # noqa: E731
     if get("assistant_model") is not None or get("prompt_lookup_num_tokens") or get("assistant_early_exit"):
         return "assisted_generate"
     if get("constraints") is not None or get("force_words_ids") is not None:
         return "constrained_beam_search"
     do_sample = get("do_sample") is True
-    if number("num_beams", 1) > 1:
-        if number("num_beam_groups", 1) > 1:
+    if _number(model, kwargs, "num_beams", 1) > 1:
+        if _number(model, kwargs, "num_beam_groups", 1) > 1:
             return "group_beam_search"
         return "beam_sample" if do_sample else "beam_search"
-    if not do_sample and number("top_k", 0) > 1 and number("penalty_alpha", 0) > 0:
+    if not do_sample and _number(model, kwargs, "top_k", 0) > 1 and _number(model, kwargs, "penalty_alpha", 0) > 0:
         return "contrastive_search"
     if get("dola_layers") is not None:
         return "dola_generation"
     return "sample" if do_sample else "greedy_search"
+
+
+def num_beams(model: Any, kwargs: dict[str, Any]) -> int:
+    """The beams of a call (1 unless it runs a beam search), wherever the option was given."""
+    return int(_number(model, kwargs, "num_beams", 1))
 
 
 def check_mode(model: Any, kwargs: dict[str, Any]) -> str:
@@ -80,9 +105,8 @@ def check_mode(model: Any, kwargs: dict[str, Any]) -> str:
 
 def _check_assisted(model: Any, kwargs: dict[str, Any]) -> None:
     """The assisted modes phasetime cannot split into draft and verify, refused by name."""
-    config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
-    draft = kwargs.get("assistant_model", getattr(config, "assistant_model", None))
-    if kwargs.get("assistant_early_exit", getattr(config, "assistant_early_exit", None)):
+    draft = option(model, kwargs, "assistant_model")
+    if option(model, kwargs, "assistant_early_exit"):
         raise UnsupportedGeneration("self-speculative decoding (assistant_early_exit) is not supported: its draft is the "
                                     "target's own first layers and shares the target's cache, so draft and verify "
                                     "forwards cannot be told apart")
@@ -92,13 +116,38 @@ def _check_assisted(model: Any, kwargs: dict[str, Any]) -> None:
     if draft is not None and model is not None and (draft is model or getattr(draft, "_orig_mod", None) is model):
         raise UnsupportedGeneration("the target model as its own draft (assistant_model=model) is not supported: its "
                                     "draft generate() would run inside the timed one, on the same hooks")
+    if draft is not None and model is not None:
+        mismatch = vocabulary_mismatch(model, draft)
+        if mismatch:
+            raise UnsupportedGeneration(mismatch)
+    if draft is None and media_inputs(kwargs):
+        raise UnsupportedGeneration(f"prompt lookup with media inputs ({', '.join(media_inputs(kwargs))}) is not supported: "
+                                    "its candidates copy the prompt's image placeholder tokens, which the model then "
+                                    "cannot match to image features; use a draft model, or a text prompt")
 
 
-def decoding(mode: str, kwargs: dict[str, Any]) -> str:
+def text_vocabulary(model: Any) -> int | None:
+    """The vocabulary size of a model's text config (what transformers compares for a draft)."""
+    config: Any = getattr(model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    size = getattr(text, "vocab_size", None)
+    return size if isinstance(size, int) else None
+
+
+def vocabulary_mismatch(target: Any, draft: Any) -> str | None:
+    """Why ``draft`` cannot draft for ``target`` with its own tokenizer (None: it can)."""
+    a, b = text_vocabulary(target), text_vocabulary(draft)
+    if a is None or b is None or a == b:
+        return None
+    return (f"the draft's tokenizer does not match the target's (vocabularies of {b} and {a} tokens): phasetime times "
+            "a draft with the target's tokenizer")
+
+
+def decoding(mode: str, kwargs: dict[str, Any], model: Any = None) -> str:
     """phasetime's name for how a call decodes: greedy, sample, assisted (a draft model),
     prompt_lookup, beam_search or beam_sample."""
     if mode == "assisted_generate":
-        return "assisted" if kwargs.get("assistant_model") is not None else "prompt_lookup"
+        return "assisted" if option(model, kwargs, "assistant_model") is not None else "prompt_lookup"
     return {"greedy_search": "greedy"}.get(mode, mode)
 
 
@@ -132,33 +181,42 @@ def returns_prompt(args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
     return kwargs.get("input_ids") is not None or bool(args and hasattr(args[0], "shape"))
 
 
-def pixel_inputs(kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The floating-point pixel tensors among a call's arguments, by key."""
-    out = {}
-    for key, value in kwargs.items():
-        if (key in PIXEL_KEYS or "pixel" in key) and isinstance(value, torch.Tensor) and value.is_floating_point():
-            out[key] = value
-    return out
+def is_text_key(key: str) -> bool:
+    """Whether a call's argument holds text: ids, masks, positions, the cache, embeddings of ids."""
+    if key.endswith("attention_mask"):
+        return not any(hint in key for hint in _MEDIA_MASK_HINTS)
+    return key in TEXT_KEYS or key.endswith(_TEXT_SUFFIXES)
 
 
-_MEDIA_TOKEN_ATTRS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index")
+def medium_of(key: str) -> str:
+    """The medium of a media input: ``audio`` when its key says so, else ``vision``."""
+    lowered = key.lower()
+    return "audio" if any(hint in lowered for hint in _AUDIO_HINTS) else "vision"
 
 
-# Keys processors use for audio: an audio encoder phasetime does not time yet would be billed to prefill.
-AUDIO_KEYS = ("input_features", "input_values", "input_audio_features", "audio_values", "audio_input_features")
+def media_inputs(kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The call's media inputs by key: floating-point tensors that are not text (nor a mask)."""
+    return {key: value for key, value in kwargs.items()
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not is_text_key(key)
+            and "mask" not in key}
 
 
-def audio_inputs(kwargs: dict[str, Any]) -> list[str]:
-    """The floating-point audio tensors among a call's arguments, by key."""
-    return [k for k, v in kwargs.items() if (k in AUDIO_KEYS or "audio" in k) and isinstance(v, torch.Tensor)
-            and v.is_floating_point()]
+def text_tensors(args: Sequence[Any], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """The call's text tensors (see :func:`is_text_key`), positional input ids included."""
+    found = [value for key, value in kwargs.items() if isinstance(value, torch.Tensor) and is_text_key(key)]
+    return found + [a for a in args if isinstance(a, torch.Tensor)]
 
 
-def media_tokens_without_pixels(model: Any, kwargs: dict[str, Any]) -> str | None:
-    """Why a call is not what it looks like: its prompt holds image or video placeholder tokens
-    but it carries no pixels (the model would run them as text and vision would read 0 ms)."""
+_MEDIA_TOKEN_ATTRS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index",
+                      "audio_token_id", "audio_token_index")
+
+
+def media_tokens_without_media(model: Any, kwargs: dict[str, Any]) -> str | None:
+    """Why a call is not what it looks like: its prompt holds image, video or audio placeholder
+    tokens but it carries no media input (the model would run them as text and the encoder
+    would read 0 ms)."""
     ids = kwargs.get("input_ids")
-    if not isinstance(ids, torch.Tensor) or pixel_inputs(kwargs) or kwargs.get("inputs_embeds") is not None:
+    if not isinstance(ids, torch.Tensor) or media_inputs(kwargs) or kwargs.get("inputs_embeds") is not None:
         return None
     config = getattr(model, "config", None)
     for attr in _MEDIA_TOKEN_ATTRS:
@@ -167,7 +225,7 @@ def media_tokens_without_pixels(model: Any, kwargs: dict[str, Any]) -> str | Non
             found = int((ids == token).sum())
             if found:
                 return (f"the prompt holds {found} {attr.split('_')[0]} placeholder token(s) (id {token}) but the call "
-                        "carries no pixel values: pass the processor's whole output (pixel_values included)")
+                        "carries no media input: pass the processor's whole output (its pixel or audio values included)")
     return None
 
 
@@ -198,10 +256,7 @@ def check_generative(model: Any) -> None:
 
 def eos_token_ids(model: Any, kwargs: dict[str, Any]) -> set[int]:
     """The EOS ids in force for a generate() call (call kwargs override the model's config)."""
-    eos = kwargs.get("eos_token_id")
-    if eos is None:
-        config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
-        eos = getattr(config, "eos_token_id", None)
+    eos = option(model, kwargs, "eos_token_id")
     if eos is None:
         return set()
     if isinstance(eos, torch.Tensor):
@@ -209,70 +264,3 @@ def eos_token_ids(model: Any, kwargs: dict[str, Any]) -> set[int]:
     if isinstance(eos, int):
         return {eos}
     return {int(x) for x in eos}
-
-
-def count_output_tokens(generated: torch.Tensor, eos_ids: Iterable[int]) -> list[int]:
-    """Output tokens per row of ``generated`` ([B, G], the new tokens only), read from the tokens.
-
-    A row ends at its first EOS, which counts; what follows is padding. The probe prefers
-    what generate()'s stopping criteria decided during the call (see ``StopRecorder``),
-    which also knows stop strings and custom criteria; this is the fallback.
-    """
-    # generated: [B, G]
-    eos = set(eos_ids)
-    lengths = []
-    for row in generated.tolist():
-        n = len(row)
-        for j, tok in enumerate(row):
-            if tok in eos:
-                n = j + 1
-                break
-        lengths.append(n)
-    return lengths
-
-
-def sequences_tensor(output: Any) -> torch.Tensor:
-    """The token tensor of generate()'s return value (a tensor or a ModelOutput)."""
-    return output.sequences if hasattr(output, "sequences") else output
-
-
-class StopRecorder:
-    """Wraps generate()'s stopping criteria to record, per step, which rows they declared done.
-
-    generate() calls its criteria once per generated token (after appending it) and
-    AND-accumulates the result into its unfinished-rows mask; the first step at which a
-    row's criteria say "done" is therefore the row's output length, whatever stopped it
-    (EOS, a stop string, a custom criterion, max length). The per-step results stay on
-    the device until the call has ended, so recording adds no synchronisation.
-    """
-
-    def __init__(self) -> None:
-        self.steps: list[Any] = []
-
-    def wrap(self, criteria: Any) -> Any:
-        recorder = self
-
-        class RecordingCriteria(type(criteria)):  # type: ignore[misc]
-            def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> Any:
-                done = super().__call__(input_ids, scores, **kwargs)
-                recorder.steps.append(done)
-                return done
-
-        wrapped = RecordingCriteria(criteria)
-        for name, value in vars(criteria).items():
-            setattr(wrapped, name, value)
-        return wrapped
-
-    def lengths(self, rows: int, generated: int) -> list[int] | None:
-        """Output tokens per row (None when the criteria were never consulted)."""
-        if not self.steps:
-            return None
-        # done: [steps, B]
-        done = torch.stack([torch.as_tensor(s, device="cpu").reshape(-1).bool() for s in self.steps])
-        if done.shape[1] != rows:
-            return None
-        lengths = []
-        for row in range(rows):
-            hits = torch.nonzero(done[:, row]).flatten()
-            lengths.append(min(int(hits[0]) + 1, generated) if hits.numel() else generated)
-        return lengths

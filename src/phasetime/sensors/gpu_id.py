@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import UsageError
+from ..core.errors import UsageError
 
 
 def cuda_uuid(index: int) -> str | None:

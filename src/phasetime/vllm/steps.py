@@ -3,7 +3,7 @@
 An engine such as vLLM does not run one ``generate()`` per request: its scheduler runs
 *steps*, each one forward over the tokens of every request in flight (a prefill chunk of one
 request beside a decode token of another), with the multimodal encoder run first for the
-images the step needs. The engine probe (:mod:`phasetime.experiments.running.backends.vllm_probe`)
+images the step needs. The engine probe (:mod:`phasetime.vllm.worker_probe`)
 records each step as a :class:`Step`; :func:`request_events` turns the steps one request took
 part in into the same :class:`~phasetime.core.phases.Event` list the Hugging Face probe emits
 for a ``generate()`` call, and :func:`~phasetime.core.phases.derive` makes the measurement. So
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from .phases import Event
+from ..core.phases import Event
 
 __all__ = ["Step", "request_events", "share"]
 

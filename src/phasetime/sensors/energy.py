@@ -22,7 +22,8 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .gpu_id import nvml_handle
-from .sensors import Boundary, SensorColumn
+from ..core.boundaries import Boundary
+from .base import SensorColumn
 
 if TYPE_CHECKING:
     import torch
@@ -45,7 +46,7 @@ def _nvml() -> Any:
     try:
         import pynvml
     except ImportError:
-        from .errors import UsageError
+        from ..core.errors import UsageError
 
         raise UsageError("--energy needs NVML's Python bindings: pip install nvidia-ml-py") from None
     pynvml.nvmlInit()

@@ -6,12 +6,12 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .clock import Clock
-from .errors import UsageError
+from ..core.clock import Clock
+from ..core.errors import UsageError
 from .generation import check_generative
 from .legacy import measure_subtract
 from .probe import Probe
-from .record import Measurement
+from ..core.record import Measurement
 
 METHODS = ("direct", "subtract")
 
@@ -22,6 +22,7 @@ def measure(
     method: str = "direct",
     *,
     vision: Sequence[str] | None = None,
+    audio: Sequence[str] | None = None,
     nvtx: bool = False,
     clock: Clock | None = None,
     sensors: Sequence[Any] = (),
@@ -33,8 +34,9 @@ def measure(
     ``inputs`` is the dict a processor or tokenizer returns. ``method="direct"`` (the
     default) times the phases inside the one call with a :class:`Probe`;
     ``method="subtract"`` reproduces the legacy subtraction method as a baseline (three
-    separate calls; see ``docs/metrics.md``). ``vision`` overrides the automatic
-    vision-encoder lookup (see :class:`Probe`); ``nvtx`` names the phases in NVTX ranges;
+    separate calls; see ``docs/metrics.md``). ``vision`` and ``audio`` override the media
+    encoders found by following the data (see :class:`Probe`; the first call with a kind of
+    media runs one short untimed discovery call first); ``nvtx`` names the phases in NVTX ranges;
     ``clock`` replaces the default clock (CUDA events on CUDA, else ``perf_counter_ns``);
     ``sensors`` sample resources at the phase boundaries; ``keep_output`` keeps generate()'s
     whole return in ``output_ids`` (by default: the sequences, on the host). Several threads may measure one
@@ -45,12 +47,12 @@ def measure(
     if not isinstance(inputs, Mapping):
         raise UsageError(f"inputs must be the dict a processor or tokenizer returns, got {type(inputs).__name__}")
     if method == "direct":
-        with Probe(model, vision=vision, nvtx=nvtx, clock=clock, sensors=sensors, scope="thread",
+        with Probe(model, vision=vision, audio=audio, nvtx=nvtx, clock=clock, sensors=sensors, scope="thread",
                    keep_output=keep_output) as probe:
             model.generate(**inputs, **generate_kwargs)
         return probe.measurements[-1]
     if method == "subtract":
-        if vision is not None or nvtx or sensors:
-            raise UsageError("vision=, nvtx= and sensors= apply to the direct method only")
+        if vision is not None or audio is not None or nvtx or sensors:
+            raise UsageError("vision=, audio=, nvtx= and sensors= apply to the direct method only")
         return measure_subtract(model, inputs, clock=clock, **generate_kwargs)
     raise UsageError(f"method must be one of {', '.join(METHODS)}, got {method!r}")

@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from ..core.stats import mad_zscores
+from .stats import mad_zscores
 
 JUDGED = ("total_ms", "tpot_ms")  # the phases whose spread is judged per cell
 OUTLIER_Z = 3.5
@@ -171,7 +171,7 @@ def judge_table(table: Any, t: Thresholds = Thresholds()) -> list[tuple[dict[str
     (the group's keys, the phase, the judgement). The unit is the call: a batch's rows count
     once, as their mean; rows of the
     legacy subtraction method are left out (their spread is the method's, not the machine's)."""
-    from .tables import call_ids, call_means, floats, group_indices
+    from ..results.tables import call_ids, call_means, floats, group_indices
 
     keys = [k for k in ("cell", "max_new_tokens", "sample_id") if k in table.column_names]
     # only the columns judged (a big run's list columns would be copied by the filter for nothing)

@@ -1,4 +1,4 @@
-"""The probe inside vLLM's worker: every engine step recorded as a :class:`~phasetime.core.steps.Step`.
+"""The probe inside vLLM's worker: every engine step recorded as a :class:`~phasetime.vllm.steps.Step`.
 
 Installed with ``llm.llm_engine.collective_rpc(install)`` (so it reaches the worker in vLLM's
 in-process and multiprocess modes alike), it wraps four methods of the worker's model runner
