@@ -1,6 +1,16 @@
-"""Does timing perturb what it measures? Instrumented vs plain generate(), interleaved.
+"""Does timing perturb what it measures? ``measure()`` against a plain generate(), interleaved.
 
-For every repeat and output length N, the script runs one plain ``model.generate()`` and
+The headline (issue 25's target: at most 10 us per decode step): pairs of calls, alternating
+which goes first, of a plain ``model.generate()`` carrying one forward pre-hook (the least any
+per-step timing needs: it stamps each forward's start) and ``phasetime.measure()``. Each call
+gives its mean gap between consecutive decode forwards' starts (the plain call from its
+hook's stamps, measure() from its own ``itl_ms``, the last gap left out of both: it ends at the
+return). The paired difference is what the probe adds per decode step; the median over the
+pairs, with a 95% bootstrap interval, is printed beside what ``probe_ms`` says the probe spent
+per step (its hooks' own time plus what they cannot time, calibrated: it should own the
+difference).
+
+Then, for every repeat and output length N, the script runs one plain ``model.generate()`` and
 one under a :class:`phasetime.Probe` (attached and detached around the call, as
 ``phasetime.measure`` does), alternating which goes first, and times both from outside
 with the same clock (CUDA events or perf_counter, one sync before and after). It reports:
@@ -19,6 +29,7 @@ coverage >= 95% on CUDA; |rho| <= 0.1. Defaults: on CUDA the ~1.4B random-weight
 (CLIP ViT-L/14-336 + 22-layer 2048-wide Llama) in bf16; on CPU tiny-llava.
 
     python benchmarks/overhead.py                  # defaults for the device found
+    python benchmarks/overhead.py --pairs 200 --lengths 32   # the per-step figure only, tighter
     python benchmarks/overhead.py --json out.json  # also write the figures
 """
 
@@ -28,6 +39,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import torch
 
@@ -64,6 +76,82 @@ def self_accounted(model, inputs, n: int, repeats: int, device) -> dict:
     return out
 
 
+def per_step(model, inputs, n: int, pairs: int, warmup: int) -> dict:
+    """What measure() adds per decode step over a plain generate() with one forward pre-hook
+    (see the module docstring), and what probe_ms says it spent per step."""
+    import numpy as np
+
+    starts: list[int] = []
+
+    def stamp(module, args):
+        starts.append(time.perf_counter_ns())
+
+    def plain() -> float:
+        starts.clear()
+        handle = model.register_forward_pre_hook(stamp)
+        try:
+            model.generate(**inputs, max_new_tokens=n, min_new_tokens=n)
+        finally:
+            handle.remove()
+        gaps = np.diff(starts[1:]) / 1e3  # decode forward k to k + 1, us
+        return float(gaps.mean())
+
+    def probed() -> tuple[float, float]:
+        m = phasetime.measure(model, inputs, max_new_tokens=n, min_new_tokens=n)
+        forwards = m.prefill_forwards + m.decode_steps
+        return 1e3 * sum(m.itl_ms[:-1]) / (n - 2), 1e3 * m.probe_ms / forwards
+
+    for _ in range(warmup):
+        plain()
+        probed()
+    diffs, owned = [], []
+    for r in range(pairs):
+        if r % 2:
+            (b, own), a = probed(), plain()
+        else:
+            a, (b, own) = plain(), probed()
+        diffs.append(b - a)
+        owned.append(own)
+    diffs_a = np.asarray(diffs)
+    rng = np.random.default_rng(0)
+    boot = np.median(rng.choice(diffs_a, size=(2000, len(diffs_a))), axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return {"n": n, "pairs": pairs, "added_us_per_step": float(np.median(diffs_a)), "ci95": [float(low), float(high)],
+            "probe_us_per_forward": float(np.median(owned)), "diffs_us": [float(d) for d in diffs_a]}
+
+
+def across_processes(argv: list[str], args: argparse.Namespace) -> dict:
+    """The per-step figure measured in ``args.processes`` fresh processes, pooled."""
+    import subprocess
+    import tempfile
+
+    import numpy as np
+
+    runs = []
+    keep = [a for a in argv if not a.startswith("--processes") and a != str(args.processes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.processes):
+            out = os.path.join(tmp, f"{i}.json")
+            subprocess.run([sys.executable, __file__, *keep, "--only-steps", "--json", out], check=True)
+            with open(out, encoding="utf-8") as fh:
+                runs.append(json.load(fh)["per_step"])
+    diffs = np.concatenate([r["diffs_us"] for r in runs])
+    rng = np.random.default_rng(0)
+    boot = np.median(rng.choice(diffs, size=(2000, len(diffs))), axis=1)
+    pooled = {"processes": [round(r["added_us_per_step"], 2) for r in runs], "pairs": int(len(diffs)),
+              "added_us_per_step": float(np.median(diffs)), "ci95": [float(np.percentile(boot, 2.5)),
+                                                                        float(np.percentile(boot, 97.5))],
+              "probe_us_per_forward": float(np.median([r["probe_us_per_forward"] for r in runs]))}
+    print(f"pooled over {args.processes} processes ({pooled['pairs']} pairs): measure() adds "
+          f"{pooled['added_us_per_step']:+.1f} us per decode step, 95% CI [{pooled['ci95'][0]:+.1f}, "
+          f"{pooled['ci95'][1]:+.1f}]; per process {pooled['processes']}; probe_ms says "
+          f"{pooled['probe_us_per_forward']:.1f} us per forward")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"model": args.model, "per_step": pooled}, fh, indent=2)
+    return {"per_step": pooled}
+
+
 def main(argv: list[str] | None = None) -> dict:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,7 +165,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads on CPU (default 1, as phasetime run uses; see docs/experiments.md)")
     parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument("--pairs", type=int, default=100, help="paired calls for the per-step figure")
+    parser.add_argument("--step-length", type=int, default=None, help="N of the per-step figure (default: 32 on CPU, 128 on CUDA)")
+    parser.add_argument("--only-steps", action="store_true", help="the per-step figure only")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="measure the per-step figure in this many fresh processes (where a process lands in "
+                             "memory moves a per-step cost of a few us), then report the median over all pairs")
     args = parser.parse_args(argv)
+    if args.processes > 1:
+        return across_processes(argv or [], args)
     if not cuda:
         torch.set_num_threads(args.threads or 1)
     lengths = [int(x) for x in args.lengths.split(",")]
@@ -87,6 +183,17 @@ def main(argv: list[str] | None = None) -> dict:
     clock = clock_for(device)
     images = [synthetic_image(args.image_size)] if models.is_vision_language(processor) else []
     inputs = build_inputs(processor, "Describe this image in detail.", images, device=device)
+    steps = per_step(model, inputs, args.step_length or (128 if cuda else 32), args.pairs, args.warmup)
+    print(f"{args.model} on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, "
+          f"{torch.get_num_threads()} torch thread(s): measure() adds {steps['added_us_per_step']:+.1f} us per decode "
+          f"step over a plain generate() with one forward pre-hook (median of {steps['pairs']} paired calls at "
+          f"N = {steps['n']}, 95% CI [{steps['ci95'][0]:+.1f}, {steps['ci95'][1]:+.1f}]); probe_ms says "
+          f"{steps['probe_us_per_forward']:.1f} us per forward")
+    if args.only_steps:
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump({"model": args.model, "per_step": steps}, fh, indent=2)
+        return {"per_step": steps}
 
     def plain(n):
         return lambda: model.generate(**inputs, max_new_tokens=n, min_new_tokens=n)
@@ -130,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     coverage = [(m.vision_ms + m.prefill_ms + m.decode_ms) / m.total_ms for m in measurements]
     ns = [float(m.output_tokens) for m in measurements]
     result = {
+        "per_step": steps,
         "model": args.model,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "timer": clock.name,

@@ -319,3 +319,57 @@ def test_an_exception_inside_a_probed_generate_leaves_the_probe_ready() -> None:
         model.generate(**tiny_inputs("tiny-llama"), max_new_tokens=4, min_new_tokens=4)
     assert len(probe.measurements) == 1 and probe.measurements[0].output_tokens == 4
     assert "generate" not in vars(model)
+
+
+class SlowClock:
+    """The host clock, each mark costing 0.2 ms more (a probe whose own work is known)."""
+
+    name = "perf-counter"
+
+    def sync(self) -> None:
+        return None
+
+    def mark(self) -> int:
+        import time
+
+        from conftest import spin
+
+        spin(0.2)
+        return time.perf_counter_ns()
+
+    def resolve_ms(self, marks):
+        return [(m - marks[0]) / 1e6 for m in marks]
+
+
+def test_probe_ms_owns_the_time_spent_in_the_hooks() -> None:
+    """Every mark costs 0.2 ms here: probe_ms is at least that, for every mark of the call (its
+    hooks time their whole bodies, and add what torch's calling them costs, calibrated)."""
+    model, _ = load_tiny("tiny-llama")
+    m = phasetime.measure(model, tiny_inputs("tiny-llama"), clock=SlowClock(), max_new_tokens=6, min_new_tokens=6)
+    marks = 2 + 2 * (m.prefill_forwards + m.decode_steps)  # the call's bounds and every forward's
+    assert m.probe_ms >= 0.2 * marks
+
+
+def test_a_custom_stopping_criterion_ends_a_row_where_it_says() -> None:
+    """Rows that end at EOS are read from the tokens; a custom criterion (or stop strings, a time
+    limit) is watched at every step instead, so the length is where it stopped the row."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class RowLengths(StoppingCriteria):
+        """Row 0 ends after 3 tokens, row 1 after 5."""
+
+        def __init__(self, prompt: int) -> None:
+            self.prompt = prompt
+
+        def __call__(self, input_ids, scores, **kwargs):
+            import torch
+
+            made = input_ids.shape[1] - self.prompt
+            return torch.tensor([made >= 3, made >= 5])
+
+    model, _ = load_tiny("tiny-llama")
+    inputs = tiny_inputs("tiny-llama", batch_size=2)
+    stop = RowLengths(inputs["input_ids"].shape[1])
+    m = phasetime.measure(model, inputs, stopping_criteria=StoppingCriteriaList([stop]), max_new_tokens=8)
+    assert [s.output_tokens for s in m.sequences] == [3, 5] and m.decode_steps == 4
+    assert [len(s.itl_ms) for s in m.sequences] == [2, 4]

@@ -34,6 +34,7 @@ class Recorder:
                  expected: dict[str, str | None], sensors: Sequence[Any] = (), nvtx: Any = None,
                  keep_output: bool = False, deliver: Callable[[Measurement], None]) -> None:
         self.clock = clock
+        self.now = clock.mark  # looked up once: the hooks call it at every step
         self.media = media
         self.expected = expected
         self.sensors = list(sensors)
@@ -59,7 +60,7 @@ class Recorder:
         nvtx = self.nvtx
         if nvtx is not None and kind.endswith("_end"):
             nvtx.pop()
-        self.marks.append((kind, self.clock.mark(), tokens))
+        self.marks.append((kind, self.now(), tokens))
         if not self.observed:
             return
         boundary = None if kind.startswith("draft") else self.phases.observe(kind, tokens)
@@ -103,7 +104,11 @@ class CallState:
         self.recorders = recorders
         self.media = media  # the call's media inputs, by key
         self.stops = StopRecorder()
-        self.hook_ns = 0
+        self.record_stops = False  # record each row's end as the criteria decide it (else: its first EOS)
+        self.hook_ns = 0  # the probe's own time its hooks measured
+        # (append a mark, read the clock) of each recorder, when none has anything else to do at a
+        # boundary (no sensor, no NVTX): the forward hooks then only stamp, at every step
+        self.quick = None if any(r.observed for r in recorders) else [(r.marks.append, r.now) for r in recorders]
         self.inner: dict[str, Any] | None = None  # the inner generate()'s arguments and result
         self.compiles = 0  # graphs torch.compile compiled during the call
         self.decoding = "greedy"  # how the call decodes (generation.decoding)
@@ -122,6 +127,14 @@ class CallState:
         for recorder in self.recorders:
             recorder.mark(kind, tokens, output)
         self.hook_ns += time.perf_counter_ns() - start
+
+    def probe_ms(self, unseen: tuple[float, float]) -> float:
+        """The probe's own time in this call: what its hooks timed, and what they could not
+        (``unseen``: ns per forward hook call, ns per stopping-criteria call; :mod:`.calibrate`)."""
+        per_hook, per_step = unseen
+        forward_hooks = sum(1 for kind, _, _ in self.recorders[0].marks if kind in ("forward_start", "forward_end")) \
+            if self.recorders else 0
+        return (self.hook_ns + forward_hooks * per_hook + len(self.stops.steps) * per_step) / 1e6
 
 
 def _missing_media(r: Recorder, state: CallState, compiled: bool) -> str | None:
@@ -144,9 +157,9 @@ def _missing_media(r: Recorder, state: CallState, compiled: bool) -> str | None:
 
 
 def finish(r: Recorder, state: CallState, prompt_tokens: int, lengths: list[int], output: Any,
-           appended: int, compiled: bool) -> Measurement:
+           appended: int, compiled: bool, probe_ms: float) -> Measurement:
     """The measurement of one recorder's call (``lengths``: each returned row's output tokens,
-    ``appended``: tokens the call appended)."""
+    ``appended``: tokens the call appended, ``probe_ms``: the probe's own time in it)."""
     problem = _missing_media(r, state, compiled)
     if problem:
         raise UnsupportedGeneration(problem)
@@ -157,6 +170,6 @@ def finish(r: Recorder, state: CallState, prompt_tokens: int, lengths: list[int]
         resources.update(sensor.finish(prompt_tokens))
     kept = output if r.keep_output else sequences_tensor(output).detach().to("cpu")
     m = derive(events, prompt_tokens=prompt_tokens, output_tokens=lengths, timer=r.clock.name, output_ids=kept,
-               probe_ms=state.hook_ns / 1e6, resources=resources, decoding=state.decoding, generated_tokens=appended,
+               probe_ms=probe_ms, resources=resources, decoding=state.decoding, generated_tokens=appended,
                num_beams=state.beams)
     return dataclasses.replace(m, compiles=state.compiles) if state.compiles else m

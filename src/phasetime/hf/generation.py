@@ -229,6 +229,14 @@ def media_tokens_without_media(model: Any, kwargs: dict[str, Any]) -> str | None
     return None
 
 
+def ends_only_at_eos(model: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether every row of a call ends at its first EOS or at the length asked for (no stop
+    strings, custom stopping criteria or time limit): its output lengths can then be read from
+    the tokens, and its stopping criteria need not be watched at every step."""
+    return (not kwargs.get("stopping_criteria") and not option(model, kwargs, "stop_strings")
+            and option(model, kwargs, "max_time") is None)
+
+
 def compiled_graphs() -> int:
     """Graphs torch.compile has compiled in this process so far (0 when dynamo never loaded:
     importing it costs more than a call)."""

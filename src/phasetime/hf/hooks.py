@@ -26,6 +26,7 @@ so that a compiled forward calls them eagerly; each measures its own host time
 from __future__ import annotations
 
 import threading
+from time import perf_counter_ns
 from typing import Any, Callable, Hashable
 
 import torch
@@ -58,6 +59,8 @@ class ModelHooks:
         self.probes: list[Subscriber] = []
         self.installed = False
         self.patches = Patches()
+        self._forward: tuple[list[Any], bool] | None = None  # the forward hooks' handles, and whether guarded
+        self._guarded = (torch.compiler.disable(self._forward_pre), torch.compiler.disable(self._forward_post))
 
     @classmethod
     def existing(cls, model: torch.nn.Module) -> "ModelHooks | None":
@@ -125,14 +128,36 @@ class ModelHooks:
                 self.patches.patch(self.lm, "_get_stopping_criteria", self._wrap_criteria)
             if callable(getattr(self.lm, "_get_candidate_generator", None)):
                 self.patches.patch(self.lm, "_get_candidate_generator", self._wrap_candidates)
-            # Our pre-hooks go first and post-hooks last, so the timed span covers any other hooks.
-            self.patches.hook(self.lm.register_forward_pre_hook(self._forward_pre, with_kwargs=True, prepend=True))
-            self.patches.hook(self.lm.register_forward_hook(self._forward_post))
+            self.forward_hooks(guarded=True)
         except BaseException:
             self._uninstall()
             raise
 
+    def forward_hooks(self, guarded: bool) -> None:
+        """The hooks on the language model's forward, kept out of compiled graphs (``guarded``:
+        wrapped in ``torch.compiler.disable``, which costs ~2 us a hook) only when a call may run
+        compiled code around that forward. Our pre-hook goes first and our post-hook last, so the
+        timed span covers any other hooks."""
+        with self.lock:
+            if self._forward is not None and self._forward[1] == guarded:
+                return
+            self._remove_forward_hooks()
+            pre, post = self._guarded if guarded else (self._forward_pre, self._forward_post)
+            self._forward = ([self.lm.register_forward_pre_hook(pre, with_kwargs=True, prepend=True),
+                              self.lm.register_forward_hook(post)], guarded)
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the forward hooks are kept out of compiled graphs now."""
+        return self._forward is not None and self._forward[1]
+
+    def _remove_forward_hooks(self) -> None:
+        for handle in self._forward[0] if self._forward is not None else []:
+            handle.remove()
+        self._forward = None
+
     def _uninstall(self) -> None:
+        self._remove_forward_hooks()
         self.patches.undo_all()
         self.installed = False
         with _CREATE_LOCK:
@@ -213,7 +238,7 @@ class ModelHooks:
         def get_stopping_criteria(*args: Any, **kwargs: Any) -> Any:
             criteria = original(*args, **kwargs)
             state = self.call if self.installed else None
-            return criteria if state is None else state.stops.wrap(criteria)
+            return criteria if state is None or not state.record_stops else state.stops.wrap(criteria)
 
         return get_stopping_criteria
 
@@ -227,22 +252,38 @@ class ModelHooks:
 
         return get_candidate_generator
 
-    @torch.compiler.disable
+    # The two hooks run at every step: each times its whole body as the probe's own (their
+    # dispatch by torch is calibrated, .calibrate), and does nothing else it need not do.
     def _forward_pre(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        start = perf_counter_ns()
         state = getattr(self.local, "call", None)
         if state is None:
             return None
-        tokens = positions_fed(args, kwargs)
+        ids = kwargs.get("input_ids")
+        tokens = ids.shape[1] if ids is not None else positions_fed(args, kwargs)
         if tokens is None:
             raise UnsupportedGeneration("a forward received neither input_ids nor inputs_embeds")
-        state.mark("forward_start", tokens)
+        if state.quick is not None:  # recorders with nothing to do at a boundary but stamp it
+            for append, now in state.quick:
+                append(("forward_start", now(), tokens))
+        else:
+            for recorder in state.recorders:
+                recorder.mark("forward_start", tokens)
+        state.hook_ns += perf_counter_ns() - start
         return None
 
-    @torch.compiler.disable
     def _forward_post(self, module: Any, args: Any, output: Any) -> None:
+        start = perf_counter_ns()
         state = getattr(self.local, "call", None)
-        if state is not None:
-            state.mark("forward_end", output=output)
+        if state is None:
+            return None
+        if state.quick is not None:
+            for append, now in state.quick:
+                append(("forward_end", now(), None))
+        else:
+            for recorder in state.recorders:
+                recorder.mark("forward_end", None, output)
+        state.hook_ns += perf_counter_ns() - start
         return None
 
     def media_enter(self, key: Hashable) -> None:

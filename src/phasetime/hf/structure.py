@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from .generation import option
+
 INNER_LM_NAMES = ("language_model", "text_model", "text_decoder")
 
 
@@ -64,10 +66,8 @@ def forget_compiled(model: torch.nn.Module) -> int:
     from torch._C._dynamo.eval_frame import reset_code
 
     found = 0
-    for module in model.modules():
-        original = getattr(vars(module).get("forward"), "_torchdynamo_orig_callable", None)
-        code = getattr(getattr(original, "__func__", original), "__code__", None)
-        if code is not None and code not in _RETRACED:
+    for code in compiled_forwards(model):
+        if code not in _RETRACED:
             reset_code(code)
             _RETRACED.add(code)
             found += 1
@@ -75,3 +75,28 @@ def forget_compiled(model: torch.nn.Module) -> int:
 
 
 _RETRACED: set[Any] = set()
+
+
+def compiled_forwards(model: torch.nn.Module) -> list[Any]:
+    """The code objects of the model's forwards compiled with ``m.forward = torch.compile(m.forward)``."""
+    codes = []
+    for module in model.modules():
+        original = getattr(vars(module).get("forward"), "_torchdynamo_orig_callable", None)
+        code = getattr(getattr(original, "__func__", original), "__code__", None)
+        if code is not None:
+            codes.append(code)
+    return codes
+
+
+def may_run_compiled(model: torch.nn.Module, kwargs: dict[str, Any]) -> bool:
+    """Whether a generate() call may run compiled code around the language model's forward:
+    a forward in the model compiled by the user, or transformers compiling it for a static
+    cache (``cache_implementation``, a compileable cache passed in, a ``compile_config``)."""
+    if "torch._dynamo" not in sys.modules:
+        return False  # nothing was ever compiled in this process
+    if option(model, kwargs, "compile_config") is not None or option(model, kwargs, "cache_implementation") is not None:
+        return True
+    cache = kwargs.get("past_key_values", kwargs.get("cache"))
+    if cache is not None and getattr(cache, "is_compileable", False) and type(cache).__name__ != "DynamicCache":
+        return True
+    return bool(compiled_forwards(model))

@@ -17,10 +17,13 @@ import torch
 
 from ..core.errors import UnsupportedGeneration
 from . import media as _media
+from .calibrate import unseen_ns
 from .call import CallState, Recorder, finish
-from .generation import check_mode, compiled_graphs, decoding, eos_token_ids, media_inputs, media_tokens_without_media
+from .generation import check_mode, compiled_graphs, decoding, ends_only_at_eos, eos_token_ids, media_inputs
+from .generation import media_tokens_without_media
 from .generation import num_beams, prompt_length, returns_prompt, text_tensors
 from .outputs import count_output_tokens, sequences_tensor
+from .structure import may_run_compiled
 
 TargetKey = tuple[str, str]  # ("module" or "method", path in the model)
 
@@ -56,6 +59,14 @@ class Site(Protocol):
         """Hook these media targets (once; ``in_forward``: they may run inside a compiled forward)."""
         ...
 
+    def forward_hooks(self, guarded: bool) -> None:
+        """Keep the forward hooks out of compiled graphs (``guarded``), or not (cheaper)."""
+        ...
+
+    @property
+    def guarded(self) -> bool:
+        ...
+
 
 def run_call(site: Site, probes: list[Subscriber], original: Callable[..., Any], args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Any:
@@ -68,8 +79,10 @@ def run_call(site: Site, probes: list[Subscriber], original: Callable[..., Any],
     recorders = [p.recorder(prompt - cached, media, found) for p in probes]
     site.ensure([key for r in recorders for key in r.media],
                 in_forward=found is None or found.source != "dataflow" or any(f.in_forward for f in found.found))
+    site.forward_hooks(guarded=may_run_compiled(site.model, kwargs))
     state = CallState(recorders, media)
     state.decoding, state.beams = decoding(mode, kwargs, site.lm), num_beams(site.lm, kwargs)
+    state.record_stops = not ends_only_at_eos(site.lm, kwargs)
     output = _timed(site, state, original, args, kwargs)
     _measure(site, state, args, kwargs, output, prompt - cached)
     return output
@@ -143,9 +156,10 @@ def _measure(site: Site, state: CallState, args: tuple[Any, ...], kwargs: dict[s
     recorded = state.stops.lengths(new.shape[0], new.shape[1]) if state.decoding in ("greedy", "sample") else None
     lengths = recorded if recorded is not None else count_output_tokens(new, eos_token_ids(site.lm, kwargs))
     errors = []
+    probe_ms = state.probe_ms(unseen_ns(site.guarded))
     for r in state.recorders:
         try:
-            r.deliver(finish(r, state, prompt_tokens, lengths, output, int(new.shape[1]), compiled_graphs() > 0))
+            r.deliver(finish(r, state, prompt_tokens, lengths, output, int(new.shape[1]), compiled_graphs() > 0, probe_ms))
         except UnsupportedGeneration as exc:
             errors.append(exc)
     if errors:
