@@ -90,8 +90,10 @@ def test_min_new_tokens_defaults() -> None:
     scored = parse_experiment({"name": "a", "models": ["m"], "inputs": {"kind": "synthetic-vqa"}, "metric": "vqa",
                                "sweep": {"max_new_tokens": [5]}})
     assert expand(scored)[0].params["min_new_tokens"] == 0  # answers may stop at EOS
-    told = parse_experiment({"name": "t", "models": ["m"], "min_new_tokens": 9, "sweep": {"max_new_tokens": [5, 20]}})
-    assert [c.params["min_new_tokens"] for c in expand(told)] == [5, 9]
+    told = parse_experiment({"name": "t", "models": ["m"], "min_new_tokens": 4, "sweep": {"max_new_tokens": [5, 20]}})
+    assert [c.params["min_new_tokens"] for c in expand(told)] == [4, 4]
+    with pytest.raises(ExperimentError, match="min_new_tokens 9 is more than max_new_tokens 5"):
+        parse_experiment({"name": "t", "models": ["m"], "min_new_tokens": 9, "sweep": {"max_new_tokens": [5, 20]}})
 
 
 def test_quick_experiment_matches_the_cli_defaults() -> None:

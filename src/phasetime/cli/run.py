@@ -96,6 +96,8 @@ def cmd_run(
         raise RunError(f"--{next(iter(given)).replace('_', '-')} applies only without an experiment file")
     if "max_new_tokens" in given:
         given["max_new_tokens"] = parse_int_list(given["max_new_tokens"], "--max-new-tokens")
+    if "image" in given and "image_size" in given:
+        raise RunError("--image-size sizes the generated image: with --image it does nothing")
     overrides = {"threads": _threads(threads), "executor": executor, "address": address, "backend": backend, "order": order,
                  "resources": {k: True for k, on in (("memory", memory), ("cost", cost), ("energy", energy)) if on}}
     from ..experiments.running.conditions import apply_threads
@@ -155,8 +157,13 @@ def _report_run(result: "RunResult", name: str, quiet: bool) -> None:
             print_summary(summarize(read(result.out_dir)), f"{name}: {result.cells} cells")
         except StoreError:
             pass  # nothing stored yet (every cell failed, or interrupted in the first cell)
+    by_error: dict[str, list[int]] = {}
     for index, error in sorted(result.errors.items()):
-        consoles.err.print(f"cell {index} failed: {escape(error)}", highlight=False, soft_wrap=True)
+        by_error.setdefault(error, []).append(index)
+    for error, cells in by_error.items():  # cells that failed alike (a model that did not load): one line
+        which = f"cell {cells[0]}" if len(cells) == 1 else f"{len(cells)} cells ({', '.join(map(str, cells[:8]))}" + \
+            (", ...)" if len(cells) > 8 else ")")
+        consoles.err.print(f"{which} failed: {escape(error)}", highlight=False, soft_wrap=True)
     if result.warnings:
         consoles.err.print(f"[yellow]stability: {len(result.warnings)} warning(s)[/] (phasetime check "
                            f"{escape(str(result.out_dir))} judges them):", soft_wrap=True)

@@ -117,7 +117,7 @@ def _check_assisted(model: Any, kwargs: dict[str, Any]) -> None:
         raise UnsupportedGeneration("the target model as its own draft (assistant_model=model) is not supported: its "
                                     "draft generate() would run inside the timed one, on the same hooks")
     if draft is not None and model is not None:
-        mismatch = vocabulary_mismatch(model, draft)
+        mismatch = vocabulary_mismatch(text_vocabulary(model), text_vocabulary(draft))
         if mismatch:
             raise UnsupportedGeneration(mismatch)
     if draft is None and media_inputs(kwargs):
@@ -134,9 +134,9 @@ def text_vocabulary(model: Any) -> int | None:
     return size if isinstance(size, int) else None
 
 
-def vocabulary_mismatch(target: Any, draft: Any) -> str | None:
-    """Why ``draft`` cannot draft for ``target`` with its own tokenizer (None: it can)."""
-    a, b = text_vocabulary(target), text_vocabulary(draft)
+def vocabulary_mismatch(a: int | None, b: int | None) -> str | None:
+    """Why a draft of vocabulary ``b`` cannot draft for a target of vocabulary ``a`` with its own
+    tokenizer (None: it can, or a size is not known)."""
     if a is None or b is None or a == b:
         return None
     return (f"the draft's tokenizer does not match the target's (vocabularies of {b} and {a} tokens): phasetime times "

@@ -15,6 +15,7 @@ import re
 import socket
 import threading
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ import torch
 from ...core.errors import PhasetimeError, first_line
 from .tiny import BUILDERS, BUILTIN_POSITIONS
 
-__all__ = ["BUILTIN", "DEFAULT_MODEL", "DTYPES", "ModelLoadError", "check_name", "is_vision_language", "load", "max_positions",
-           "resolve_device", "resolve_dtype", "tokenizer_of"]
+__all__ = ["BUILTIN", "DEFAULT_MODEL", "DTYPES", "ModelLoadError", "Shape", "check_name", "is_vision_language", "load",
+           "max_positions", "resolve_device", "resolve_dtype", "shape", "tokenizer_of"]
 
 BUILTIN: dict[str, str] = {name: doc for name, (_, doc) in BUILDERS.items()}
 DEFAULT_MODEL = "tiny-llava"
@@ -199,24 +200,51 @@ def _probe_hub(endpoint: str, timeout_s: float) -> str | None:
     return f"{endpoint}: {outcome.get('error', f'no answer within {timeout_s:g} s')}"
 
 
+def _config(name_or_path: str, trust_remote_code: bool) -> Any:
+    """A hub or local model's config, or None where it cannot be read (the load says why, later)."""
+    try:
+        from transformers import AutoConfig
+
+        local = Path(name_or_path).expanduser()
+        return AutoConfig.from_pretrained(str(local) if local.is_dir() else name_or_path, trust_remote_code=trust_remote_code)
+    except Exception:  # an unreadable config fails the load later, with its own message
+        return None
+
+
 def max_positions(name_or_path: str, trust_remote_code: bool = False) -> int | None:
     """The positions the model's language model supports, from its config alone (None: unknown)."""
     if name_or_path in BUILDERS:
         return BUILTIN_POSITIONS
-    if _factory(name_or_path) is not None:
-        return None
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(str(Path(name_or_path).expanduser()) if Path(name_or_path).expanduser().is_dir()
-                                            else name_or_path, trust_remote_code=trust_remote_code)
-    except Exception:  # an unreadable config fails the load later, with its own message
-        return None
+    config = None if _factory(name_or_path) is not None else _config(name_or_path, trust_remote_code)
     for owner in (getattr(config, "text_config", None), config):
         value = getattr(owner, "max_position_embeddings", None)
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a run can know of a model before loading its weights (None: not known)."""
+
+    vocabulary: int | None  # the text config's vocabulary (what transformers compares for a draft)
+    takes_images: bool | None
+
+
+@functools.lru_cache(maxsize=64)
+def shape(name_or_path: str, trust_remote_code: bool = False) -> Shape:
+    """A model's :class:`Shape`: a built-in is built on the meta device (no memory, no time), a hub
+    or local model read from its config; a model you build yourself is not known."""
+    if name_or_path in BUILDERS:
+        with torch.device("meta"):
+            model, processor = BUILDERS[name_or_path][0]()
+        text = model.config.get_text_config()
+        return Shape(getattr(text, "vocab_size", None), is_vision_language(processor))
+    config = None if _factory(name_or_path) is not None else _config(name_or_path, trust_remote_code)
+    if config is None:
+        return Shape(None, None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return Shape(getattr(text, "vocab_size", None), any(hasattr(config, k) for k in ("vision_config", "visual")))
 
 
 def load(

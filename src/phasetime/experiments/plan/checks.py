@@ -16,7 +16,8 @@ from ..running.conditions import resolve_threads
 from ..data.datasets import BadSample, DatasetError, Sample, load_hf, load_llava, load_manifest, take
 from ..data.inputs import synthetic_image
 from .grid import Cell, batches, calls_per_cell, count_cells, expand
-from .spec import DatasetInputs, Experiment
+from .parts import DatasetInputs
+from .spec import Experiment
 from ..data.synthetic import synthetic_vqa
 
 
@@ -114,6 +115,42 @@ def decode_images(samples: list[Sample]) -> list[tuple[Sample, str]]:
     return bad
 
 
+def _check_decoding(experiment: Experiment, samples: list[Sample]) -> None:
+    """What a model cannot do with a way of decoding, found from its config (before any load):
+    a draft with another tokenizer, prompt lookup over a prompt with images."""
+    from ...hf.generation import vocabulary_mismatch
+
+    with_images = any(s.images for s in samples)
+    for i, spec in enumerate(experiment.models):
+        shape = models.shape(spec.name, spec.trust_remote_code)
+        for j, options in enumerate(experiment.sweep.generation):
+            where = f"sweep.generation[{j}]"
+            if options.get("draft") is not None:
+                mismatch = vocabulary_mismatch(shape.vocabulary, models.shape(options["draft"]).vocabulary)
+                if mismatch:
+                    raise RunError(f"{where}.draft {options['draft']!r} with models[{i}] {spec.name!r}: {mismatch}")
+            if options.get("prompt_lookup_num_tokens") and with_images and shape.takes_images:
+                raise RunError(f"{where}: prompt lookup on models[{i}] {spec.name!r} with images is not supported: its "
+                               "candidates copy the prompt's image placeholder tokens, which the model then cannot "
+                               "match to image features (use a draft model, or a text prompt: inputs.images: 0)")
+
+
+def _check_backend(experiment: Experiment) -> None:
+    """The engine must be there, and able to load each built-in asked of it."""
+    if experiment.backend != "vllm":
+        return
+    from ...vllm.engine import unavailable
+    from ..models.tiny import VLLM_BUILTINS
+
+    missing = unavailable()
+    if missing:
+        raise RunError(missing)
+    for i, spec in enumerate(experiment.models):
+        if spec.name in models.BUILTIN and spec.name not in VLLM_BUILTINS:
+            raise RunError(f"models[{i}]: the built-in {spec.name!r} does not load in vLLM (the built-ins it runs: "
+                           f"{', '.join(sorted(VLLM_BUILTINS))})")
+
+
 def _check_models(experiment: Experiment, cells: list[Cell]) -> Any:
     longest = max(experiment.sweep.max_new_tokens)
     device = None
@@ -154,7 +191,9 @@ def prepare(experiment: Experiment, *, skip_bad_samples: bool = False, nvtx: boo
             _Nvtx()
         except PhasetimeError as exc:
             raise RunError(f"--nvtx: {exc}") from None
+    _check_backend(experiment)
     samples = load_samples(experiment)
+    _check_decoding(experiment, samples)
     bad = decode_images(samples)
     if bad and not isinstance(experiment.inputs, DatasetInputs):
         raise RunError(f"inputs.image: {bad[0][1]}")

@@ -16,7 +16,8 @@ from typing import Any
 
 from ...results.content import CALL_ID_STRIDE
 from ..data.datasets import Sample
-from .spec import DatasetInputs, Experiment, ModelSpec
+from .parts import DatasetInputs, ModelSpec
+from .spec import Experiment
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,18 @@ _STR = {"cache_implementation", "num_assistant_tokens_schedule"}
 _INT_OR_INTS = {"eos_token_id", "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens"}
 _STR_OR_STRS = {"stop_strings"}
 _FORBIDDEN = {"transformers_version", "is_assistant", "generation_kwargs"}
+# Options that do nothing without another: (the options, what they need, its test on the options)
+_DEPENDENT = (
+    (("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold",
+      "assistant_lookbehind", "target_lookbehind"), "a draft model (draft: MODEL, --draft)",
+     lambda o: o.get("draft") is not None),
+    (("max_matching_ngram_size",), "prompt lookup (prompt_lookup_num_tokens, --prompt-lookup)",
+     lambda o: bool(o.get("prompt_lookup_num_tokens"))),
+    (("num_beam_groups", "length_penalty", "early_stopping", "diversity_penalty"), "a beam search (num_beams > 1)",
+     lambda o: (o.get("num_beams") or 1) > 1),
+    (("temperature", "top_p", "top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"),
+     "sampling (do_sample: true)", lambda o: o.get("do_sample") is True),
+)
 # Values above these are surely typos (and would allocate or loop for ever).
 _INT_LIMIT = 1_000_000
 # Ranges transformers checks only when generate() runs (a failed cell, not an error up front).
@@ -106,6 +118,10 @@ def check_generation(options: dict[str, Any]) -> dict[str, Any]:
         problem = _type_problem(key, value) or _range_problem(key, value)
         if problem:
             raise ValueError(f"{key}={value!r} {problem}")
+    for keys, needs, present in _DEPENDENT:
+        idle = [k for k in keys if k in options]
+        if idle and not present(options):
+            raise ValueError(f"{idle[0]}={options[idle[0]]!r} does nothing without {needs}")
     try:
         check_mode(None, {**generate, "assistant_model": draft} if draft is not None else generate)
     except UnsupportedGeneration as exc:

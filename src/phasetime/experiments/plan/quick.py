@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..models import DEFAULT_MODEL
-from .spec import DEFAULT_PROMPT, Experiment, parse_experiment
+from .parts import DEFAULT_PROMPT
+from .spec import Experiment, parse_experiment
 
 
 def quick_experiment(
@@ -44,7 +45,8 @@ def quick_experiment(
     data = {
         "name": "run",
         "models": [{"name": model, "dtype": dtype, "device": device}],
-        "inputs": {"kind": "synthetic", "prompt": prompt, "image": image, "image_size": image_size},
+        "inputs": {"kind": "synthetic", "prompt": prompt, "image": image,
+                   **({"image_size": image_size} if image is None else {})},
         "sweep": {"max_new_tokens": list(max_new_tokens), "batch_size": [batch_size], "method": [method],
                   "generation": [generation]},
         "min_new_tokens": "max" if min_new_tokens is None else min_new_tokens,
@@ -52,7 +54,7 @@ def quick_experiment(
         "warmup": warmup,
         "seed": seed,
         "threads": threads,
-        "executor": {"kind": executor, "address": address},
+        "executor": {"kind": executor, **({"address": address} if address is not None else {})},
         "resources": {"memory": memory, "cost": cost, "energy": energy},
         "backend": backend,
         "order": order,

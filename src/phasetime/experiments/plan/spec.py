@@ -17,103 +17,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ...core.errors import PhasetimeError
-from ..data.datasets import HF_COLUMNS
-from .options import check_attention, check_backend, check_decoding, check_engine_args, check_device, check_generation, check_text
-from ..data.scoring import METRICS
+from .options import check_attention, check_backend, check_decoding, check_engine_args, check_generation
+from .parts import (MAX_SEED, MAX_SIDE, MAX_TOKENS, DatasetInputs, Dtype, ExecutorSpec, MethodName, MetricName, ModelSpec,
+                    PromptSpec, ResourcesSpec, Side, SyntheticInputs, Text, Tokens, _Strict)
 from .yaml_keys import UniqueKeyLoader
-
-DEFAULT_PROMPT = "Describe this image in detail."
-DTYPE_NAMES = ("float32", "float16", "bfloat16")
-MAX_TOKENS = 1_000_000
-MAX_SIDE = 8192  # an 8192 x 8192 RGB image is 200 MB
-MAX_IMAGES = 64
-MAX_SEED = 2**32 - 1
-
-PositiveInt = Annotated[int, Field(ge=1)]
-Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
-Side = Annotated[int, Field(ge=1, le=MAX_SIDE)]
-Text = Annotated[str, Field(max_length=4096)]
-Dtype = Literal["auto", "float32", "float16", "bfloat16"]
-MethodName = Literal["direct", "subtract", "both"]
-MetricName = Literal["vqa", "exact_match", "anls", "relaxed", "multiple_choice", "yes_no"]
-assert set(METRICS) == set(MetricName.__args__)  # type: ignore[attr-defined]
-
 
 class ExperimentError(PhasetimeError, ValueError):
     """An experiment file that cannot be used; the message lists every problem with its path."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @field_validator("*", mode="after")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            check_text(value)
-        return value
-
-
-class ModelSpec(_Strict):
-    """One model: a built-in name, a hub id or a local directory."""
-
-    name: Text = Field(min_length=1)
-    dtype: Dtype = "auto"
-    device: str = "auto"
-    attn_implementation: str | None = None
-    trust_remote_code: bool = False
-    vision: list[Text] | None = None  # module or method paths overriding the vision-encoder lookup
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        return check_device(value)
-
-    @field_validator("attn_implementation")
-    @classmethod
-    def _attention(cls, value: str | None) -> str | None:
-        return check_attention(value)
-
-
-class SyntheticInputs(_Strict):
-    """One prompt, with a generated image (or a given one), repeated as the batch needs."""
-
-    kind: Literal["synthetic"] = "synthetic"
-    prompt: Text = DEFAULT_PROMPT
-    image: Text | None = None
-    image_size: Side = 336
-    images: int = Field(default=1, ge=0, le=MAX_IMAGES)  # images per prompt on a VLM (0: text only)
-
-
-class DatasetInputs(_Strict):
-    """A data set: a manifest, LLaVA eval questions, a Hugging Face data set on disk, or synthetic VQA."""
-
-    kind: Literal["manifest", "llava", "hf", "synthetic-vqa"]
-    path: Text | None = None
-    answers: Text | None = None  # llava: the answers file
-    image_folder: Text | None = None  # llava: where images live (default: beside the questions)
-    split: Text | None = None  # hf
-    columns: dict[str, Text] = Field(default_factory=dict)  # hf: phasetime field -> column
-    limit: Annotated[int, Field(ge=1, le=10**9)] | None = None
-    samples: Annotated[int, Field(ge=1, le=100_000)] = 20  # synthetic-vqa
-    multiple_choice: bool = False  # synthetic-vqa
-    image_size: Annotated[int, Field(ge=8, le=MAX_SIDE)] = 224  # synthetic-vqa: drawing size
-
-    @model_validator(mode="after")
-    def _path_needed(self) -> "DatasetInputs":
-        if self.kind != "synthetic-vqa" and not self.path:
-            raise ValueError(f"a {self.kind!r} data set needs a path")
-        unknown = set(self.columns) - set(HF_COLUMNS)
-        if unknown:
-            raise ValueError(f"columns: unknown field(s) {sorted(unknown)}")
-        return self
-
-
-class PromptSpec(_Strict):
-    """Text around each question; the processor's chat template wraps the result."""
-
-    pre: Text = ""
-    post: Text = ""
 
 
 class Sweep(_Strict):
@@ -148,25 +58,6 @@ class Sweep(_Strict):
         if self.max_pixels and self.max_visual_tokens:
             raise ValueError("sweep either max_pixels or max_visual_tokens, not both")
         return self
-
-
-class ExecutorSpec(_Strict):
-    """Where cells run: this process (``local``) or a Ray cluster (``ray``)."""
-
-    kind: Literal["local", "ray"] = "local"
-    address: Text | None = None  # ray: an existing cluster ("auto", "ray://host:10001"); None starts one
-    workers: Annotated[int, Field(ge=1, le=4096)] | None = None  # ray: default one per GPU, else one per CPU
-    gpus_per_worker: Annotated[float, Field(ge=0, le=64)] | None = None  # default 1 on a cluster with GPUs
-    cpus_per_worker: Annotated[float, Field(ge=0, le=1024)] = 1.0
-    retries: Annotated[int, Field(ge=0, le=10)] = 1  # a cell whose worker died runs again this often
-
-
-class ResourcesSpec(_Strict):
-    """What the probe records beside time (docs/metrics.md, "Resources")."""
-
-    memory: bool = False  # peak memory per phase, KV cache, weights by part
-    cost: bool = False  # FLOPs (in a replay) and bytes per phase, against the device's roof
-    energy: bool = False  # GPU energy per phase (NVML; synchronises at phase boundaries)
 
 
 # More warm-up calls than this per cell is a typo, not a warm-up: the first few calls are the slow ones.
@@ -233,6 +124,14 @@ class Experiment(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _lengths_fit(self) -> "Experiment":
+        shortest = min(self.sweep.max_new_tokens)
+        if isinstance(self.min_new_tokens, int) and self.min_new_tokens > shortest:
+            raise ValueError(f"min_new_tokens {self.min_new_tokens} is more than max_new_tokens {shortest}: that cell "
+                             "would end at max_new_tokens")
+        return self
+
+    @model_validator(mode="after")
     def _metric_needs_answers(self) -> "Experiment":
         if self.metric is not None and self.inputs.kind == "synthetic":
             raise ValueError("a metric needs a data set with answers (inputs.kind: manifest, llava, hf or synthetic-vqa)")
@@ -250,7 +149,8 @@ _BRANCHES = ("synthetic", "manifest", "llava", "hf", "synthetic-vqa")
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: {exc.error_count()} problem(s)"]
+    """Every problem on its line, under a count; a single problem is one line."""
+    problems = []
     for err in exc.errors():
         path = ""
         for part in err["loc"]:
@@ -263,8 +163,11 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"  {path or '(top level)'}: {message}")
-    return "\n".join(lines)
+        problems.append((path, message))
+    if len(problems) == 1:
+        path, message = problems[0]
+        return f"{source}: {path + ': ' if path else ''}{message}"
+    return "\n".join([f"{source}: {len(problems)} problem(s)"] + [f"  {p or '(top level)'}: {m}" for p, m in problems])
 
 
 def parse_experiment(data: Any, source: str = "experiment") -> Experiment:

@@ -26,7 +26,7 @@ from ...core.errors import PhasetimeError
 from .worker import CellOutcome
 from .executors import Events
 from ..plan.grid import CellTask
-from ..plan.spec import ExecutorSpec
+from ..plan.parts import ExecutorSpec
 
 
 class RayUnavailable(PhasetimeError):

@@ -35,7 +35,8 @@ from .conditions import apply_threads, environment, snapshot
 from .worker import CellOutcome
 from .executors import Events, Executor, LocalExecutor
 from ..plan.grid import Cell, RunOptions, calls_per_cell, batches, tasks
-from ..plan.spec import Experiment, ExecutorSpec, parse_experiment
+from ..plan.parts import ExecutorSpec
+from ..plan.spec import Experiment, parse_experiment
 from ..plan.checks import Prepared, RunError, prepare
 
 ProgressFn = Callable[[str, dict[str, Any]], None]

