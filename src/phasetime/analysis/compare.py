@@ -37,11 +37,15 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
     if not {"direct", "subtract"} <= methods:
         raise UsageError(f"--methods needs a run with both methods (--method both); this one has {sorted(methods)}")
     method = strings(table, "method")
-    n = floats(table, "output_tokens")
-    decode, other = floats(table, "decode_ms"), floats(table, "other_ms")
     keys = [c for c in PARAM_COLUMNS if c in table.column_names and c != "method"]
     cells = group_indices(table, keys)
+    correlation = [entry for m in ("direct", "subtract") for entry in _length_effects(table.filter(pa.array(method == m)), m)]
+    return {"phases": _phase_medians(table, method, cells), "zero_decode": _zero_decode(table, method),
+            "correlation": correlation, "spread": _spread(table, method, cells)}
 
+
+def _phase_medians(table: pa.Table, method: np.ndarray, cells: dict[Any, np.ndarray]) -> list[dict[str, Any]]:
+    """Per phase: each method's median, and the median over cells of subtract - direct."""
     phases = []
     for phase in COMPARED_PHASES:
         values = floats(table, phase)
@@ -58,7 +62,12 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
             "median_difference": median(diffs),
             "cells": len(diffs),
         })
+    return phases
 
+
+def _zero_decode(table: pa.Table, method: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per method, over calls with N >= 2: the share with decode <= 0, and negative before the clamp."""
+    n, decode, other = floats(table, "output_tokens"), floats(table, "decode_ms"), floats(table, "other_ms")
     zero = {}
     for m in ("direct", "subtract"):
         # Zero decode is a failure only where a decode exists: N = 1 has none (its one token
@@ -71,23 +80,21 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
             # decode + other is total - vision - prefill: negative exactly where the clamp hid it
             "negative_before_clamp_share": float(((decode + other)[sel] < 0).mean()) if total else None,
         }
+    return zero
 
-    correlation = [entry for m in ("direct", "subtract") for entry in _length_effects(table.filter(pa.array(method == m)), m)]
 
+def _spread(table: pa.Table, method: np.ndarray, cells: dict[Any, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per method: the median over cells of the CV between calls of decode_ms and of the per-token latency."""
+    decode, tpot, calls = floats(table, "decode_ms"), floats(table, "tpot_ms"), call_ids(table)
     spread = {}
-    tpot = floats(table, "tpot_ms")
-    calls = call_ids(table)
     for m in ("direct", "subtract"):
         cvs_decode, cvs_token = [], []
         for idx in cells.values():
             sel = idx[method[idx] == m]  # unit: the call
             cvs_decode.append(cv(call_means(decode[sel], calls[sel])))
             cvs_token.append(cv(call_means(tpot[sel], calls[sel])))
-        spread[m] = {
-            "decode_cv_median": median(cvs_decode),
-            "tpot_cv_median": median(cvs_token),
-        }
-    return {"phases": phases, "zero_decode": zero, "correlation": correlation, "spread": spread}
+        spread[m] = {"decode_cv_median": median(cvs_decode), "tpot_cv_median": median(cvs_token)}
+    return spread
 
 
 def _length_effects(rows: pa.Table, method: str) -> list[dict[str, Any]]:
@@ -186,37 +193,50 @@ def compare_runs(
     if not common:
         raise UsageError(f"no configuration cell appears in both runs (matched on {', '.join(keys) or 'nothing'})")
     varying = [k for k in range(len(keys)) if len({c[k] for c in common}) > 1]
-    values_a = {phase: floats(a, phase) for phase in COMPARED_PHASES}
-    values_b = {phase: floats(b, phase) for phase in COMPARED_PHASES}
-    calls_a, calls_b = call_ids(a), call_ids(b)
+    # within a cell the unit is the call: a batch's rows are one call (their mean)
+    per_call_a = {phase: (floats(a, phase), call_ids(a)) for phase in COMPARED_PHASES}
+    per_call_b = {phase: (floats(b, phase), call_ids(b)) for phase in COMPARED_PHASES}
     rng = np.random.default_rng(seed)
     results = []
     for cell in common:
         label = ", ".join(f"{keys[k]}={cell[k]}" for k in varying) or "all"
         ia, ib = groups_a[cell], groups_b[cell]
         for phase in COMPARED_PHASES:
-            # within a cell the unit is the call: a batch's rows are one call (their mean)
-            x = call_means(values_a[phase][ia], calls_a[ia])
-            y = call_means(values_b[phase][ib], calls_b[ib])
-            x, y = x[np.isfinite(x)], y[np.isfinite(y)]
-            if x.size == 0 or y.size == 0:
-                continue
-            ratio = _ratio(x, y)
-            ci = _ratio_ci(x, y, n_boot, rng) if ratio is not None else None
-            p = mann_whitney_u(x, y)[1] if x.size > 1 and y.size > 1 else None
-            if ratio is None or ci is None or p is None:
-                verdict = "-"
-            elif p < alpha and (ci[1] < 1 or ci[0] > 1):
-                verdict = "faster" if ratio < 1 else "slower"
-            else:
-                verdict = "not significant"
-            results.append(PhaseComparison(label, phase, median(x), median(y), ratio, ci, p, verdict))
+            (va, ca), (vb, cb) = per_call_a[phase], per_call_b[phase]
+            found = _compare_cell(label, phase, call_means(va[ia], ca[ia]), call_means(vb[ib], cb[ib]), alpha,
+                                  n_boot, rng)
+            if found is not None:
+                results.append(found)
+    return keys, results + _geometric_means(results)
+
+
+def _compare_cell(label: str, phase: str, x: np.ndarray, y: np.ndarray, alpha: float, n_boot: int,
+                  rng: np.random.Generator) -> PhaseComparison | None:
+    """One cell's phase, run A's calls ``x`` against run B's ``y`` (None: a run has none)."""
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if x.size == 0 or y.size == 0:
+        return None
+    ratio = _ratio(x, y)
+    ci = _ratio_ci(x, y, n_boot, rng) if ratio is not None else None
+    p = mann_whitney_u(x, y)[1] if x.size > 1 and y.size > 1 else None
+    if ratio is None or ci is None or p is None:
+        verdict = "-"
+    elif p < alpha and (ci[1] < 1 or ci[0] > 1):
+        verdict = "faster" if ratio < 1 else "slower"
+    else:
+        verdict = "not significant"
+    return PhaseComparison(label, phase, median(x), median(y), ratio, ci, p, verdict)
+
+
+def _geometric_means(results: list[PhaseComparison]) -> list[PhaseComparison]:
+    """Each phase over the matched cells: the geometric mean ratio and its interval (unit: the cell)."""
+    out = []
     for phase in COMPARED_PHASES:
         ratios = [r.ratio for r in results if r.phase == phase and r.ratio is not None and r.ratio > 0]
         if ratios:
-            results.append(PhaseComparison("geometric mean", phase, None, None, geometric_mean(ratios),
-                                           _over_cells(ratios), None, f"over {len(ratios)} cells (unit: cell)"))
-    return keys, results
+            out.append(PhaseComparison("geometric mean", phase, None, None, geometric_mean(ratios),
+                                       _over_cells(ratios), None, f"over {len(ratios)} cells (unit: cell)"))
+    return out
 
 
 def _over_cells(ratios: list[float], level: float = 0.95) -> tuple[float, float] | None:

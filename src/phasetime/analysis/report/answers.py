@@ -145,21 +145,9 @@ def length_figure(summary: list[CellSummary], effects: dict[str, list[LengthEffe
     for (model, method), ax in zip(panels, axes):
         members = [c for c in cells if c.get("model") == model and c.get("method", "direct") == method]
         for i, (key, group) in enumerate(split(members, keys).items()):
-            group = sorted(group, key=lambda c: c.get("max_new_tokens"))
-            x = [c.get("max_new_tokens") for c in group]
-            label = name(keys, key) if keys else "all"
             found = _match(effects.get(method, []), {"model": model, **dict(zip(keys, key))})
-            size = "" if found is None or found.change is None else f" ({100 * found.change:+.1f}% of the mean over N)"
-            visible: Any = True if i < SHOWN_SERIES else "legendonly"
-            group_id = f"{model}|{method}|{label}"
-            data += [{**t, "visible": visible} for t in band(x, [c.phases["tpot_ms"].q1 for c in group],
-                                                             [c.phases["tpot_ms"].q3 for c in group],
-                                                             translucent(color(i)), label, ax, group_id)]
-            data.append({"type": "scatter", "mode": "lines+markers", "x": x, "y": [c.median("tpot_ms") for c in group],
-                         "xaxis": ax[0], "yaxis": ax[1], "name": f"{METHOD_TITLES[method].split(':')[0]}, {label}{size}",
-                         "legendgroup": group_id, "visible": visible, "line": {"color": color(i),
-                                                                               "dash": "dash" if method == "subtract" else "solid"},
-                         "hovertemplate": "N=%{x}<br>median %{y:.3f} ms per token<extra>" + label + "</extra>"})
+            data += _length_series(sorted(group, key=lambda c: c.get("max_new_tokens")), i, model, method,
+                                   name(keys, key) if keys else "all", found, ax)
         layout[f"xaxis{ax[0][1:]}"].update(axis_for([c.get("max_new_tokens") for c in members], "output tokens N"))
         first_y = axes[panels.index((model, methods[0]))][1]
         layout[f"yaxis{ax[1][1:]}"].update({"title": {"text": "ms per output token"}, "rangemode": "tozero"})
@@ -172,6 +160,24 @@ def length_figure(summary: list[CellSummary], effects: dict[str, list[LengthEffe
                 "yref": f"{ax[1]} domain", "x": 0.98, "y": 0.04, "xanchor": "right", "showarrow": False,
                 "font": {"size": 11, "color": "#cf222e"}})
     return figure(data, layout, height=330 * rows + 110)
+
+
+def _length_series(group: list[CellSummary], i: int, model: Any, method: str, label: str,
+                   found: LengthEffect | None, ax: tuple[str, str]) -> list[dict[str, Any]]:
+    """One configuration's line over N, with its interquartile band and its length effect in the legend."""
+    x = [c.get("max_new_tokens") for c in group]
+    size = "" if found is None or found.change is None else f" ({100 * found.change:+.1f}% of the mean over N)"
+    visible: Any = True if i < SHOWN_SERIES else "legendonly"
+    group_id = f"{model}|{method}|{label}"
+    traces = [{**t, "visible": visible} for t in band(x, [c.phases["tpot_ms"].q1 for c in group],
+                                                     [c.phases["tpot_ms"].q3 for c in group],
+                                                     translucent(color(i)), label, ax, group_id)]
+    traces.append({"type": "scatter", "mode": "lines+markers", "x": x, "y": [c.median("tpot_ms") for c in group],
+                   "xaxis": ax[0], "yaxis": ax[1], "name": f"{METHOD_TITLES[method].split(':')[0]}, {label}{size}",
+                   "legendgroup": group_id, "visible": visible,
+                   "line": {"color": color(i), "dash": "dash" if method == "subtract" else "solid"},
+                   "hovertemplate": "N=%{x}<br>median %{y:.3f} ms per token<extra>" + label + "</extra>"})
+    return traces
 
 
 def _match(effects: list[LengthEffect], wanted: dict[str, Any]) -> LengthEffect | None:
