@@ -407,3 +407,17 @@ def test_the_cli_runs_a_draft_prompt_lookup_and_beams(tmp_path: Any) -> None:
         from phasetime.results import read
 
         assert set(read(out).column("decoding").to_pylist()) == {mode}
+
+
+def test_beams_given_through_a_generation_config_are_read_as_beams() -> None:
+    """One reader of generation options (the call's keyword, else its generation_config, else the
+    model's): 0.3 read num_beams = 1 here and timed the search as one token per step."""
+    import copy
+
+    model, _ = load_tiny("tiny-llama")
+    config = copy.deepcopy(model.generation_config)
+    config.update(num_beams=3, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    m = phasetime.measure(model, tiny_inputs("tiny-llama"), generation_config=config)
+    assert (m.decoding, m.num_beams, m.output_tokens) == ("beam_search", 3, 4)
+    plain = model.generate(**tiny_inputs("tiny-llama"), generation_config=config)
+    assert torch.equal(m.output_ids, plain)

@@ -303,9 +303,11 @@ def test_inspect_every_builtin(name: str) -> None:
 
     result = run_cli("inspect", name, "--device", "cpu")
     assert result.exit_code == 0, result
-    assert "vision is timed as:" in result.stdout and "decode: 3 forwards for 4 tokens (N - 1)" in result.stdout
+    assert "media timed" in result.stdout and "decode: 3 forwards for 4 tokens (N - 1)" in result.stdout
     if name not in TEXT_BUILTINS:
         assert "vision ran: no vision ran" not in result.stdout and "warning: the model takes images" not in result.stdout
+        assert "(encoder, by dataflow): reads pixel_values" in result.stdout  # found by the data, not a name
+        assert "language model (what runs at every decode step): " in result.stdout
 
 
 def test_inspect_a_local_directory_and_a_model_it_cannot_time(tmp_path) -> None:
@@ -315,7 +317,7 @@ def test_inspect_a_local_directory_and_a_model_it_cannot_time(tmp_path) -> None:
     model.save_pretrained(tmp_path / "m")
     processor.save_pretrained(tmp_path / "m")
     result = run_cli("inspect", tmp_path / "m", "--device", "cpu")
-    assert result.exit_code == 0 and "model.vision_tower (encoder, found by dataflow: reads pixel_values)" in result.stdout, result
+    assert result.exit_code == 0 and "vision: model.vision_tower (encoder, by dataflow): reads pixel_values" in result.stdout, result
 
 
 def tiny_janus() -> Any:

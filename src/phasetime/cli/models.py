@@ -30,13 +30,14 @@ def cmd_inspect(
     image: Annotated[Optional[str], typer.Option(help="Image file for the call (default: a generated one).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto, float32, float16 or bfloat16.")] = "auto",
-    vision: Annotated[Optional[list[str]], typer.Option(help="Module or method path to time as vision (repeatable).")] = None,
+    vision: Annotated[Optional[list[str]], typer.Option(help="Module or method path to time as vision (repeatable); found by following the data otherwise.")] = None,
+    audio: Annotated[Optional[list[str]], typer.Option(help="Module or method path to time as audio (repeatable).")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow the model's own code.")] = False,
 ) -> None:
-    """Time one short call and show what phasetime times as vision, prefill and decode in MODEL."""
+    """Time one short call and show what phasetime times as media, prefill and decode in MODEL, and why."""
     from ..experiments.models.inspection import inspect_model
 
-    found = inspect_model(model, image=image, device=device, dtype=dtype, vision=vision,
+    found = inspect_model(model, image=image, device=device, dtype=dtype, vision=vision, audio=audio,
                           trust_remote_code=trust_remote_code)
     out = consoles.out
     out.print(f"[bold]{escape(found.model)}[/]: {found.model_class}, {found.parameters:,} parameters, "
@@ -45,8 +46,16 @@ def cmd_inspect(
               highlight=False)
     if found.own_generate:
         out.print(f"own generate(): {escape(found.own_generate)}", highlight=False, soft_wrap=True)
-    timed = ", ".join(found.vision) if found.takes_images else "nothing (the model takes no images)"
-    out.print("vision is timed as: " + escape(timed), highlight=False, soft_wrap=True)
+    if not found.media:
+        out.print("media timed: nothing" + (" (the model takes no images)" if not found.takes_images else ""),
+                  highlight=False)
+    else:
+        out.print("media timed (each module's outermost calls), and how each was found:", highlight=False)
+        for medium, path, how, why in found.media:
+            out.print(f"  {medium}: {escape(path)} ({escape(how)}): {escape(why)}", highlight=False, soft_wrap=True)
+    if found.language:
+        out.print("language model (what runs at every decode step): " + escape(", ".join(found.language)),
+                  highlight=False, soft_wrap=True)
     m = found.measurement
     if m is not None:
         out.print(f"vision ran: {escape(found.vision_placement)} ({m.vision_calls} call(s), {m.vision_ms:.2f} ms)",

@@ -171,14 +171,19 @@ class Probe:
         return Recorder(clock, prompt_tokens, keys, expected=expected, sensors=self.sensors, nvtx=self.nvtx,
                         keep_output=self.keep_output, deliver=self.measurements.append)
 
-    def describe_media(self) -> list[str]:
-        """What this probe times as media, in words, with how each was found (``phasetime inspect``)."""
-        lines = [f"{medium}: {', '.join(paths) or 'nothing (' + medium + '=[])'} (named)"
-                 for medium, paths in self.named.items() if paths is not None]
+    def describe_media(self) -> list[tuple[str, str, str, str]]:
+        """What this probe times as media: (medium, module or method path, how it was found, why),
+        for ``phasetime inspect``: the paths the user named, and the media maps made so far."""
+        rows = [(medium, path, "named", "given by the user") for medium, paths in self.named.items()
+                for path in paths or []]
+        rows += [(medium, "nothing", "named", f"{medium}=[]") for medium, paths in self.named.items() if paths == []]
         for found in _media.maps(self.target):
-            for item in found.found:
+            for item in sorted(found.found, key=lambda f: (f.role != "encoder", f.path)):
                 if self.named[item.phase] is None:
-                    lines.append(f"{item.phase}: {item.path} ({item.role}, found by {item.how}: {item.why})")
-            if found.reason:
-                lines.append(f"(by names because {found.reason})")
-        return lines or ["nothing found yet (no call with media)"]
+                    how = f"{item.role}, by {item.how}" + (" (names: " + found.reason + ")" if found.reason else "")
+                    rows.append((item.phase, item.path, how, item.why))
+        return rows
+
+    def language_model(self) -> list[str]:
+        """The language model the media maps found: what runs at every decode step."""
+        return sorted({path for found in _media.maps(self.target) for path in found.language})

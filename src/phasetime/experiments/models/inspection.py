@@ -31,7 +31,8 @@ class Inspection:
     device: str
     dtype: str
     takes_images: bool
-    vision: list[str]
+    media: list[tuple[str, str, str, str]]  # (medium, path, how found, why)
+    language: list[str]  # the language model's outermost modules (what runs at every decode step)
     generation_mode: str
     own_generate: str | None
     measurement: Measurement | None
@@ -55,7 +56,8 @@ def _placement(m: Measurement) -> str:
 
 
 def inspect_model(name: str, *, image: str | None = None, device: str = "auto", dtype: str = "auto",
-                  max_new_tokens: int = 4, trust_remote_code: bool = False, vision: list[str] | None = None) -> Inspection:
+                  max_new_tokens: int = 4, trust_remote_code: bool = False, vision: list[str] | None = None,
+                  audio: list[str] | None = None) -> Inspection:
     """Load ``name`` and time one short call; see the module docstring."""
     models.check_name(name)
     model, processor = models.load(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -77,17 +79,17 @@ def inspect_model(name: str, *, image: str | None = None, device: str = "auto", 
         raise UsageError(f"the processor of {name!r} could not build a prompt{' with an image' if pictures else ''}: "
                          f"{first_line(exc, 200)}") from None
     kwargs = {"max_new_tokens": max_new_tokens, "min_new_tokens": max_new_tokens}
-    probe = Probe(model, vision=vision)
+    probe = Probe(model, vision=vision, audio=audio)
     result = Inspection(model=name, model_class=type(target).__name__, parameters=sum(p.numel() for p in target.parameters()),
                         device=str(first.device), dtype=str(first.dtype).removeprefix("torch."), takes_images=takes_images,
-                        vision=[], generation_mode=check_mode(target, kwargs), own_generate=own, measurement=None,
+                        media=[], language=[], generation_mode=check_mode(target, kwargs), own_generate=own, measurement=None,
                         vision_placement="")
     try:
         with probe:
             model.generate(**inputs, **kwargs)
     except UnsupportedGeneration as exc:
         result.error = str(exc)
-    result.vision = probe.describe_media()
+    result.media, result.language = probe.describe_media(), probe.language_model()
     if probe.measurements:
         m = result.measurement = probe.measurements[-1]
         result.vision_placement = _placement(m)
