@@ -175,3 +175,18 @@ def test_a_rescued_encoder_is_timed_the_same_after_the_model_is_compiled() -> No
                                               min_new_tokens=3))
     assert [m.vision_ms for m in measured] == [V, V, V] and all(m.prefill_ms == P for m in measured)
     assert measured[0].compiles > 0 and measured[2].compiles == 0  # traced again once, then reused
+
+
+def test_audio_is_its_own_column_and_never_other() -> None:
+    """An audio encoder's time goes to audio_ms (0.3 refused the call: its encoder would have
+    been billed to prefill); other_ms holds no encoder."""
+    from phasetime.results.rows import measurement_rows, rows_to_table
+
+    model, inputs, _ = zoo.shape("audio")
+    clock = VirtualClock()
+    with inject_delays(model, V, P, D, clock=clock, vision_tower=model.encoder, language_model=model.model):
+        m = phasetime.measure(model, inputs, clock=clock, max_new_tokens=N, min_new_tokens=N)
+    table = rows_to_table(measurement_rows(m, call_id=0, repeat=0, params={}))
+    row = table.to_pylist()[0]
+    assert (row["audio_ms"], row["audio_calls"], row["vision_ms"], row["other_ms"]) == (V, 1, 0.0, 0.0)
+    assert [s["name"] for s in row["spans"]][:2] == ["audio", "prefill"]

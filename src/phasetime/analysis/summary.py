@@ -17,7 +17,7 @@ __all__ = ["AXES", "CellSummary", "PhaseStats", "SUMMARY_PHASES", "Throughput", 
            "list_values", "strings", "summarize", "varying"]
 
 # other_ms is summarised too (the report draws it), after the phases tables show.
-SUMMARISED = (*SUMMARY_PHASES, "other_ms")
+SUMMARISED = (*SUMMARY_PHASES, "audio_ms", "other_ms")
 RESOURCES = tuple(c for c in names("resource") if c != "energy_coarse")
 
 
@@ -79,7 +79,9 @@ class CellSummary:
     resources: dict[str, float | None] = field(default_factory=dict)  # median of each resource column present
 
     def median(self, phase: str) -> float | None:
-        return self.phases[phase].median
+        """The phase's median (None where it was not summarised)."""
+        found = self.phases.get(phase)
+        return found.median if found is not None else None
 
     def get(self, name: str, default: Any = None) -> Any:
         """A parameter of the cell (``model``, ``max_new_tokens``, ...), or its median

@@ -41,12 +41,14 @@ def print_summary(summary: list["CellSummary"], title: str) -> None:
         table.add_column(name.replace("_", " "), overflow="fold")
     for name in ("N", "B", "n"):
         table.add_column(name, justify="right")
-    for phase in SUMMARY_PHASES:
+    audio = any((cell.median("audio_ms") or 0.0) > 0 for cell in summary)  # a column only where there is audio
+    phases_shown = ("vision_ms", "audio_ms", *SUMMARY_PHASES[1:]) if audio else SUMMARY_PHASES
+    for phase in phases_shown:
         table.add_column(phase.removesuffix("_ms"), justify="right")
     if scored:
         table.add_column("acc", justify="right")
     for cell in summary:
-        phases = [f"{ms(cell.phases[p].median)}\n[dim]{ms(cell.phases[p].p90)}[/]" for p in SUMMARY_PHASES]
+        phases = [f"{ms(cell.phases[p].median)}\n[dim]{ms(cell.phases[p].p90)}[/]" for p in phases_shown]
         table.add_row(
             *(escape(str(cell.get(c))) for c in shown),
             count(cell.output_tokens),

@@ -26,16 +26,18 @@ def _ms(value: float | None) -> str:
 
 
 def breakdown(summary: list[CellSummary], labels: list[str], unstable: set[Any]) -> Figure:
-    """Median vision / prefill / decode / other per cell, stacked; a negative other to the left of zero."""
+    """Median vision / audio (where a call had audio) / prefill / decode / other per cell, stacked;
+    a negative other to the left of zero."""
     names = [("⚠ " if c.cell in unstable else "") + label for c, label in zip(summary, labels)]
-    medians = {p: [c.median(f"{p}_ms") or 0.0 for c in summary] for p in PARTS}
+    audio = any((c.median("audio_ms") or 0.0) > 0 for c in summary)
+    parts = ("vision", "audio", *PARTS[1:]) if audio else PARTS
+    medians = {p: [c.median(f"{p}_ms") or 0.0 for c in summary] for p in parts}
     totals = [c.median("total_ms") for c in summary]
-    custom = [[medians["vision"][i], medians["prefill"][i], medians["decode"][i], medians["other"][i], totals[i] or 0.0]
-              for i in range(len(summary))]
-    hover = ("%{y}<br>medians: vision %{customdata[0]:.2f} + prefill %{customdata[1]:.2f} + decode "
-             "%{customdata[2]:.2f} + other %{customdata[3]:.2f}<br>median total %{customdata[4]:.2f} ms<extra></extra>")
+    custom = [[*(medians[p][i] for p in parts), totals[i] or 0.0] for i in range(len(summary))]
+    hover = ("%{y}<br>medians: " + " + ".join(f"{p} %{{customdata[{k}]:.2f}}" for k, p in enumerate(parts))
+             + f"<br>median total %{{customdata[{len(parts)}]:.2f}} ms<extra></extra>")
     data = [{"type": "bar", "orientation": "h", "name": p, "y": names, "x": medians[p], "marker": {"color": PHASE_COLORS[p]},
-             "customdata": custom, "hovertemplate": hover} for p in PARTS]
+             "customdata": custom, "hovertemplate": hover} for p in parts]
     data.append({"type": "scatter", "mode": "markers", "name": "median total", "y": names, "x": totals,
                  "marker": {"symbol": "line-ns-open", "size": 14, "color": "#222"}, "customdata": custom,
                  "hovertemplate": hover})

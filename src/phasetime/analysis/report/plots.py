@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-PHASE_COLORS = {"vision": "#4e79a7", "prefill": "#f28e2b", "decode": "#59a14f", "other": "#bab0ac", "draft": "#b07aa1",
+PHASE_COLORS = {"vision": "#4e79a7", "audio": "#edc948", "prefill": "#f28e2b", "decode": "#59a14f", "other": "#bab0ac", "draft": "#b07aa1",
                 "ttft": "#e15759", "tpot": "#59a14f", "total": "#76b7b2"}
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
            "#bab0ac", "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
