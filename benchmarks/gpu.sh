@@ -12,6 +12,7 @@ OUT="${OUT:-gpu-out}"
 MODEL="${MODEL:-llava-1.4b-random}"
 LENGTHS="${LENGTHS:-2,4,8,16,32,64,128}"
 REPEATS="${REPEATS:-10}"
+PAIRS="${PAIRS:-30}"  # paired calls of the per-decode-step figure (issue 25)
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
 {
@@ -20,7 +21,7 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
   python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| transformers', transformers.__version__)"
 } 2>&1 | tee "$OUT/environment.txt"
 # 1. Overhead, coverage and TPOT bias (the issue's targets).
-python benchmarks/overhead.py --model "$MODEL" --lengths "$LENGTHS" --repeats "$REPEATS" \
+python benchmarks/overhead.py --model "$MODEL" --lengths "$LENGTHS" --repeats "$REPEATS" --pairs "$PAIRS" \
   --json "$OUT/overhead.json" 2>&1 | tee "$OUT/overhead.txt"
 status=${PIPESTATUS[0]}
 # 2. Memory, FLOPs, bytes, MFU / MBU and energy per phase, dynamic and static KV cache (issue "resources").
