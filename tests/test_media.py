@@ -18,7 +18,7 @@ import torch
 
 import phasetime
 import zoo
-from conftest import VirtualClock, inject_delays, spin
+from conftest import VirtualClock, inject_delays, spin, tiny_inputs
 from phasetime.hf import media
 from phasetime.hf.generation import media_inputs
 
@@ -190,3 +190,26 @@ def test_audio_is_its_own_column_and_never_other() -> None:
     row = table.to_pylist()[0]
     assert (row["audio_ms"], row["audio_calls"], row["vision_ms"], row["other_ms"]) == (V, 1, 0.0, 0.0)
     assert [s["name"] for s in row["spans"]][:2] == ["audio", "prefill"]
+
+
+def test_names_are_the_fallback_where_the_pass_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the discovery call cannot run (here its TorchFunctionMode raises), the modules are
+    found by their names, the map says why, and the call is still timed (exactly)."""
+    from phasetime.experiments import models
+    from phasetime.hf import tracing
+
+    def broken(self, func, types, args=(), kwargs=None):
+        raise RuntimeError("this torch cannot follow the data")
+
+    monkeypatch.setattr(tracing.Follow, "__torch_function__", broken)
+    model, _ = models.load("tiny-llava", device="cpu", dtype="float32")  # its own: no map yet
+    inputs = dict(tiny_inputs("tiny-llava"))
+    clock = VirtualClock()
+    with inject_delays(model, V, P, D, clock=clock):
+        m = phasetime.measure(model, inputs, clock=clock, max_new_tokens=N, min_new_tokens=N)
+    found = media.known(model, frozenset({"pixel_values"}))
+    assert found is not None and found.source == "names"
+    assert found.reason == "the dataflow pass could not run the call: this torch cannot follow the data"
+    assert [(f.path, f.role) for f in found.found] == [("model.vision_tower", "encoder"),
+                                                      ("model.multi_modal_projector", "connector")]
+    assert m.vision_ms == V and m.prefill_ms == P and m.itl_ms == (D,) * (N - 1)

@@ -36,6 +36,7 @@ says why (``phasetime inspect`` prints it).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import threading
 import weakref
@@ -46,7 +47,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 
 from ..core.errors import first_line
-from .names import audio_modules, vision_modules
+from .generation import medium_of
+from .names import AUDIO_MODULE_NAMES, VISION_MODULE_NAMES, audio_modules, vision_modules
 from .tracing import AUDIO, MEDIA, RAW, TEXT, Follow, ModuleCall, Tracer, ancestor
 
 DISCOVERY_TOKENS = 3  # output tokens of the discovery call: a prefill and two decode steps
@@ -101,8 +103,6 @@ class MediaMap:
             except AttributeError:
                 return False
         return True
-
-
 
 
 def _inside(path: str, roots: Iterable[str]) -> bool:
@@ -174,21 +174,20 @@ def classify(kind: frozenset[str], calls: Sequence[ModuleCall], forwards: Sequen
 
 def fallback(root: torch.nn.Module, kind: frozenset[str], reason: str) -> MediaMap:
     """The media map by names, for when the dataflow pass cannot run or finds nothing."""
-    from .generation import medium_of
-
     media = {medium_of(key) for key in kind}
     found = []
-    for phase, named in (("vision", vision_modules), ("audio", audio_modules)):
+    for phase, named, encoders in (("vision", vision_modules, VISION_MODULE_NAMES),
+                                   ("audio", audio_modules, AUDIO_MODULE_NAMES)):
         if phase in media:
-            for i, (path, _) in enumerate(named(root)):
-                found.append(Found(path, phase, "encoder" if i == 0 else "connector", "name",
-                                   f"named like a {phase} encoder or its projector"))
+            for path, _ in named(root):
+                encoder = path.rsplit(".", 1)[-1] in encoders
+                found.append(Found(path, phase, "encoder" if encoder else "connector", "name",
+                                   f"named like a {phase} {'encoder' if encoder else 'projector'}"))
     return _with_modules(root, MediaMap(kind, tuple(found), source="names", reason=reason))
 
 
 def _with_modules(root: torch.nn.Module, found: MediaMap) -> MediaMap:
-    refs = tuple(weakref.ref(root.get_submodule(f.path)) for f in found.found)
-    return MediaMap(**{**found.__dict__, "modules": refs})
+    return dataclasses.replace(found, modules=tuple(weakref.ref(root.get_submodule(f.path)) for f in found.found))
 
 
 def discovery_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -242,10 +241,12 @@ _LOCK = threading.Lock()
 
 
 def known(root: torch.nn.Module, kind: frozenset[str]) -> MediaMap | None:
-    """What calls of ``kind`` on ``root`` are timed as, if a complete discovery still holds."""
+    """What calls of ``kind`` on ``root`` are timed as, if its discovery still holds (its modules
+    are still the model's). An incomplete map (the discovery call had no decode step: a model
+    that cannot make 3 tokens) is kept as it is, rather than followed again at every call."""
     with _LOCK:
         found = _MAPS.get(root, {}).get(kind)
-    return found if found is not None and found.complete and found.present(root) else None
+    return found if found is not None and found.present(root) else None
 
 
 def remember(root: torch.nn.Module, found: MediaMap) -> None:
