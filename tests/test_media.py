@@ -144,20 +144,27 @@ def close(value: float, truth: float) -> bool:
 
 @pytest.mark.parametrize("name", list(zoo.SHAPES))
 def test_each_shape_against_plain_hooks_in_the_same_call(name: str) -> None:
+    """Each figure within 0.8-1.25x of the plain hooks' in the same call. A stall between two
+    stamps only moves a pair apart, on a busy machine, so the closest of five calls is judged
+    (a wrong definition is off in every call); every call keeps its lower bounds."""
     model, inputs, medium = zoo.shape(name)
     phasetime.measure(model, inputs, max_new_tokens=2, min_new_tokens=2)  # the discovery, before the truth
-    truth = Truth(model, encoder_ms=3.0, forward_ms=1.0)
-    try:
-        m = phasetime.measure(model, inputs, max_new_tokens=6, min_new_tokens=6)
-    finally:
-        truth.remove()
-    encoded = truth.ms("encoder") + (truth.ms("resampler") if name == "resampler_every_step" else 0.0)
-    measured = getattr(m, f"{medium}_ms")
-    assert close(measured, encoded), (measured, encoded)
-    assert close(m.prefill_ms, truth.spans["lm"][0][1] - truth.spans["lm"][0][0]), (m.prefill_ms, truth.spans["lm"][0])
-    steps = m.itl_ms[:-1]  # the last gap ends at the return, not at a forward's start
-    assert close(sum(steps) / len(steps), truth.tpot_ms()), (steps, truth.tpot_ms())
-    assert measured >= 3.0 and m.prefill_ms >= 1.0  # a stall only adds time
+    pairs: dict[str, list[tuple[float, float]]] = {"media": [], "prefill": [], "tpot": []}
+    for _ in range(5):
+        truth = Truth(model, encoder_ms=3.0, forward_ms=1.0)
+        try:
+            m = phasetime.measure(model, inputs, max_new_tokens=6, min_new_tokens=6)
+        finally:
+            truth.remove()
+        encoded = truth.ms("encoder") + (truth.ms("resampler") if name == "resampler_every_step" else 0.0)
+        measured = getattr(m, f"{medium}_ms")
+        assert measured >= 3.0 and m.prefill_ms >= 1.0  # a stall only adds time
+        steps = m.itl_ms[:-1]  # the last gap ends at the return, not at a forward's start
+        pairs["media"].append((measured, encoded))
+        pairs["prefill"].append((m.prefill_ms, truth.spans["lm"][0][1] - truth.spans["lm"][0][0]))
+        pairs["tpot"].append((sum(steps) / len(steps), truth.tpot_ms()))
+    for what, found in pairs.items():
+        assert any(close(value, truth_ms) for value, truth_ms in found), (what, found)
 
 
 def test_a_rescued_encoder_is_timed_the_same_after_the_model_is_compiled() -> None:
