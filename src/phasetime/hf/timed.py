@@ -19,9 +19,8 @@ from ..core.errors import UnsupportedGeneration
 from . import media as _media
 from .calibrate import unseen_ns
 from .call import CallState, Recorder, finish
-from .generation import check_mode, compiled_graphs, decoding, ends_only_at_eos, eos_token_ids, media_inputs
-from .generation import media_tokens_without_media
-from .generation import num_beams, prompt_length, returns_prompt, text_tensors
+from .generation import (check_mode, compiled_graphs, decoding, ends_only_at_eos, eos_token_ids, media_inputs,
+                         media_tokens_without_media, num_beams, prompt_length, returns_prompt, text_tensors)
 from .outputs import count_output_tokens, sequences_tensor
 from .structure import may_run_compiled
 
@@ -65,6 +64,7 @@ class Site(Protocol):
 
     @property
     def guarded(self) -> bool:
+        """Whether the forward hooks are kept out of compiled graphs now."""
         ...
 
 
@@ -87,6 +87,7 @@ def run_call(site: Site, probes: list[Subscriber], original: Callable[..., Any],
     _measure(site, state, args, kwargs, output, prompt - cached)
     return output
 
+
 def _check(site: Site, probes: list[Subscriber], kwargs: dict[str, Any]) -> str:
     """The call's generation mode, or UnsupportedGeneration before anything runs."""
     if getattr(site.local, "call", None) is not None:  # a generate() nested in a timed one (an assistant, say)
@@ -101,6 +102,7 @@ def _check(site: Site, probes: list[Subscriber], kwargs: dict[str, Any]) -> str:
         raise UnsupportedGeneration(mismatch)
     return mode
 
+
 def _media_map(site: Site, probes: list[Subscriber], original: Callable[..., Any], args: tuple[Any, ...],
                kwargs: dict[str, Any], media: dict[str, torch.Tensor]) -> _media.MediaMap | None:
     """What this kind of call's media are timed as: known, or found now by the discovery call."""
@@ -113,6 +115,7 @@ def _media_map(site: Site, probes: list[Subscriber], original: Callable[..., Any
                                 media, text_tensors(args, kwargs))
         _media.remember(site.model, found)
     return found
+
 
 def _timed(site: Site, state: CallState, original: Callable[..., Any], args: tuple[Any, ...],
            kwargs: dict[str, Any]) -> Any:
@@ -137,6 +140,7 @@ def _timed(site: Site, state: CallState, original: Callable[..., Any], args: tup
             if r.nvtx is not None:
                 r.nvtx.close_all()
     return output
+
 
 def _measure(site: Site, state: CallState, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any,
              prompt_tokens: int) -> None:
