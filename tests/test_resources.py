@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import phasetime
-from conftest import VirtualClock, inject_delays, load_tiny, tiny_inputs
+from conftest import VirtualClock, discover, inject_delays, load_tiny, tiny_inputs
 from phasetime.hf.replay import count_flops
 from phasetime.sensors.energy import EnergySensor
 from phasetime.sensors.roof import datasheet, roof
@@ -77,6 +77,7 @@ def energy_call(sensor: EnergySensor, clock: VirtualClock, decode_ms: float = 10
     """tiny-llava on the virtual clock (vision 20 ms, prefill 30, each decode step ``decode_ms``)
     with ``sensor``: the call's resources."""
     model, _ = load_tiny("tiny-llava")
+    discover(model, tiny_inputs("tiny-llava"))  # before the delays: they would move the clock the counter reads
     with inject_delays(model, 20.0, 30.0, decode_ms, clock=clock):
         return phasetime.measure(model, tiny_inputs("tiny-llava"), clock=clock, sensors=[sensor], **kwargs)
 
