@@ -48,7 +48,7 @@ import torch
 
 from ..core.errors import first_line
 from .generation import medium_of
-from .names import AUDIO_MODULE_NAMES, VISION_MODULE_NAMES, audio_modules, vision_modules
+from .names import media_by_name
 from .tracing import AUDIO, MEDIA, RAW, TEXT, Follow, ModuleCall, Tracer, ancestor
 
 DISCOVERY_TOKENS = 3  # output tokens of the discovery call: a prefill and two decode steps
@@ -175,14 +175,9 @@ def classify(kind: frozenset[str], calls: Sequence[ModuleCall], forwards: Sequen
 def fallback(root: torch.nn.Module, kind: frozenset[str], reason: str) -> MediaMap:
     """The media map by names, for when the dataflow pass cannot run or finds nothing."""
     media = {medium_of(key) for key in kind}
-    found = []
-    for phase, named, encoders in (("vision", vision_modules, VISION_MODULE_NAMES),
-                                   ("audio", audio_modules, AUDIO_MODULE_NAMES)):
-        if phase in media:
-            for path, _ in named(root):
-                encoder = path.rsplit(".", 1)[-1] in encoders
-                found.append(Found(path, phase, "encoder" if encoder else "connector", "name",
-                                   f"named like a {phase} {'encoder' if encoder else 'projector'}"))
+    found = [Found(path, phase, "encoder" if encoder else "connector", "name",
+                   f"named like a {phase} {'encoder' if encoder else 'projector'}")
+             for path, phase, encoder in media_by_name(root) if phase in media]
     return _with_modules(root, MediaMap(kind, tuple(found), source="names", reason=reason))
 
 

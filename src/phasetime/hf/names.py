@@ -78,3 +78,13 @@ def audio_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     if not towers:
         return []
     return towers + _shallowest(model, AUDIO_PROJECTOR_NAMES)
+
+
+def media_by_name(model: torch.nn.Module) -> list[tuple[str, str, bool]]:
+    """(path, medium, whether it is an encoder rather than a projector) of every media module
+    found by name: the fallback's modules, and the weights' parts before any discovery."""
+    found = []
+    for medium, named, encoders in (("vision", vision_modules, VISION_MODULE_NAMES),
+                                    ("audio", audio_modules, AUDIO_MODULE_NAMES)):
+        found += [(path, medium, path.rsplit(".", 1)[-1] in encoders) for path, _ in named(model)]
+    return found

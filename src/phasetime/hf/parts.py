@@ -12,21 +12,15 @@ import torch
 
 from ..sensors.memory import parameter_bytes
 from . import media
-from .names import AUDIO_MODULE_NAMES, AUDIO_PROJECTOR_NAMES, PROJECTOR_NAMES, VISION_MODULE_NAMES
+from .names import media_by_name
 
 PARTS = ("vision", "projector", "audio")
 
 
 def _by_names(model: torch.nn.Module) -> dict[str, list[torch.nn.Module]]:
     parts: dict[str, list[torch.nn.Module]] = {p: [] for p in PARTS}
-    for name, module in model.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        if leaf in VISION_MODULE_NAMES:
-            parts["vision"].append(module)
-        elif leaf in PROJECTOR_NAMES or leaf in AUDIO_PROJECTOR_NAMES:
-            parts["projector"].append(module)
-        elif leaf in AUDIO_MODULE_NAMES:
-            parts["audio"].append(module)
+    for path, medium, encoder in media_by_name(model):
+        parts[medium if encoder else "projector"].append(model.get_submodule(path))
     return parts
 
 
