@@ -99,7 +99,7 @@ class MemorySensor:
         # every GPU of a model split over several (device_map): their peaks are summed
         self.devices = [d for d in model_devices(model) if d.type == "cuda"]
         self.cuda = bool(self.devices)
-        # the weights by part: a dict, or a function asked at the end of each call (the media
+        # the weights by part: a dict, or a function asked once, at the end of the first call (the media
         # modules are known once a call with media ran); None: all counted as language
         self.weights = weights if weights is not None else parameter_bytes(model, {"vision": [], "projector": [], "audio": []})
         self.rss = _Rss() if not self.cuda else None
@@ -144,8 +144,9 @@ class MemorySensor:
         out["kv_prefill_bytes"] = self.kv_prefill
         out["kv_end_bytes"] = cache_bytes(self.last_output)
         self.last_output = None  # do not keep the cache alive
-        weights = self.weights() if callable(self.weights) else self.weights
-        out.update({f"weights_{part}_bytes": value for part, value in weights.items()})
+        if callable(self.weights):  # asked once, after the first call: its media modules are known then
+            self.weights = self.weights()
+        out.update({f"weights_{part}_bytes": value for part, value in self.weights.items()})
         return out
 
 
