@@ -21,6 +21,7 @@ from ..core.clock import Clock
 from ..core.errors import UnsupportedGeneration
 from ..core.phases import Event, derive
 from ..core.record import Measurement
+from .generation import medium_of
 from .outputs import StopRecorder, sequences_tensor
 
 
@@ -139,8 +140,6 @@ class CallState:
 
 def _missing_media(r: Recorder, state: CallState, compiled: bool) -> str | None:
     """Why a recorder cannot time this call: a medium it carries ran under no hook."""
-    from .generation import medium_of
-
     ran = {kind.removesuffix("_start") for kind, _, _ in r.marks if kind in ("vision_start", "audio_start")}
     for medium in sorted({medium_of(key) for key in state.media}):
         looked = r.expected.get(medium, "")

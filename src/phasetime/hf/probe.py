@@ -96,10 +96,6 @@ class Probe:
         self.named_keys: dict[str, list[TargetKey]] = {m: self._keys(m, paths or []) for m, paths in self.named.items()}
         self._hooks: ModelHooks | None = None
 
-    @property
-    def automatic_vision(self) -> bool:
-        return self.named["vision"] is None
-
     # -- attaching ---------------------------------------------------------------------
     def __enter__(self) -> "Probe":
         self.attach()
