@@ -123,23 +123,39 @@ def other_work_cpus(run: dict[str, Any]) -> float | None:
     return max(0.0, other / elapsed) if elapsed > 0 else None
 
 
+def sessions(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's sessions (the first run, then each ``--resume``), each with its own conditions
+    before and after; a run.json from before sessions were recorded is one session."""
+    found = run.get("sessions")
+    if isinstance(found, list) and found:
+        return [s for s in found if isinstance(s, dict)]
+    return [{key: run[key] for key in ("conditions_before", "conditions_after") if key in run}]
+
+
 def machine_warnings(run: dict[str, Any] | None) -> list[str]:
-    """Warnings about the machine a run was measured on, from its run.json."""
+    """Warnings about the machine a run was measured on, from its run.json: each session (the
+    first run and each resume) judged on its own conditions, a session that measured no cell not at all."""
     if not run:
         return []
     env = run.get("environment") or {}
     usable = env.get("usable_cpus") or env.get("logical_cpus")
     out = []
-    other = other_work_cpus(run) if ((run.get("executor") or {}).get("executor") in (None, "local")) else None
+    local = (run.get("executor") or {}).get("executor") in (None, "local")
     threads = env.get("torch_threads") or 1
-    if other is not None and isinstance(usable, int) and other > max(usable - threads, 0) + 0.25:
-        out.append(f"other processes kept {other:.1f} of {usable} CPUs busy while the run measured (it needed "
-                   f"{threads}): the calls competed for the CPU")
-    for when in ("conditions_before", "conditions_after"):
-        load = ((run.get(when) or {}).get("load_average") or [None])[0]
-        if isinstance(load, (int, float)) and isinstance(usable, int) and load > usable:
-            out.append(f"load average {load:.1f} {when.split('_')[1]} the run exceeds the {usable} usable CPUs: "
-                       "other work competed with the measured calls")
+    found = sessions(run)
+    for i, session in enumerate(found):
+        if session.get("cells_measured") == 0:
+            continue  # nothing was measured meanwhile: its conditions judge no number
+        which = f" (session {i + 1} of {len(found)})" if len(found) > 1 else ""
+        other = other_work_cpus(session) if local else None
+        if other is not None and isinstance(usable, int) and other > max(usable - threads, 0) + 0.25:
+            out.append(f"other processes kept {other:.1f} of {usable} CPUs busy while the run measured{which} (it "
+                       f"needed {threads}): the calls competed for the CPU")
+        for when in ("conditions_before", "conditions_after"):
+            load = ((session.get(when) or {}).get("load_average") or [None])[0]
+            if isinstance(load, (int, float)) and isinstance(usable, int) and load > usable:
+                out.append(f"load average {load:.1f} {when.split('_')[1]} the run{which} exceeds the {usable} usable "
+                           "CPUs: other work competed with the measured calls")
     threads, physical = env.get("torch_threads"), env.get("physical_cpus")
     if isinstance(threads, int) and isinstance(physical, int) and threads > physical:
         out.append(f"torch used {threads} threads on {physical} physical cores: threads compete with each other "

@@ -115,15 +115,19 @@ def comparable(experiment: dict[str, Any]) -> dict[str, Any]:
 def _run_info(experiment: Experiment, source: Path | None, prepared: Prepared) -> dict[str, Any]:
     dumped = experiment.model_dump(mode="json")
     keys, params = [c.key for c in prepared.cells], [c.params for c in prepared.cells]
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    before = snapshot(prepared.device)
     return {
         "schema_version": SCHEMA_VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": created,
         "experiment": dumped,
         "experiment_file": str(source) if source is not None else None,
         "git": _git_revision(source.parent if source is not None else None),
         "environment": environment(prepared.device),
         "threads": prepared.threads,
-        "conditions_before": snapshot(prepared.device),
+        "conditions_before": before,
+        # one entry per session (the first run, then each --resume), with its own conditions
+        "sessions": [{"started": created, "conditions_before": before}],
         "cells": len(prepared.cells),
         "cell_keys": keys,
         "cell_params": params,
@@ -175,7 +179,11 @@ def _resume(path: Path, experiment: Experiment, prepared: Prepared, source: Path
         write_json(run_file, info)
         result.notes.append(f"{RUN_FILE} was unusable ({reason}); rebuilt it from this experiment")
     else:
-        saved.setdefault("resumed", []).append(datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        saved.setdefault("resumed", []).append(now)
+        sessions = saved.setdefault("sessions", [{key: saved[key] for key in ("conditions_before", "conditions_after")
+                                                  if key in saved}])
+        sessions.append({"started": now, "conditions_before": snapshot(prepared.device)})
         write_json(run_file, saved)
     inv, lines = repair(path)
     result.repaired += lines
@@ -192,10 +200,16 @@ def _finish(path: Path, prepared: Prepared, result: RunResult, where: dict[str, 
     for sample in result.failed_samples:
         failed.setdefault(sample, {"sample_id": sample, "error": "image could not be read during the run"})
     info["failed_samples"] = list(failed.values())
-    info["conditions_after"] = snapshot(prepared.device)
+    after = snapshot(prepared.device)
+    ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    sessions = info.get("sessions") or []
+    if sessions:  # this session's own conditions; a resume leaves the first session's alone
+        sessions[-1].update({"conditions_after": after, "cells_measured": result.done,
+                             "finished" if not result.interrupted else "interrupted": ended})
+    if len(sessions) <= 1:
+        info["conditions_after"] = after
     info["executor"] = where
-    info["finished" if not result.interrupted else "interrupted"] = datetime.now(timezone.utc).isoformat(
-        timespec="seconds")
+    info["finished" if not result.interrupted else "interrupted"] = ended
     result.warnings = machine_warnings(info) + result.warnings
     info["warnings"] = sorted(set(info.get("warnings", [])) | set(result.warnings))
     write_json(run_file, info)
