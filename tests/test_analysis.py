@@ -82,38 +82,29 @@ def test_check_passes_the_row_checks_of_a_direct_run(runs: dict[str, Path]) -> N
     results = run_checks(read_results(runs["direct"]), read_run(runs["direct"]), legacy=True)
     row_checks = ("decode_present", "tpot_only_when_defined", "no_negative_phase", "phases_within_total")
     assert [r.verdict for r in results if r.check in row_checks] == ["pass"] * 4
-    # The injected steps do not depend on N (10 ms + 0..2 ms of seeded noise per step): over
-    # cells, the right denominator shows no length effect beyond noise; the legacy one shows
-    # its 1/N bias, about +90% from N = 2 to N = 16 (decode / N is 5 ms at N = 2, 9.4 at 16;
-    # a straight line through four cells, which is all this run has, catches part of it).
+    # The injected steps do not depend on N (10 ms + 0..2 ms of seeded noise per step): judged
+    # by position, the direct method shows no length effect beyond noise (never a failure; four
+    # cells leave two degrees of freedom, so the verdict says what would settle it when the
+    # interval is wider than the tolerance); decode / N of the same rows shows its 1/N bias:
+    # 5 ms per token at N = 2 against 9.4 at N = 16, about -60% of the mean.
     right = next(r for r in results if r.check == "tpot_vs_length")
     legacy = next(r for r in results if r.check == "tpot_vs_length[legacy decode/N]")
-    assert right.verdict == "pass" and abs(right.value) < 0.05
-    assert legacy.verdict == "info" and legacy.value > 0.4 and "unit: cell" in legacy.detail
+    assert right.verdict in ("pass", "inconclusive") and abs(right.value) < 0.1
+    assert "same positions" in right.detail
+    if right.verdict == "inconclusive":
+        assert "would settle with" in right.detail
+    assert legacy.verdict == "info" and legacy.value < -0.4 and "unit: cell" in legacy.detail
 
 
-def test_check_reads_the_itl_gaps_only_when_their_statistics_show_a_negative_one(runs: dict[str, Path],
-                                                                                  tmp_path: Path) -> None:
-    """``check`` judges a run without reading its ITL gaps when the Parquet statistics say the
-    smallest is not negative: the verdicts are those of a read with them. A negative gap (here
-    one row's, edited) is seen in the statistics and the column is read to name its rows."""
+def test_check_names_the_rows_of_a_negative_gap(runs: dict[str, Path], tmp_path: Path) -> None:
+    """A negative gap (here one row's, edited) fails no_negative_phase, its rows counted."""
     import pyarrow.parquet as pq
 
-    from phasetime.cli.analyze import SUMMARY_ONLY
-    from phasetime.results.reader import list_minimum
-
-    direct = runs["direct"]
-    full = read_results(direct)
-    gaps = [g for row in full.column("itl_ms").to_pylist() for g in row]
-    assert list_minimum(direct, "itl_ms") == pytest.approx(min(gaps))  # by hand, from every gap
-    lean = run_checks(read_results(direct, exclude=SUMMARY_ONLY), read_run(direct), itl_lowest=min(gaps))
-    assert [(r.check, r.verdict, r.value) for r in lean] == [(r.check, r.verdict, r.value) for r in run_checks(
-        read_results(direct), read_run(direct))]
+    full = read_results(runs["direct"])
     rows = full.to_pylist()
     rows[3]["itl_ms"] = [-2.0, *rows[3]["itl_ms"][1:]]
     edited = tmp_path / "edited.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=full.schema), edited)
-    assert list_minimum(edited, "itl_ms") == -2.0
     result = run_cli("check", str(edited))
     assert result.exit_code == 1 and "no_negative_phase" in result.output and "1 of" in result.output
 
@@ -133,12 +124,15 @@ def correlated_table(tpot_of_n, lengths=(2, 4, 8, 16, 32), repeats: int = 6) -> 
     [
         (lambda n: 1.0, (2, 4, 8, 16, 32), "pass"),  # flat: noise only
         (lambda n: 1.0 * (n - 1) / n, (2, 4, 8, 16, 32), "fail"),  # decode / N: the legacy bias
-        (lambda n: 1.0 * (n - 1) / n, (2, 4), "skip"),  # two output lengths: no interval over cells
+        (lambda n: 1.0 * (n - 1) / n, (2, 4), "inconclusive"),  # two output lengths: no interval over cells
     ],
 )
 def test_correlation_check_on_fixed_tables(tpot_of_n, lengths, verdict: str) -> None:
+    """Tables without per-step gaps: judged by the shape of the cells' TPOT."""
     result = next(r for r in run_checks(correlated_table(tpot_of_n, lengths)) if r.check == "tpot_vs_length")
     assert result.verdict == verdict, result
+    if len(lengths) < 3:
+        assert "needs 3" in result.detail and "N=2, N=4" in result.detail
 
 
 def test_check_fails_on_the_legacy_method_naming_the_checks(runs: dict[str, Path]) -> None:
@@ -146,7 +140,7 @@ def test_check_fails_on_the_legacy_method_naming_the_checks(runs: dict[str, Path
     names = {r.check for r in failed(results)}
     assert {"tpot_only_when_defined", "tpot_vs_length"} <= names
     effect = next(r for r in results if r.check == "tpot_vs_length")
-    assert effect.value > 0.3  # decode / N grows with N
+    assert effect.value < -0.3 and effect.verdict == "fail"  # decode / N reads low at short N
 
 
 def test_check_cli_writes_json_and_exits_by_verdict(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -203,12 +197,17 @@ def test_compare_methods_before_and_after(runs: dict[str, Path]) -> None:
     # The separate prefill call encodes the image again: subtract's prefill is the injected
     # 4 ms of vision longer, exactly (virtual clock).
     assert phases["prefill_ms"]["median_difference"] == pytest.approx(4.0)
-    corr = {(c["method"], c["denominator"]): c for c in result["correlation"]}
-    # Over cells: decode / N of the direct rows grows by its 1/N bias; decode / (N - 1) does not.
-    # (N - 1) / N at N = 2, 4, 8, 16 rises by 57% of its mean; a straight line through the four
-    # cells (too few for the 1/N term) reads +48%.
-    assert corr[("direct", "N")]["change"] == pytest.approx(0.482, abs=0.02) and corr[("direct", "N")]["rho"] == 1.0
-    assert abs(corr[("direct", "N - 1")]["change"]) < 0.05 and corr[("subtract", "N")]["cells"] == 4
+    corr = {c["method"]: c for c in result["correlation"]}
+    # Over cells: the direct method judged by position shows nothing beyond noise; the legacy
+    # decode / N against the direct TPOT of the same N shows its 1/N bias. The steps are equal
+    # (10 ms + noise), so decode / N over decode / (N - 1) is (N - 1) / N: 0.5 at N = 2 and
+    # 0.9375 at N = 16, on a line in w = 1 / (N - 1) (exactly: (N - 1) / N = 1 - w / (1 + w)
+    # is close to it), a change of about -44% from N = 16 down to N = 2.
+    direct = corr["direct"]
+    assert direct["how"] == "by position" and direct["verdict"] != "fail" and direct["ci"][0] < 0 < direct["ci"][1]
+    legacy = corr["subtract"]
+    assert legacy["how"] == "against the direct method" and legacy["cells"] == 4 and legacy["verdict"] == "fail"
+    assert legacy["ci"][0] < 0.5 - 0.9375 < legacy["ci"][1]
     assert result["zero_decode"]["direct"]["decode_zero_share"] == 0.0
     out = cli.invoke(app, ["compare", str(runs["both"]), "--methods"])
     assert out.exit_code == 0 and "negative before clamping" in out.output

@@ -1,7 +1,7 @@
 """Data-quality checks of a results table: the audit that found the legacy method's flaws.
 
 :func:`run_checks` returns one :class:`CheckResult` per check and scope (a verdict of
-``pass``, ``warn``, ``fail``, ``skip`` or ``info``). Pure: no I/O; the thresholds are a
+``pass``, ``fail``, ``inconclusive``, ``warn``, ``skip`` or ``info``). Pure: no I/O; the thresholds are a
 :class:`Thresholds` with documented defaults (``docs/analysis.md``).
 """
 
@@ -21,7 +21,7 @@ from ..results.schema import AXES, SUMMARY_PHASES
 from .stability import Thresholds as StabilityThresholds
 from .stability import judge_table, machine_advice, machine_warnings
 from ..results.tables import call_ids, call_means, floats, group_indices, list_values, strings
-from .length import MIN_CELLS, TOLERANCE, length_effects
+from .length import MIN_CELLS, SKIP, TOLERANCE, judge_configs
 
 PARAM_COLUMNS = AXES
 # A configuration: every cell parameter but the output length.
@@ -74,7 +74,7 @@ class CheckResult:
     scope: str
     value: Any
     threshold: str
-    verdict: str  # pass, warn, fail, skip, info
+    verdict: str  # pass, fail, inconclusive, warn, skip, info
     detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,28 +134,30 @@ def row_checks(table: pa.Table, t: Thresholds, itl_lowest: float | None = None) 
     ]
 
 
-def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool) -> list[CheckResult]:
-    """Per configuration: does TPOT change with the output length? Judged over cells, by size
-    and significance (:mod:`.length`); ``legacy`` adds decode / N of the same rows, as info."""
-    threshold = f"|change| <= {100 * t.length_tolerance:g}% or its 95% CI spans 0"
-    variants: list[tuple[str, np.ndarray | None, bool]] = [("tpot_vs_length", None, True)]
+def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool,
+                       run_info: dict[str, Any] | None = None) -> list[CheckResult]:
+    """Per method and configuration: does the per-token latency depend on the output length
+    beyond what the hardware's per-position profile explains? A pass, fail or inconclusive
+    verdict over cells (:mod:`.length`); ``legacy`` adds decode / N of the direct rows (info)."""
+    order = ((run_info or {}).get("experiment") or {}).get("order")
+    interleaved = None if order is None else order == "interleaved"
+    threshold = f"95% CI within +-{100 * t.length_tolerance:g}% passes; beyond it and excluding 0 fails"
+    out = []
+    for j in judge_configs(table, t.length_tolerance, interleaved=interleaved):
+        verdict = j.verdict
+        if verdict != SKIP and j.cells < t.min_cells:
+            verdict = "inconclusive"
+        scope = j.scope if j.method == "direct" else f"{j.method}: {j.scope}"
+        out.append(CheckResult("tpot_vs_length", scope, None if j.effect is None else round(j.effect, 4), threshold,
+                               verdict, j.describe()))
     if legacy:
         n_tokens, decode = floats(table, "output_tokens"), floats(table, "decode_ms")
         with np.errstate(divide="ignore", invalid="ignore"):
-            variants.append(("tpot_vs_length[legacy decode/N]", np.where(n_tokens > 0, decode / n_tokens, np.nan),
-                             False))
-    out = []
-    for name, values, judged in variants:
-        for e in length_effects(table, values):
-            value = None if e.change is None else round(e.change, 4)
-            if e.change is None or e.cells < max(MIN_CELLS, t.min_cells):
-                verdict = "skip"
-            elif not judged:
-                verdict = "info"
-            else:
-                verdict = "fail" if e.fails(t.length_tolerance) else "pass"
-            detail = e.describe() + (f"; Spearman rho over cells {e.rho:+.2f}" if e.rho is not None else "")
-            out.append(CheckResult(name, e.scope, value, threshold, verdict, detail))
+            per_token = np.where(n_tokens > 0, decode / n_tokens, np.nan)
+        for j in judge_configs(table, t.length_tolerance, values=per_token, interleaved=interleaved):
+            out.append(CheckResult("tpot_vs_length[legacy decode/N]", j.scope,
+                                   None if j.effect is None else round(j.effect, 4), threshold,
+                                   SKIP if j.verdict == SKIP else "info", j.describe()))
     return out
 
 
@@ -296,7 +298,7 @@ def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, threshol
     t = thresholds or Thresholds()
     return [
         *row_checks(table, t, itl_lowest),
-        *correlation_checks(table, t, legacy),
+        *correlation_checks(table, t, legacy, run_info),
         *stability_checks(table, t),
         *outlier_checks(table, t),
         *noise_checks(table, run_info, t, judged),
@@ -319,3 +321,7 @@ def one_method(table: pa.Table, method: str | None) -> pa.Table:
 
 def failed(results: list[CheckResult]) -> list[CheckResult]:
     return [r for r in results if r.verdict == "fail"]
+
+
+def inconclusive(results: list[CheckResult]) -> list[CheckResult]:
+    return [r for r in results if r.verdict == "inconclusive"]

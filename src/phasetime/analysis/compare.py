@@ -12,10 +12,10 @@ import numpy as np
 import pyarrow as pa
 
 from ..core.errors import UsageError
-from .stats import cv, geometric_mean, mann_whitney_u, median, median_draws, t_quantile
+from .stats import benjamini_hochberg, cv, geometric_mean, holm, mann_whitney_u, median, median_draws, t_quantile
 from ..results.schema import AXES, SUMMARY_PHASES
 from ..results.tables import call_ids, call_means, floats, group_indices, strings
-from .length import length_effects
+from .length import judge_configs
 
 PARAM_COLUMNS = AXES
 COMPARED_PHASES = SUMMARY_PHASES
@@ -39,7 +39,9 @@ def compare_methods(table: pa.Table) -> dict[str, Any]:
     method = strings(table, "method")
     keys = [c for c in PARAM_COLUMNS if c in table.column_names and c != "method"]
     cells = group_indices(table, keys)
-    correlation = [entry for m in ("direct", "subtract") for entry in _length_effects(table.filter(pa.array(method == m)), m)]
+    correlation = [{"method": j.method, "scope": j.scope, "cells": j.cells, "calls": j.calls, "how": j.how,
+                    "change": j.effect, "ci": j.ci, "verdict": j.verdict, "detail": j.describe()}
+                   for j in judge_configs(table)]
     return {"phases": _phase_medians(table, method, cells), "zero_decode": _zero_decode(table, method),
             "correlation": correlation, "spread": _spread(table, method, cells)}
 
@@ -66,19 +68,22 @@ def _phase_medians(table: pa.Table, method: np.ndarray, cells: dict[Any, np.ndar
 
 
 def _zero_decode(table: pa.Table, method: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Per method, over calls with N >= 2: the share with decode <= 0, and negative before the clamp."""
+    """Per method, over calls with N >= 2 (a batch's rows are one call: it counts when any of its
+    sequences does): the share with decode <= 0, and the share negative before the clamp."""
     n, decode, other = floats(table, "output_tokens"), floats(table, "decode_ms"), floats(table, "other_ms")
+    calls = call_ids(table)
     zero = {}
     for m in ("direct", "subtract"):
         # Zero decode is a failure only where a decode exists: N = 1 has none (its one token
         # comes out of prefill), so only calls with N >= 2 count, for both methods.
         sel = (method == m) & (n >= 2)
-        total = int(sel.sum())
+        total = int(np.unique(calls[sel]).size)
+        # decode + other is total - vision - prefill: negative exactly where the clamp hid it
+        clamped = np.unique(calls[sel & ((decode + other) < 0)]).size
         zero[m] = {
             "calls_with_tokens": total,
-            "decode_zero_share": float((decode[sel] <= 0).mean()) if total else None,
-            # decode + other is total - vision - prefill: negative exactly where the clamp hid it
-            "negative_before_clamp_share": float(((decode + other)[sel] < 0).mean()) if total else None,
+            "decode_zero_share": np.unique(calls[sel & ~(decode > 0)]).size / total if total else None,
+            "negative_before_clamp_share": clamped / total if total else None,
         }
     return zero
 
@@ -97,19 +102,6 @@ def _spread(table: pa.Table, method: np.ndarray, cells: dict[Any, np.ndarray]) -
     return spread
 
 
-def _length_effects(rows: pa.Table, method: str) -> list[dict[str, Any]]:
-    """The length effect of one method's per-token latency under each denominator, over cells."""
-    out = []
-    n, decode = floats(rows, "output_tokens"), floats(rows, "decode_ms")
-    for label, denominator in (("N - 1", n - 1), ("N", n)):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_token = np.where(denominator > 0, decode / denominator, np.nan)
-        for e in length_effects(rows, per_token):
-            out.append({"method": method, "denominator": label, "scope": e.scope, "cells": e.cells,
-                        "change": e.change, "ci": e.ci, "rho": e.rho})
-    return out
-
-
 # --- run A vs run B ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PhaseComparison:
@@ -121,6 +113,7 @@ class PhaseComparison:
     ci: tuple[float, float] | None
     p_value: float | None
     verdict: str  # "faster", "slower", "not significant", "-"
+    p_adjusted: float | None = None  # over every cell and phase of the table (Holm or Benjamini-Hochberg)
 
 
 def sync_mismatch(a: pa.Table, b: pa.Table) -> str | None:
@@ -174,16 +167,26 @@ def _ratio_ci(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generato
     return float(lo), float(hi)
 
 
+CORRECTIONS = ("holm", "bh")
+
+
 def compare_runs(
     a: pa.Table, b: pa.Table, *, on: list[str] | None = None, alpha: float = 0.05, n_boot: int = 1000, seed: int = 0,
+    correction: str = "holm",
 ) -> tuple[list[str], list[PhaseComparison]]:
-    """Per matched cell and phase: medians, ratio B/A with a bootstrap 95% CI, Mann-Whitney p.
+    """The headline first, then per matched cell and phase: medians, ratio B/A with a bootstrap
+    95% CI, Mann-Whitney p, and p adjusted over the whole table.
 
-    Within a cell the unit is the call (a batch's rows are reduced to their mean first). A
-    difference counts ("faster"/"slower") only when p < ``alpha`` and the CI excludes 1. The
-    last rows (cell ``"geometric mean"``) summarise each phase over the matched cells, with a
-    95% interval over cells (a t interval of the log ratios: the cell is the unit there).
+    The first rows (cell ``"geometric mean"``) summarise each phase over the matched cells, with
+    a 95% interval over cells (a t interval of the log ratios: the cell is the unit there): the
+    answer to "is B faster than A". Within a cell the unit is the call (a batch's rows are
+    reduced to their mean first). A cell's difference counts ("faster"/"slower") only when its
+    p, adjusted over every cell and phase tested (``correction``: ``holm`` controls the
+    family-wise error, ``bh`` the false discovery rate), is below ``alpha`` and its CI excludes 1:
+    a table of many cells no longer names some "faster" by chance.
     """
+    if correction not in CORRECTIONS:
+        raise UsageError(f"--correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
     keys = on if on is not None else match_keys(a, b)
     for k in keys:
         if k not in a.column_names or k not in b.column_names:
@@ -203,29 +206,43 @@ def compare_runs(
         ia, ib = groups_a[cell], groups_b[cell]
         for phase in COMPARED_PHASES:
             (va, ca), (vb, cb) = per_call_a[phase], per_call_b[phase]
-            found = _compare_cell(label, phase, call_means(va[ia], ca[ia]), call_means(vb[ib], cb[ib]), alpha,
-                                  n_boot, rng)
+            found = _compare_cell(label, phase, call_means(va[ia], ca[ia]), call_means(vb[ib], cb[ib]), n_boot, rng)
             if found is not None:
                 results.append(found)
-    return keys, results + _geometric_means(results)
+    return keys, _geometric_means(results) + _adjusted(results, alpha, correction)
 
 
-def _compare_cell(label: str, phase: str, x: np.ndarray, y: np.ndarray, alpha: float, n_boot: int,
+def _adjusted(results: list[PhaseComparison], alpha: float, correction: str) -> list[PhaseComparison]:
+    """The cells' verdicts with their p adjusted over the whole table."""
+    import dataclasses
+
+    tested = [i for i, r in enumerate(results) if r.p_value is not None]
+    adjust = holm if correction == "holm" else benjamini_hochberg
+    adjusted = dict(zip(tested, adjust([results[i].p_value for i in tested]).tolist()))  # type: ignore[misc]
+    out = []
+    for i, r in enumerate(results):
+        p = adjusted.get(i)
+        if r.ratio is None or r.ci is None or p is None:
+            verdict = "-"
+        elif p < alpha and (r.ci[1] < 1 or r.ci[0] > 1):
+            verdict = "faster" if r.ratio < 1 else "slower"
+        else:
+            verdict = "not significant"
+        out.append(dataclasses.replace(r, p_adjusted=p, verdict=verdict))
+    return out
+
+
+def _compare_cell(label: str, phase: str, x: np.ndarray, y: np.ndarray, n_boot: int,
                   rng: np.random.Generator) -> PhaseComparison | None:
-    """One cell's phase, run A's calls ``x`` against run B's ``y`` (None: a run has none)."""
+    """One cell's phase, run A's calls ``x`` against run B's ``y`` (None: a run has none); its
+    verdict is given once every cell's p is known (:func:`_adjusted`)."""
     x, y = x[np.isfinite(x)], y[np.isfinite(y)]
     if x.size == 0 or y.size == 0:
         return None
     ratio = _ratio(x, y)
     ci = _ratio_ci(x, y, n_boot, rng) if ratio is not None else None
     p = mann_whitney_u(x, y)[1] if x.size > 1 and y.size > 1 else None
-    if ratio is None or ci is None or p is None:
-        verdict = "-"
-    elif p < alpha and (ci[1] < 1 or ci[0] > 1):
-        verdict = "faster" if ratio < 1 else "slower"
-    else:
-        verdict = "not significant"
-    return PhaseComparison(label, phase, median(x), median(y), ratio, ci, p, verdict)
+    return PhaseComparison(label, phase, median(x), median(y), ratio, ci, p, "-")
 
 
 def _geometric_means(results: list[PhaseComparison]) -> list[PhaseComparison]:
@@ -234,8 +251,15 @@ def _geometric_means(results: list[PhaseComparison]) -> list[PhaseComparison]:
     for phase in COMPARED_PHASES:
         ratios = [r.ratio for r in results if r.phase == phase and r.ratio is not None and r.ratio > 0]
         if ratios:
-            out.append(PhaseComparison("geometric mean", phase, None, None, geometric_mean(ratios),
-                                       _over_cells(ratios), None, f"over {len(ratios)} cells (unit: cell)"))
+            ci = _over_cells(ratios)
+            gm = geometric_mean(ratios)
+            if ci is None:
+                verdict = f"over {len(ratios)} cell (no interval)"
+            elif ci[1] < 1 or ci[0] > 1:
+                verdict = f"{'faster' if ci[1] < 1 else 'slower'} over {len(ratios)} cells (unit: cell)"
+            else:
+                verdict = f"not significant over {len(ratios)} cells (unit: cell)"
+            out.append(PhaseComparison("geometric mean", phase, None, None, gm, ci, None, verdict))
     return out
 
 

@@ -1,216 +1,410 @@
-"""Does per-token latency depend on the output length? Judged with the cell as the unit.
+"""Does per-token latency depend on the output length? The measurement method judged apart
+from the hardware, with the cell as the unit.
 
-The repeats of a cell run back to back and share that moment of the machine: its calls are
-not independent draws across cells, and its rows even less (a batch's rows are one call).
-So a claim across output lengths is made over cells, never over rows:
+The study phasetime serves asks whether a method's per-token latency is free of the output
+length N. Two things make TPOT depend on N, and only one is the method's fault:
 
-1. within a cell, each call is reduced to one value (the mean over its sequences), and the
-   cell to the median over its calls;
-2. over the cells of one configuration (every parameter but the output length), a
-   least-squares fit of the cell values on the output length N, ``a + b N + c / N`` (``a + b
-   N`` with fewer than 5 cells), gives the **change** from the shortest to the longest
-   output, ``(f(N_max) - f(N_min)) / mean``: the fitted rise as a share of the
-   configuration's mean cell value, with a 95% confidence interval from the t distribution
-   with (cells - parameters) degrees of freedom (of the rise, on the scale of the mean).
-   The base is the mean, not ``f(N_min)``: a fit at the shortest output is the
-   least certain value of the line (the legacy method's clamped decode reads near 0 there),
-   and a ratio to it has an interval that explodes exactly when the effect is largest;
-3. the length effect **fails** only when it is both large and significant: ``|change|`` above
-   the tolerance (5% by default), a confidence interval that excludes 0, and a permutation
-   test over cells that agrees (:func:`permutation_p`: exact under no relation with N whatever
-   the shape of the noise between cells, which the t interval assumes normal). The intervals of
-   all the configurations a run judges hold together at 95% (Bonferroni: each at
-   1 - 0.05 / configurations), so that under no trend a run fails at most as often as 5%,
-   whatever the cell-to-cell wobble and however many configurations it has.
+- **the hardware's per-position profile**, shared by every call: the first decode steps run
+  slower (caches and branch predictors warm up inside each call), and later steps pay for a
+  longer context. A 2-token call's TPOT is its first gap, the slowest, so TPOT falls with N on
+  a good measurement. That is information about the machine, reported beside the verdict.
+- **a method artifact**, which depends on the call's own length: end-of-call work billed to the
+  last step, or the legacy ``decode / N`` (N - 1 forwards divided by N). This is what the
+  verdict judges.
 
-The legacy per-token latency (decode / N) has a built-in 1/N bias, ``(N - 1) / N`` of the
-true step: from N = 2 to N = 32 it rises by 58% of its mean over the cells of issue 16's run
-(2, 3, 4, 6, 8, 16, 24, 32), which fails.
+How (direct method, from the per-step gaps ``itl_ms``):
+
+1. each call is reduced to one gap per position (the mean over its sequences: a batch is one
+   call; so are vLLM requests submitted together), and each cell to its median profile over
+   calls, ``g_c(k)`` for k = 1 .. N_c - 1;
+2. over the cells of one configuration (every parameter but the output length), an additive
+   fit of ``log g_c(k) = a_c + b_k``, made on every gap but each cell's last (the one an
+   end-of-call artifact would touch), gives the shared profile ``b_k``; a cell's **level**
+   ``a_c`` is then the mean of ``log g_c(k) - b_k`` over all its gaps, last included (the
+   longest cell's last position has no ``b`` and is left out). What every call shares at
+   position k cancels; what depends on the call's length stays in ``a_c``;
+3. a line over cells, ``a_c = alpha + theta w_c`` with ``w_c = (N_min - 1) / (N_c - 1)`` (0 for
+   the cells whose last gap was left out): a fixed cost per call spread over its N - 1 gaps
+   has that shape. ``exp(theta) - 1`` is the **effect**: how much the shortest calls' TPOT
+   reads above what the same positions cost in the longest calls, with a t interval over cells
+   (cells - 2 degrees of freedom; cell-to-cell noise is what it measures).
+
+The legacy method has no gaps: where the run has the direct method at the same N, the ratio of
+the two per-token values per cell takes the line (the hardware cancels); alone, its own cell
+values relative to their mean do (``by its 1/N shape``; the hardware is not separated then).
+
+Each claim gets a verdict (:mod:`.verdicts`) against the tolerance (5%). The intervals of the
+configurations one method judges hold together at 95% (Bonferroni: each at 1 - 0.05 /
+configurations): ``phasetime check`` and the report judge the same rows at the same level.
+Calibration on tables of known truth: ``benchmarks/length_truth.py`` and docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from .stats import spearman, t_quantile
 from ..results.schema import AXES
-from ..results.tables import call_ids, call_means, floats, group_indices
+from ..results.tables import call_ids, call_means, floats, group_indices, strings
+from .stats import t_quantile
+from .verdicts import FAIL, INCONCLUSIVE, PASS, Settle, decide
 
-CONFIG_COLUMNS = tuple(c for c in AXES if c != "max_new_tokens")
-TOLERANCE = 0.05  # change of TPOT from the shortest to the longest output, as a share of its mean
-MIN_CELLS = 3  # a line and its interval need at least three output lengths
+CONFIG_COLUMNS = tuple(c for c in AXES if c not in ("max_new_tokens", "method"))
+TOLERANCE = 0.05  # how far the shortest calls' per-token value may read from the longest's and count as equal
+MIN_CELLS = 3  # a line over cells and its interval need three output lengths (one degree of freedom)
+SKIP = "skip"
+MAX_CELLS_SEARCHED = 200
+
+HOW_POSITION, HOW_DIRECT, HOW_SHAPE = "by position", "against the direct method", "by its 1/N shape"
 
 
 @dataclass(frozen=True)
-class LengthEffect:
-    """The length effect in one configuration, over its cells."""
+class Cell:
+    """One cell of a configuration, as a length judgement sees it."""
 
+    n: float  # the cell's output length (median over its rows)
+    value: float  # median over calls of each call's mean per-token value (ms)
+    calls: int
+    log_sd: float | None  # standard deviation of the calls' log per-token values (within the cell)
+
+
+@dataclass(frozen=True)
+class LengthJudgement:
+    """A method's length effect in one configuration, judged over its cells."""
+
+    method: str
+    how: str  # HOW_POSITION, HOW_DIRECT or HOW_SHAPE
     scope: str
+    config: tuple[tuple[str, object], ...]
     cells: int
-    calls: int  # calls behind the cells' values
+    calls: int
     n_min: float
     n_max: float
-    change: float | None  # (f(N_max) - f(N_min)) / mean cell value (None: fewer than MIN_CELLS cells)
+    effect: float | None  # the shortest calls' per-token value against the longest's, relative (see ``how``)
     ci: tuple[float, float] | None
-    rho: float | None  # Spearman's rho of the cell values with N (over cells)
+    verdict: str  # pass, fail, inconclusive or skip
+    reason: str = ""  # skip: why; inconclusive: what would settle it
+    level: float = 0.95  # of the interval (1 - 0.05 / judged)
+    judged: int = 1  # configurations of the method judged together
+    hardware: float | None = None  # by position: the shared per-position profile's own TPOT change, short vs long
     values: tuple[tuple[float, float], ...] = ()  # (N, cell value) of each cell
-    config: tuple[tuple[str, object], ...] = ()  # the configuration's parameters (name, value)
-    level: float = 0.95  # of the interval: 95% over all the configurations judged together
-    judged: int = 1  # configurations judged together (the interval is Bonferroni-adjusted for them)
-    p_value: float | None = None  # permutation test over cells of "no relation with N"
 
-    def significant(self) -> bool:
-        """The interval excludes 0 and the permutation test agrees (both at the adjusted level)."""
-        interval = self.ci is not None and (self.ci[0] > 0 or self.ci[1] < 0)
-        return interval and self.p_value is not None and self.p_value < 0.05 / max(self.judged, 1)
-
-    def fails(self, tolerance: float = TOLERANCE) -> bool:
-        return self.change is not None and abs(self.change) > tolerance and self.significant()
+    @property
+    def change(self) -> float | None:
+        return self.effect
 
     def describe(self) -> str:
-        if self.change is None or self.ci is None:
-            return f"{self.cells} cell(s) with N >= 2 (needs {MIN_CELLS} output lengths)"
+        """One whole line: the claim, its size and interval, the unit, and the reason."""
+        if self.effect is None or self.ci is None:
+            return self.reason
+        lo, hi = self.ci
         joint = f", simultaneous over {self.judged} configurations" if self.judged > 1 else ""
-        p = f", permutation p {self.p_value:.3g}" if self.p_value is not None else ""
-        return (f"{100 * self.change:+.1f}% of the mean from N={self.n_min:g} to N={self.n_max:g}, 95% CI{joint} "
-                f"[{100 * self.ci[0]:+.1f}%, {100 * self.ci[1]:+.1f}%]{p}; unit: cell ({self.cells} cells, median of "
-                f"{self.calls // max(self.cells, 1)} calls each)")
+        what = {HOW_POSITION: f"TPOT of the N={self.n_min:g} calls against the same positions of the N={self.n_max:g} "
+                              "calls",
+                HOW_DIRECT: f"decode / N against the direct TPOT of the same N, at N={self.n_min:g} against "
+                            f"N={self.n_max:g}",
+                HOW_SHAPE: f"per-token value at N={self.n_min:g} against N={self.n_max:g} (by its 1/N shape; the "
+                           "hardware's per-position profile is not separated)"}[self.how]
+        text = (f"{what}: {100 * self.effect:+.1f}%, {100 * self.level:.4g}% CI{joint} [{100 * lo:+.1f}%, "
+                f"{100 * hi:+.1f}%]; unit: cell ({self.cells} cells, {self.calls} calls)")
+        if self.hardware is not None:
+            text += (f"; the hardware's per-position profile alone makes TPOT at N={self.n_min:g} read "
+                     f"{100 * self.hardware:+.1f}% against N={self.n_max:g} (information, not a failure)")
+        return text + (f"; {self.reason}" if self.reason else "")
 
 
-def cell_value(values: np.ndarray, calls: np.ndarray) -> tuple[float | None, int]:
-    """A cell's value (the median over its calls of each call's mean) and its number of calls."""
-    per_call = call_means(values, calls)
-    per_call = per_call[np.isfinite(per_call)]
-    return (float(np.median(per_call)) if per_call.size else None), int(per_call.size)
+# --- cells and their per-position profiles --------------------------------------------------------
+def _cells(table: pa.Table, values: np.ndarray, rows: np.ndarray) -> tuple[list[tuple[Cell, np.ndarray]], str]:
+    """The cells (with N >= 2 and a positive value) of one configuration's ``rows``, each with
+    its row indices; and why cells were left out (empty when none was)."""
+    n_tokens, calls = floats(table, "output_tokens"), call_ids(table)
+    keys = ["max_new_tokens"] if "max_new_tokens" in table.column_names else []
+    sub = group_indices(table.take(pa.array(rows)), keys) if keys else {(): np.arange(rows.size)}
+    out, dropped = [], []
+    for idx in sub.values():
+        idx = rows[idx]
+        finite_n = n_tokens[idx][np.isfinite(n_tokens[idx])]
+        n = float(np.median(finite_n)) if finite_n.size else math.nan
+        per_call = call_means(values[idx], calls[idx])
+        per_call = per_call[np.isfinite(per_call)]
+        if not n >= 2:
+            continue  # N = 1 has no decode: nothing to judge, nothing wrong
+        if per_call.size == 0 or not np.median(per_call) > 0:
+            dropped.append(f"N={n:g}")
+            continue
+        positive = per_call[per_call > 0]
+        log_sd = float(np.log(positive).std(ddof=1)) if positive.size >= 2 else None
+        out.append((Cell(n, float(np.median(per_call)), int(per_call.size), log_sd), idx))
+    out.sort(key=lambda c: c[0].n)
+    reason = f"per-token value 0 or missing in every call of {', '.join(dropped)}" if dropped else ""
+    return out, reason
 
 
-INVERSE_FROM = 5  # cells from which the model has its 1/N term (two degrees of freedom left)
+def _group_quantiles(keys: np.ndarray, values: np.ndarray, qs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct keys, their values' quantiles [keys, qs]) with numpy's linear interpolation."""
+    order = np.lexsort((values, keys))
+    k, v = keys[order], values[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    counts = np.diff(np.r_[starts, k.size])
+    out = np.empty((starts.size, len(qs)))
+    for j, q in enumerate(qs):
+        pos = starts + q * (counts - 1)
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, starts + counts - 1)
+        out[:, j] = v[lo] + (v[hi] - v[lo]) * (pos - lo)
+    return k[starts], out
 
 
-def _design(ns: np.ndarray, inverse: bool) -> np.ndarray:
-    """Columns of the model of a cell's value against N: 1, N and (``inverse``) 1/N."""
-    return np.column_stack([np.ones_like(ns), ns] + ([1.0 / ns] if inverse else []))
-
-
-def _estimable(x: np.ndarray) -> bool:
-    """A design leaves a degree of freedom for the residuals and has full rank."""
-    return x.shape[0] > x.shape[1] and np.linalg.matrix_rank(x) == x.shape[1]
-
-
-def change_with_ci(ns: np.ndarray, ys: np.ndarray, level: float = 0.95) -> tuple[float, tuple[float, float]] | None:
-    """The change of the fitted cell value from the shortest to the longest N as a share of
-    the mean cell value, ``(f(N_max) - f(N_min)) / mean(ys)``, with its ``level`` interval (t
-    distribution, delta method); None when it cannot be estimated.
-
-    The model is ``a + b N + c / N`` (with 5 cells or more; ``a + b N`` below): ``b`` is the
-    linear growth attention brings, ``c`` the shape of a per-token value with a constant
-    part divided by N (the legacy decode / N): a straight line alone fits the latter badly,
-    and its wide residuals would hide the bias it is there to find. The interval is the t
-    interval of the rise (linear in the cell values, ``d @ ys``) on the scale of the mean: the
-    mean is the unit the change is stated in, not an estimate whose error is carried, so that
-    the interval excludes 0 exactly when the rise is significant (the question asked), whatever
-    the base. Its coverage of the change itself, measured on tables of known truth
-    (``benchmarks/length_truth.py``): 95.4% with no trend, 95.5% at +10%, 97.3% at +58%.
-    """
-    inverse = ns.size >= INVERSE_FROM
-    x = _design(ns, inverse)
-    df = ns.size - x.shape[1]
-    if not _estimable(x) or not ys.mean() > 0:
+def _call_gaps(table: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per (call, position) of ``rows``: (call index, 0-based position, the call's mean gap over
+    its sequences); None without ``itl_ms``."""
+    if "itl_ms" not in table.column_names or rows.size == 0:
         return None
-    solve = np.linalg.pinv(x)  # beta = solve @ ys
-    ends = _design(np.array([ns.min(), ns.max()], dtype=float), inverse)
-    d = (ends[1] - ends[0]) @ solve  # the fitted rise, d @ ys
-    mean = float(ys.mean())
-    rise = float(d @ ys)
-    change = rise / mean
-    residual = ys - x @ (solve @ ys)
-    sigma2 = float(residual @ residual) / df
-    half = t_quantile(0.5 + level / 2, df) * float(np.sqrt(sigma2 * float(d @ d))) / mean
-    return change, (change - half, change + half)
+    column = table.column("itl_ms").take(pa.array(rows)).combine_chunks()
+    import pyarrow.compute as pc
 
-
-PERMUTATIONS = 20_000  # random orders beyond 8 cells (up to 8, all 40,320 are enumerated)
-
-
-@functools.lru_cache(maxsize=8)
-def _all_orders(n: int) -> np.ndarray:
-    return np.array(list(itertools.permutations(range(n))))
-
-
-def permutation_p(ns: np.ndarray, ys: np.ndarray, seed: int = 0) -> float | None:
-    """P-value of the fitted change under "the cell values do not depend on N": the share of
-    orderings of the cell values over the output lengths whose fitted rise from N_min to N_max
-    is at least as large (in absolute value) as the one observed. Exact under that hypothesis whatever the
-    shape of the noise between cells (a machine that jumps between two speeds, say), which a
-    t interval assumes away."""
-    inverse = ns.size >= INVERSE_FROM
-    x = _design(ns, inverse)
-    if not _estimable(x) or not ys.mean() > 0:  # no change to test (change_with_ci's None)
+    gaps = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=float)
+    parent = np.asarray(pc.list_parent_indices(column).to_numpy(zero_copy_only=False), dtype=np.int64)
+    if gaps.size == 0:
         return None
-    solve = np.linalg.pinv(x)  # beta = solve @ y, for every ordering at once
-    ends = _design(np.array([ns.min(), ns.max()], dtype=float), inverse) @ solve  # [2, cells]
-    if ns.size <= 8:
-        orders = _all_orders(ns.size)
-    else:
-        rng = np.random.default_rng(seed)
-        orders = np.argsort(rng.random((PERMUTATIONS, ns.size)), axis=1)
-    # The statistic: the fitted rise from N_min to N_max, |f(N_max) - f(N_min)|, linear in the
-    # values; the change divides it by their mean, the same in every ordering.
-    f = ys[orders] @ ends.T  # [orders, 2]: the fit at N_min and N_max
-    rises = np.abs(f[:, 1] - f[:, 0])
-    observed = abs(float((ends @ ys)[1] - (ends @ ys)[0]))
-    return float(np.sum(rises >= observed * (1 - 1e-9)) / orders.shape[0])
+    position = np.arange(gaps.size) - np.searchsorted(parent, parent)
+    _, call = np.unique(call_ids(table)[rows], return_inverse=True)
+    ok = np.isfinite(gaps)
+    width = int(position.max()) + 1
+    key = call[parent][ok].astype(np.int64) * width + position[ok]
+    distinct, inverse = np.unique(key, return_inverse=True)
+    mean = np.bincount(inverse, weights=gaps[ok]) / np.bincount(inverse)
+    return distinct // width, distinct % width, mean
 
 
-def effect(scope: str, points: list[tuple[float, float, int]], config: tuple[tuple[str, object], ...] = (),
-           judged: int = 1) -> LengthEffect:
-    """The length effect of (N, cell value, calls) points; its interval holds at 95% jointly
-    over ``judged`` configurations (Bonferroni: each at 1 - 0.05 / judged)."""
-    points = sorted(points)
-    ns = np.array([p[0] for p in points], dtype=float)
-    ys = np.array([p[1] for p in points], dtype=float)
-    calls = sum(p[2] for p in points)
-    lo_n, hi_n = (float(ns.min()), float(ns.max())) if ns.size else (float("nan"), float("nan"))
-    rho = spearman(ns, ys) if ns.size >= 2 else None
-    level = 1 - 0.05 / max(judged, 1)
-    found = change_with_ci(ns, ys, level) if len(np.unique(ns)) >= MIN_CELLS else None
-    change, ci = found if found is not None else (None, None)
-    p = permutation_p(ns, ys) if found is not None else None
-    return LengthEffect(scope, len(points), calls, lo_n, hi_n, change, ci, rho,
-                        tuple((float(n), float(y)) for n, y in zip(ns, ys)), config, 0.95, max(judged, 1), p)
-
-
-def length_effects(table: pa.Table, values: np.ndarray | None = None) -> list[LengthEffect]:
-    """The length effect of every configuration of ``table`` (of ``tpot_ms`` unless ``values``,
-    one per row, are given: the legacy decode / N, say). Cells with N < 2 are left out."""
-    y = floats(table, "tpot_ms") if values is None else values
-    n_tokens = floats(table, "output_tokens")
-    calls = call_ids(table)
-    names = [c for c in CONFIG_COLUMNS if c in table.column_names]
-    varying = [n for n in names if len(table.column(n).unique()) > 1]
-    cell_keys = [*names, "max_new_tokens"] if "max_new_tokens" in table.column_names else names
-    by_config: dict[tuple, list[tuple[float, float, int]]] = {}
-    for key, idx in group_indices(table, cell_keys).items():
-        n = float(np.nanmedian(n_tokens[idx])) if np.isfinite(n_tokens[idx]).any() else float("nan")
-        value, count = cell_value(y[idx], calls[idx])
-        config = key[:len(names)]
-        by_config.setdefault(config, [])
-        if n >= 2 and value is not None:
-            by_config[config].append((n, value, count))
-    # A run judges every configuration: each interval is widened so that they hold together at
-    # 95% (Bonferroni), or a run of many configurations would fail on noise somewhere.
-    judged = sum(len({p[0] for p in points}) >= MIN_CELLS for points in by_config.values())
+def profiles(table: pa.Table, cells: list[tuple[Cell, np.ndarray]]) -> list[np.ndarray] | None:
+    """Each cell's median gap by position over its calls (positions 0 .. N - 2); None without gaps."""
     out = []
-    for config, points in by_config.items():
-        scope = ", ".join(f"{n}={v}" for n, v in zip(names, config) if n in varying) or "all rows"
-        out.append(effect(scope, points, tuple(zip(names, config)), judged))
+    for cell, idx in cells:
+        found = _call_gaps(table, idx)
+        if found is None:
+            return None
+        _, position, mean = found
+        keys, q = _group_quantiles(position, mean, (0.5,))
+        length = int(round(cell.n)) - 1
+        profile = np.full(length, np.nan)
+        inside = keys < length
+        profile[keys[inside]] = q[inside, 0]
+        if not np.isfinite(profile).any():
+            return None
+        out.append(profile)
     return out
 
 
-__all__ = ["CONFIG_COLUMNS", "LengthEffect", "MIN_CELLS", "TOLERANCE", "call_means", "cell_value", "effect",
-           "length_effects"]
+def cell_levels(profile_list: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(each cell's level a_c, whether its last gap was in it, the shared profile b_k) of the
+    additive fit ``log g_c(k) = a_c + b_k`` made without each cell's last gap (backfitting:
+    alternate means until they settle). None when no two cells share a position outside their
+    last gaps."""
+    width = max(p.size for p in profile_list)
+    x = np.full((len(profile_list), width), np.nan)
+    for c, p in enumerate(profile_list):
+        x[c, :p.size] = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), np.nan)
+    last = np.array([p.size - 1 for p in profile_list])
+    interior = np.isfinite(x) & (np.arange(width)[None, :] < last[:, None])
+    if not interior.any():
+        return None
+    xi = np.where(interior, x, 0.0)
+    per_position, per_cell = interior.sum(axis=0), interior.sum(axis=1)
+    a, b = np.zeros(len(profile_list)), np.zeros(width)
+    for _ in range(1000):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            b_new = np.where(per_position > 0, ((xi - a[:, None]) * interior).sum(axis=0) / per_position, np.nan)
+            a_new = np.where(per_cell > 0, ((xi - np.nan_to_num(b_new)[None, :]) * interior).sum(axis=1) / per_cell, 0.0)
+        done = np.nanmax(np.abs(np.r_[a_new - a, np.nan_to_num(b_new - b)])) < 1e-12
+        a, b = a_new, b_new
+        if done:
+            break
+    usable = np.isfinite(x) & np.isfinite(b)[None, :]
+    counts = usable.sum(axis=1)
+    if (counts == 0).any():
+        return None
+    levels = np.where(usable, x - np.nan_to_num(b)[None, :], 0.0).sum(axis=1) / counts
+    last_in = usable[np.arange(len(profile_list)), last]
+    return levels, last_in, b
+
+
+# --- a line over cells ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Line:
+    theta: float
+    se: float  # of theta
+    df: int
+    sigma: float  # residual standard deviation over cells
+    sxx: float
+
+
+def _line(w: np.ndarray, y: np.ndarray) -> _Line | None:
+    if w.size < MIN_CELLS or np.ptp(w) == 0:
+        return None
+    x = np.column_stack([np.ones_like(w), w])
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    residual = y - x @ beta
+    df = w.size - 2
+    sigma = math.sqrt(float(residual @ residual) / df)
+    sxx = float(((w - w.mean()) ** 2).sum())
+    return _Line(float(beta[1]), sigma / math.sqrt(sxx), df, sigma, sxx)
+
+
+def _settle(line: _Line, span: float, estimate: float, tolerance: float, alpha: float, cells: list[Cell],
+            interleaved: bool | None) -> Settle:
+    """How many cells (or repeats) the observed noise needs for the interval to decide: to fit
+    within the tolerance when the estimate does, else to exclude 0."""
+    room = tolerance - abs(estimate) if abs(estimate) < tolerance else abs(estimate)
+    needed = None
+    if room > 0:
+        for m in range(len(cells) + 1, MAX_CELLS_SEARCHED + 1):
+            half = t_quantile(1 - alpha / 2, m - 2) * line.sigma * span / math.sqrt(line.sxx * m / len(cells))
+            if half <= room:
+                needed = m
+                break
+    # Repeats shrink only the part of a cell's noise its own calls carry.
+    within = [c.log_sd**2 / c.calls for c in cells if c.log_sd is not None and c.calls > 0]
+    calls = int(np.median([c.calls for c in cells]))
+    repeats = None
+    if within and room > 0:
+        within_var = float(np.mean(within))
+        between = max(line.sigma**2 - within_var, 0.0)
+        target = (room * math.sqrt(line.sxx) / (t_quantile(1 - alpha / 2, line.df) * span)) ** 2
+        if between < target and within_var > 0:
+            repeats = math.ceil(calls * within_var / (target - between))
+    return Settle(needed, repeats, interleaved is False)
+
+
+# --- the judgements ---------------------------------------------------------------------------------
+def _judge(method: str, how: str, scope: str, config: tuple, cells: list[Cell], w: np.ndarray, y: np.ndarray,
+           log_scale: bool, span: float, tolerance: float, judged: int, interleaved: bool | None,
+           hardware: float | None = None, dropped: str = "") -> LengthJudgement:
+    alpha = 0.05 / max(judged, 1)
+    ns = [c.n for c in cells]
+    base = dict(method=method, how=how, scope=scope, config=config, cells=len(cells),
+                calls=sum(c.calls for c in cells), n_min=min(ns), n_max=max(ns), level=1 - alpha, judged=max(judged, 1),
+                values=tuple((c.n, c.value) for c in cells), hardware=hardware)
+    line = _line(w, y)
+    if line is None:
+        why = (f"{len(cells)} output length(s) with N >= 2 ({', '.join(f'N={n:g}' for n in ns)}): a line over cells "
+               f"needs {MIN_CELLS}")
+        return LengthJudgement(**base, effect=None, ci=None, verdict=INCONCLUSIVE,  # type: ignore[arg-type]
+                               reason="; ".join(filter(None, [why, dropped])))
+    delta = line.theta * span
+    half = t_quantile(1 - alpha / 2, line.df) * line.se * abs(span)
+    lo, hi = delta - half, delta + half
+    to = math.expm1 if log_scale else (lambda v: v)
+    effect, ci = to(delta), (to(lo), to(hi))
+    verdict = decide(effect, ci, tolerance)
+    reason = dropped
+    if verdict == INCONCLUSIVE:
+        scale_tol = math.log1p(tolerance) if log_scale else tolerance
+        settle = _settle(line, abs(span), delta, scale_tol, alpha, cells, interleaved)
+        reason = "; ".join(filter(None, [settle.describe(len(cells), int(np.median([c.calls for c in cells]))), dropped]))
+    return LengthJudgement(**base, effect=effect, ci=ci, verdict=verdict, reason=reason)  # type: ignore[arg-type]
+
+
+def _weights(ns: np.ndarray) -> np.ndarray:
+    return (ns.min() - 1) / (ns - 1)
+
+
+def judge_configs(table: pa.Table, tolerance: float = TOLERANCE, values: np.ndarray | None = None,
+                  interleaved: bool | None = None) -> list[LengthJudgement]:
+    """Every length judgement of ``table``: per method and configuration (see the module's
+    text). ``values`` (one per row) replaces the per-token value and is judged by its shape
+    (``check --legacy``'s decode / N of the direct rows). ``interleaved``: whether the run
+    interleaved its cells (None: unknown), for the advice of an inconclusive verdict."""
+    methods = strings(table, "method") if "method" in table.column_names else np.full(table.num_rows, "direct", object)
+    names = [c for c in CONFIG_COLUMNS if c in table.column_names]
+    varying = [n for n in names if len(table.column(n).unique()) > 1]
+    per_token = floats(table, "tpot_ms") if values is None else values
+    groups = group_indices(table, names)
+    plans = []
+    for method in dict.fromkeys(methods.tolist()):
+        for key, rows in groups.items():
+            rows = rows[methods[rows] == method]
+            if rows.size == 0:
+                continue
+            scope = ", ".join(f"{n}={v}" for n, v in zip(names, key) if n in varying) or "all rows"
+            plans.append((str(method), key, scope, rows))
+    judged_per_method: dict[str, int] = {}
+    prepared = []
+    for method, key, scope, rows in plans:
+        cells, dropped = _cells(table, per_token, rows)
+        prepared.append((method, key, scope, rows, cells, dropped))
+        if len({c.n for c, _ in cells}) >= MIN_CELLS:
+            judged_per_method[method] = judged_per_method.get(method, 0) + 1
+    direct_cells = {key: cells for method, key, _, _, cells, _ in prepared if method == "direct"}
+    out = []
+    for method, key, scope, rows, cells, dropped in prepared:
+        config = tuple(zip(names, key))
+        judged = judged_per_method.get(method, 1)
+        if len({c.n for c, _ in cells}) < 2:
+            only = ", ".join(f"N={c.n:g}" for c, _ in cells) or "no cell with N >= 2"
+            reason = "; ".join(filter(None, [f"one output length ({only}): no length effect to judge", dropped]))
+            out.append(LengthJudgement(method, HOW_SHAPE, scope, config, len(cells), sum(c.calls for c, _ in cells),
+                                       math.nan, math.nan, None, None, SKIP, reason))
+            continue
+        out.append(_judge_one(table, method, scope, config, cells, direct_cells.get(key), values is not None,
+                              tolerance, judged, interleaved, dropped))
+    return out
+
+
+def _judge_one(table: pa.Table, method: str, scope: str, config: tuple, cells: list[tuple[Cell, np.ndarray]],
+               direct: list[tuple[Cell, np.ndarray]] | None, replaced: bool, tolerance: float, judged: int,
+               interleaved: bool | None, dropped: str) -> LengthJudgement:
+    plain = [c for c, _ in cells]
+    ns = np.array([c.n for c in plain])
+    w = _weights(ns)
+    span = float(w.max() - w.min())
+    if method == "subtract" or replaced:
+        by_n = {c.n: c.value for c, _ in direct or []}
+        pairs = [(c, by_n[c.n]) for c in plain if c.n in by_n and by_n[c.n] > 0] if not replaced else []
+        if len(pairs) >= MIN_CELLS:
+            matched = [c for c, _ in pairs]
+            y = np.array([c.value / d - 1 for c, d in pairs])
+            wm = _weights(np.array([c.n for c in matched]))
+            return _judge(method, HOW_DIRECT, scope, config, matched, wm, y, False, float(wm.max() - wm.min()),
+                          tolerance, judged, interleaved, dropped=dropped)
+        values = np.array([c.value for c in plain])
+        return _judge(method, HOW_SHAPE, scope, config, plain, w, values / values.mean() - 1, False, span, tolerance,
+                      judged, interleaved, dropped=dropped)
+    found = profiles(table, cells)
+    fitted = cell_levels(found) if found is not None else None
+    if fitted is None:  # no per-step gaps (an older run, a table read without them): the cells' TPOT by shape
+        return _judge(method, HOW_SHAPE, scope, config, plain, w, np.log([c.value for c in plain]), True, span,
+                      tolerance, judged, interleaved, dropped=dropped)
+    levels, last_in, b = fitted
+    w = np.where(last_in, w, 0.0)
+    profile = np.exp(b)
+    shortest, longest = int(round(ns.min())) - 1, int(round(ns.max())) - 1
+    hardware = float(np.nanmean(profile[:shortest]) / np.nanmean(profile[:longest]) - 1)
+    return _judge(method, HOW_POSITION, scope, config, plain, w, levels, True, float(w.max() - w.min()), tolerance,
+                  judged, interleaved, hardware=hardware, dropped=dropped)
+
+
+def position_profile(table: pa.Table) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Per configuration of the direct rows: (scope, positions 1.., [median, q1, q3] of the
+    calls' gaps at each position, pooled over the configuration's cells), for the report's figure."""
+    methods = strings(table, "method") if "method" in table.column_names else np.full(table.num_rows, "direct", object)
+    names = [c for c in CONFIG_COLUMNS if c in table.column_names]
+    varying = [n for n in names if len(table.column(n).unique()) > 1]
+    out = []
+    for key, rows in group_indices(table, names).items():
+        rows = rows[methods[rows] == "direct"]
+        found = _call_gaps(table, rows)
+        if found is None:
+            continue
+        _, position, mean = found
+        positions, q = _group_quantiles(position, mean, (0.5, 0.25, 0.75))
+        scope = ", ".join(f"{n}={v}" for n, v in zip(names, key) if n in varying) or "all rows"
+        out.append((scope, positions + 1, q))
+    return out
+
+
+__all__ = ["CONFIG_COLUMNS", "FAIL", "HOW_DIRECT", "HOW_POSITION", "HOW_SHAPE", "INCONCLUSIVE", "LengthJudgement",
+           "MIN_CELLS", "PASS", "SKIP", "TOLERANCE", "cell_levels", "judge_configs", "position_profile", "profiles"]

@@ -60,9 +60,9 @@ D = _defaults()
 @app.command("check")
 def cmd_check(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
-    legacy: Annotated[bool, typer.Option("--legacy", help="Also show the length effect under the old denominator decode / N.")] = False,
+    legacy: Annotated[bool, typer.Option("--legacy", help="Also show the length effect of the old denominator decode / N of the direct rows (info).")] = False,
     method: Annotated[Optional[str], typer.Option(help="Judge the rows of one method only (direct or subtract) of a --method both run (default: all).")] = None,
-    length_tolerance: Annotated[float, typer.Option(help="Fail when TPOT changes from the shortest to the longest output by more than this share of its mean, with a 95% CI over cells excluding 0.")] = D["length_tolerance"],
+    length_tolerance: Annotated[float, typer.Option(help="How far the shortest calls' TPOT may read from the same positions of the longest (a share) and count as equal: its 95% CI within it passes, beyond it and excluding 0 fails.")] = D["length_tolerance"],
     min_cells: Annotated[int, typer.Option(help="Judge the length effect only over at least this many cells (output lengths).")] = D["min_cells"],
     stability_ratio: Annotated[float, typer.Option(help="Warn when CV(tpot) short / long exceeds this.")] = D["stability_ratio"],
     short_tokens: Annotated[int, typer.Option(help="Outputs of at most this many tokens are short.")] = D["short_tokens"],
@@ -73,31 +73,35 @@ def cmd_check(
     cv_fail: Annotated[float, typer.Option(help="Stability: fail from this robust CV, 1.4826 MAD / median (too noisy to trust).")] = D["cv_fail"],
     spread_warn: Annotated[float, typer.Option(help="Stability: warn when the median call is this much slower than the fastest.")] = D["spread_warn"],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Also write the results as JSON here.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 on an inconclusive verdict too (default: a warning, exit 0).")] = False,
 ) -> None:
-    """Audit a results directory; exit 1 when a check fails. Writes nothing unless -o is given."""
-    from ..analysis.checks import Thresholds, failed, one_method, run_checks
+    """Audit a results directory; exit 1 when a check fails (--strict: or is inconclusive). Writes nothing unless -o is given."""
+    from rich.markup import escape
+
+    from ..analysis.checks import Thresholds, failed, inconclusive, one_method, run_checks
     from ..results.files import write_json
     from ..results.integrity import verify
-    from ..results.reader import BULK_COLUMNS, list_minimum, read
+    from ..results.reader import BULK_COLUMNS, read
     from .output import print_checks
 
     thresholds = Thresholds(length_tolerance=length_tolerance, min_cells=min_cells, stability_ratio=stability_ratio, short_tokens=short_tokens,
                             tolerance_ms=tolerance_ms, outlier_z=outlier_z, precision=precision, cv_warn=cv_warn,
                             cv_fail=cv_fail, spread_warn=spread_warn)
-    # the ITL gaps (most of a big run's bytes) are read only if their statistics show a negative one
+    # the ITL gaps are read: the length effect is judged position by position
     inventory = verify(results) if results.is_dir() else None
-    lowest = list_minimum(results, "itl_ms", inventory) if inventory is None or not inventory.problems else None
-    if lowest is not None and lowest >= -thresholds.tolerance_ms:
-        table = one_method(read(results, exclude=SUMMARY_ONLY, inventory=inventory), method)
-        checks = run_checks(table, _run_info(results), thresholds, legacy=legacy, itl_lowest=lowest)
-    else:
-        table = one_method(read(results, exclude=BULK_COLUMNS), method)
-        checks = run_checks(table, _run_info(results), thresholds, legacy=legacy)
+    table = one_method(read(results, exclude=BULK_COLUMNS, inventory=inventory), method)
+    checks = run_checks(table, _run_info(results), thresholds, legacy=legacy)
     if output is not None:
         write_json(output, {"thresholds": asdict(thresholds), "method": method or "all",
                             "checks": [r.to_dict() for r in checks]})
     print_checks(checks)
-    if failed(checks):
+    undecided = inconclusive(checks)
+    if undecided:
+        names = ", ".join(dict.fromkeys(f"{r.check} ({r.scope})" for r in undecided))
+        consoles.err.print(f"[yellow]warning:[/] inconclusive: {escape(names)}; the data cannot tell (see each "
+                           "line's detail for what would settle it)" + (" (--strict: exit 1)" if strict else ""),
+                           highlight=False, soft_wrap=True)
+    if failed(checks) or (strict and undecided):
         raise typer.Exit(1)
 
 
@@ -107,27 +111,28 @@ def cmd_compare(
     b: Annotated[Optional[Path], typer.Argument(help="A second results directory to compare with A.")] = None,
     methods: Annotated[bool, typer.Option("--methods", help="Direct vs legacy subtraction within A (a --method both run).")] = False,
     on: Annotated[Optional[str], typer.Option(help="Parameters to match cells on, comma-separated (default: automatic).")] = None,
+    correction: Annotated[str, typer.Option(help="How a cell's p is adjusted over the table: holm (family-wise error) or bh (false discovery rate, Benjamini-Hochberg).")] = "holm",
 ) -> None:
-    """Compare direct and legacy timing in one run (--methods), or run B against run A."""
+    """Compare direct and legacy timing in one run (--methods), or run B against run A (the over-cells headline first)."""
     from rich.markup import escape
 
     from ..analysis.compare import compare_methods, compare_runs, sync_mismatch
     from ..core.errors import UsageError
-    from ..results.reader import read
+    from ..results.reader import BULK_COLUMNS, read
     from .output import print_method_comparison, print_run_comparison
 
     if methods == (b is not None):
         raise UsageError("give either --methods with one directory, or two directories")
     if methods:
-        print_method_comparison(compare_methods(read(a, exclude=SUMMARY_ONLY)))
+        print_method_comparison(compare_methods(read(a, exclude=BULK_COLUMNS)))
     else:
         assert b is not None
         table_a, table_b = read(a, exclude=SUMMARY_ONLY), read(b, exclude=SUMMARY_ONLY)
         mismatch = sync_mismatch(table_a, table_b)
         if mismatch:
             consoles.err.print(f"[yellow]warning:[/] {escape(mismatch)}", highlight=False, soft_wrap=True)
-        keys, rows = compare_runs(table_a, table_b, on=on.split(",") if on else None)
-        print_run_comparison(keys, rows, a, b)
+        keys, rows = compare_runs(table_a, table_b, on=on.split(",") if on else None, correction=correction)
+        print_run_comparison(keys, rows, a, b, correction)
 
 
 @app.command("report")

@@ -65,7 +65,8 @@ def print_summary(summary: list["CellSummary"], title: str) -> None:
     consoles.out.print(table)
 
 
-_VERDICT_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim", "info": "dim"}
+_VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "magenta", "warn": "yellow", "skip": "dim",
+                  "info": "dim"}
 
 
 def print_checks(results: list["CheckResult"]) -> None:
@@ -84,9 +85,10 @@ def print_checks(results: list["CheckResult"]) -> None:
     consoles.out.print(table)
     bad = failed(results)
     names = ", ".join(sorted({r.check for r in bad}))
+    undecided = sum(r.verdict == "inconclusive" for r in results)
     # One unwrapped line, so that scripts can read the failed checks from it.
-    consoles.out.print(f"{len(results)} checks, {len(bad)} failed" + (f": {names}" if bad else ""), soft_wrap=True,
-                       highlight=False)
+    consoles.out.print(f"{len(results)} checks, {undecided} inconclusive, {len(bad)} failed" + (f": {names}" if bad else ""),
+                       soft_wrap=True, highlight=False)
 
 
 def print_method_comparison(result: dict[str, Any]) -> None:
@@ -103,16 +105,20 @@ def print_method_comparison(result: dict[str, Any]) -> None:
     for m, z in result["zero_decode"].items():
         zero.add_row(m, str(z["calls_with_tokens"]), pct(z["decode_zero_share"]), pct(z["negative_before_clamp_share"]))
     consoles.out.print(zero)
-    corr = Table(title="per-token latency = decode / denominator against output length: change from the shortest "
-                       "to the longest output, a share of the mean (unit: cell)", title_justify="left")
-    for name in ("method", "per-token", "scope", "cells", "change", "95% CI", "rho (cells)"):
-        corr.add_column(name, justify="left" if name in ("method", "per-token", "scope") else "right")
+    corr = Table(title="per-token latency against output length, judged over cells: the shortest calls' value "
+                       "against the longest's (direct: at the same positions; legacy: against the direct method)",
+                 title_justify="left")
+    for name in ("method", "scope", "cells", "calls", "effect", "CI", "verdict"):
+        corr.add_column(name, justify="left" if name in ("method", "scope", "verdict") else "right")
     for c in result["correlation"]:
         ci = "-" if c["ci"] is None else f"[{100 * c['ci'][0]:+.1f}%, {100 * c['ci'][1]:+.1f}%]"
-        corr.add_row(c["method"], f"decode / ({c['denominator']})" if c["denominator"] != "N" else "decode / N",
-                     escape(c["scope"]), str(c["cells"]), "-" if c["change"] is None else f"{100 * c['change']:+.1f}%",
-                     ci, "-" if c["rho"] is None else f"{c['rho']:+.2f}")
+        style = _VERDICT_STYLE.get(c["verdict"], "")
+        corr.add_row(c["method"], escape(c["scope"]), str(c["cells"]), str(c["calls"]),
+                     "-" if c["change"] is None else f"{100 * c['change']:+.1f}%", ci,
+                     f"[{style}]{c['verdict']}[/]" if style else c["verdict"])
     consoles.out.print(corr)
+    for c in result["correlation"]:
+        consoles.out.print(f"[dim]{escape(c['method'])}, {escape(c['scope'])}: {escape(c['detail'])}[/]", soft_wrap=True)
     spread = Table(title="measurement spread (median CV over cells)", title_justify="left")
     for name in ("method", "decode CV", "per-token CV"):
         spread.add_column(name, justify="left" if name == "method" else "right")
@@ -121,16 +127,33 @@ def print_method_comparison(result: dict[str, Any]) -> None:
     consoles.out.print(spread)
 
 
-def print_run_comparison(keys: list[str], rows: list[Any], a: Path, b: Path) -> None:
-    table = Table(title=f"{b} vs {a} (matched on {', '.join(keys) or 'nothing'})", title_justify="left")
-    for name in ("cell", "phase", "A ms", "B ms", "B/A", "95% CI", "p", "verdict"):
+def print_run_comparison(keys: list[str], rows: list[Any], a: Path, b: Path, correction: str = "holm") -> None:
+    head = [r for r in rows if r.cell == "geometric mean"]
+    if head:
+        top = Table(title=f"{b} against {a}: B / A per phase over the matched cells (geometric mean; 95% CI, "
+                          "unit: the cell)", title_justify="left")
+        for name in ("phase", "B/A", "95% CI", "verdict"):
+            top.add_column(name, justify="left" if name in ("phase", "verdict") else "right")
+        for r in head:
+            style = "green" if r.verdict.startswith("faster") else "red" if r.verdict.startswith("slower") else "dim"
+            top.add_row(r.phase.removesuffix("_ms"), "-" if r.ratio is None else f"{r.ratio:.3f}",
+                        "-" if r.ci is None else f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]", f"[{style}]{escape(r.verdict)}[/]")
+        consoles.out.print(top)
+    adjusted = {"holm": "Holm", "bh": "Benjamini-Hochberg"}.get(correction, correction)
+    table = Table(title=f"per cell and phase (matched on {', '.join(keys) or 'nothing'}; p adjusted over the "
+                        f"{sum(r.p_value is not None for r in rows)} tests of this table: {adjusted})",
+                  title_justify="left")
+    for name in ("cell", "phase", "A ms", "B ms", "B/A", "95% CI", "p", "p adj.", "verdict"):
         table.add_column(name, justify="left" if name in ("cell", "phase", "verdict") else "right")
     for r in rows:
+        if r.cell == "geometric mean":
+            continue
         style = {"faster": "green", "slower": "red"}.get(r.verdict, "dim" if r.verdict == "not significant" else "")
         table.add_row(escape(r.cell), r.phase.removesuffix("_ms"), ms(r.median_a), ms(r.median_b),
                       "-" if r.ratio is None else f"{r.ratio:.3f}",
                       "-" if r.ci is None else f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
                       "-" if r.p_value is None else f"{r.p_value:.3g}",
+                      "-" if r.p_adjusted is None else f"{r.p_adjusted:.3g}",
                       f"[{style}]{r.verdict}[/]" if style else r.verdict)
     consoles.out.print(table)
 

@@ -27,7 +27,7 @@ from ..stability import judge_table
 from ..checks import CheckResult, failed, one_method, run_checks
 from ..compare import compare_runs, sync_mismatch
 from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, varying
-from ..length import TOLERANCE, length_effects
+from ..length import TOLERANCE, judge_configs, position_profile
 from . import answers, text
 from .engine import engine_table
 from . import figures as f
@@ -154,12 +154,15 @@ def _environment(run_info: dict[str, Any] | None) -> str:
     return table(["field", "value"], rows, left=2, wrap=(1,))
 
 
-def _effects(table_: pa.Table, by_method: dict[str, pa.Table] | None = None) -> dict[str, list[Any]]:
-    """The length effect of each method's own per-token latency, over cells."""
-    if "method" not in table_.column_names:
-        return {"direct": length_effects(table_)}
-    by_method = by_method if by_method is not None else _by_method(table_)
-    return {m: length_effects(t) for m, t in by_method.items()}
+def _effects(table_: pa.Table, run_info: dict[str, Any] | None = None,
+             tolerance: float = TOLERANCE) -> dict[str, list[Any]]:
+    """The length judgements of each method over cells (:mod:`..length`): the same function
+    and level as ``phasetime check``."""
+    order = ((run_info or {}).get("experiment") or {}).get("order")
+    out: dict[str, list[Any]] = {}
+    for j in judge_configs(table_, tolerance, interleaved=None if order is None else order == "interleaved"):
+        out.setdefault(j.method, []).append(j)
+    return out
 
 
 def _by_method(table_: pa.Table) -> dict[str, pa.Table]:
@@ -188,6 +191,8 @@ def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list
 def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None, title: str,
                   tolerance: float, timeline_row: Callable[[], dict[str, Any] | None],
                   fetch_itl: Callable[[], pa.ChunkedArray] | None) -> tuple[str, list[str]]:
+    if "itl_ms" not in table_.column_names and fetch_itl is not None:
+        table_ = table_.append_column("itl_ms", fetch_itl())  # the verdicts judge by position (row for row)
     summary = summarize(table_)
     by_method = _by_method(table_) if "method" in table_.column_names else {}
     legacy_failed: list[str] = []
@@ -196,13 +201,13 @@ def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: lis
     if checks is None and len(by_method) == 2:
         # the verdict judges the direct rows; the legacy rows fail by design and are named apart
         legacy_failed = sorted({r.check for r in failed(run_checks(by_method["subtract"], run_info,
-                                                                   judged=judged["subtract"]))})
+                                                                   judged=judged["subtract"]))} - {"tpot_vs_length"})
         checks = run_checks(by_method["direct"], run_info, judged=judged["direct"])
     checks = checks if checks is not None else run_checks(table_, run_info, judged=judged.get("all"))
     labels, _ = make_labels(summary)
     full = [cell_label(c, varying(summary)) for c in summary]
     unstable = {scope.get("cell") for groups in judged.values() for scope, _, j in groups if j.verdict in ("warn", "fail")}
-    effects = _effects(table_, by_method or None)
+    effects = _effects(table_, run_info, tolerance)
     zero = answers.zero_decode(table_, by_model=True)
     figs = _figures(table_, summary, labels, full, unstable, effects, timeline_row, zero, fetch_itl)
     experiment = (run_info or {}).get("experiment", {})
@@ -246,17 +251,21 @@ def build_comparison_report(a: pa.Table, b: pa.Table, name_a: str, name_b: str,
     title = f"phasetime: {name_b} against {name_a}"
     table_rows = [[short[r.cell], html.escape(r.cell), r.phase.removesuffix("_ms"), fmt(r.median_a), fmt(r.median_b), fmt(r.ratio, 3),
                    "-" if r.ci is None else f"[{r.ci[0]:.3f}, {r.ci[1]:.3f}]",
-                   "-" if r.p_value is None else f"{r.p_value:.3g}", html.escape(r.verdict)] for r in rows]
+                   "-" if r.p_value is None else f"{r.p_value:.3g}",
+                   "-" if r.p_adjusted is None else f"{r.p_adjusted:.3g}", html.escape(r.verdict)] for r in rows]
     mismatch = sync_mismatch(a, b)
     intro = ((f"<p class='warn'><b>Not like for like:</b> {html.escape(mismatch)}.</p>" if mismatch else "") +
              f"<p>B = {html.escape(name_b)} against A = {html.escape(name_a)}, cells matched on "
-             f"{html.escape(', '.join(keys) or 'nothing')}. A ratio below 1: B is faster. 'faster' and 'slower' need "
-             "p < 0.05 (Mann-Whitney U) and a 95% bootstrap interval that excludes 1.</p>")
+             f"{html.escape(', '.join(keys) or 'nothing')}. A ratio below 1: B is faster. The first rows ('all') answer "
+             "per phase over the matched cells: the geometric mean ratio with its 95% interval, the cell as the unit. "
+             "A cell's 'faster' or 'slower' needs its Mann-Whitney p, adjusted over every test of the table (Holm), "
+             "below 0.05 and a 95% bootstrap interval that excludes 1.</p>")
     figs = [("fig-ratios", "B / A per cell and phase", "Ratio of medians with its bootstrap 95% interval, cells named by "
              "their key in the table below; green: significantly faster, red: significantly slower, grey: not "
              "significant.", fig)] if fig else []
     sections = [*(figure_html(i, t, c) for i, t, c, _ in figs), "<h2 id='comparison'>Per cell and phase</h2>",
-                table(["key", "cell", "phase", "A ms", "B ms", "B/A", "95% CI", "p", "verdict"], table_rows, left=3)]
+                table(["key", "cell", "phase", "A ms", "B ms", "B/A", "95% CI", "p", "p (Holm)", "verdict"], table_rows,
+                      left=3)]
     return page(title, intro, sections, {i: clean(fg) for i, _, _, fg in figs}), [i for i, _, _, _ in figs]
 
 

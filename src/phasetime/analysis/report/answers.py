@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ...results.tables import call_ids, group_indices
 from ..checks import CheckResult
-from ..length import LengthEffect
+from ..length import SKIP, LengthJudgement
 from ..summary import CellSummary, floats, strings
 from .labels import name, series_keys, split
 from .plots import axis_for, band, color, figure, grid, translucent
@@ -46,28 +46,28 @@ def zero_decode(table: pa.Table, by_model: bool = False) -> dict[str, tuple[int,
     return out
 
 
-def _effects_line(method: str, found: list[LengthEffect], tolerance: float) -> tuple[str, list[str]]:
-    """One line on the length effect of a method over its configurations, and a line per configuration."""
+def _effects_line(method: str, found: list[LengthJudgement], tolerance: float) -> tuple[str, list[str]]:
+    """One line on the length effect of a method over its configurations (the worst verdict
+    first: fail, then inconclusive, then pass), and a whole line per configuration."""
     what = html.escape(METHOD_TITLES.get(method, method))
-    judged = [e for e in found if e.change is not None]
-    failing = [e for e in judged if e.fails(tolerance)]
-    details = [f"{what}, {html.escape(e.scope)}: {html.escape(e.describe())}" for e in found]
-    if not judged:
-        return f"<span class='skip'>skip</span> {what}: fewer than 3 output lengths with N &ge; 2", details
-    verdict = "fail" if failing else "pass"
-    text = (f"changes beyond {100 * tolerance:g}% (95% CI excluding 0) in {len(failing)} of {len(judged)} "
-            f"configuration(s)" if failing else f"no change beyond {100 * tolerance:g}% in {len(judged)} "
-            "configuration(s)")
-    if failing:
-        worst = max(failing, key=lambda e: abs(e.change or 0))
-        text += f"; largest: {worst.scope}, {worst.describe()}"
-    elif len(judged) == 1:
-        text += f": {judged[0].describe()}"
+    details = [f"{what}, {html.escape(e.scope)}: <span class='{e.verdict}'>{e.verdict}</span> "
+               f"{html.escape(e.describe())}" for e in found]
+    counts = {v: [e for e in found if e.verdict == v] for v in ("fail", "inconclusive", "pass", SKIP)}
+    if not any(counts[v] for v in ("fail", "inconclusive", "pass")):
+        reason = counts[SKIP][0].reason if counts[SKIP] else "no cell with N >= 2"
+        return f"<span class='skip'>skip</span> {what}: {html.escape(reason)}", details
+    verdict = next(v for v in ("fail", "inconclusive", "pass") if counts[v])
+    judged = sum(len(counts[v]) for v in ("fail", "inconclusive", "pass"))
+    parts = [f"{len(counts[v])} {v}" for v in ("fail", "inconclusive", "pass") if counts[v]]
+    text = f"{', '.join(parts)} of {judged} configuration(s), tolerance {100 * tolerance:g}%"
+    shown = counts[verdict][0] if verdict != "fail" else max(counts["fail"], key=lambda e: abs(e.effect or 0))
+    scope = f"{shown.scope}: " if judged > 1 else ""
+    text += f". {'Largest' if verdict == 'fail' else 'First'}: {scope}{shown.describe()}"
     return f"<span class='{verdict}'>{verdict}</span> {what}: {html.escape(text)}", details
 
 
 def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: pa.Table,
-            effects: dict[str, list[LengthEffect]], tolerance: float, legacy_failed: Sequence[str] = (),
+            effects: dict[str, list[LengthJudgement]], tolerance: float, legacy_failed: Sequence[str] = (),
             zero_by_model: dict[str, tuple[int, int]] | None = None) -> str:
     """The verdict block: one line per question, details folded. ``checks`` are those of the
     direct rows; ``legacy_failed`` names the checks the legacy rows fail (by design)."""
@@ -81,10 +81,13 @@ def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: p
     if legacy_failed:
         lines.append(f"<li><b>Legacy rows</b> (the subtraction baseline) fail {html.escape(', '.join(legacy_failed))}, "
                      "as the method does by design.</li>")
+    partial = _partial(run_info, table)
+    if partial:
+        lines.insert(0, f"<li id='partial'><b>Partial run</b>: <span class='warn'>{html.escape(partial)}</span></li>")
     for check in ("stability", "machine"):
         r = next((c for c in checks if c.check == check), None)
         if r is not None:
-            text = r.detail if len(r.detail) <= 160 else r.detail[:157] + "..."
+            text = r.detail
             marker = " id='stability-banner'" if check == "stability" and r.verdict in ("warn", "fail") else ""
             lines.append(f"<li{marker}><b>{check.capitalize()}</b>: <span class='{r.verdict}'>{r.verdict}</span>"
                          f"{': ' + html.escape(text) if text else ''}"
@@ -104,6 +107,20 @@ def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: p
               f"reported ({len(notes)} line(s))</summary><ul>{''.join(f'<li>{n}</li>' for n in notes)}</ul></details>"
               if notes else "")
     return f"<section id='verdict'><h2>Verdict</h2><ul>{''.join(lines)}</ul>{folded}</section>"
+
+
+def _partial(run_info: dict[str, Any] | None, table: pa.Table) -> str:
+    """What a run that did not measure every planned cell lacks, in one line ("" when complete)."""
+    planned = (run_info or {}).get("cells")
+    if not isinstance(planned, int) or "cell" not in table.column_names:
+        return ""
+    done = len(set(table.column("cell").to_pylist()))
+    if done >= planned:
+        return ""
+    why = ("interrupted" if (run_info or {}).get("interrupted") and not (run_info or {}).get("finished")
+           else "failed or not yet measured")
+    return (f"{done} of {planned} planned cells measured ({planned - done} {why}): every figure and verdict "
+            "below covers only these; phasetime run --resume measures the rest")
 
 
 def _per_method(by_model: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
@@ -126,7 +143,7 @@ def _warnings(checks: list[CheckResult], run_info: dict[str, Any] | None) -> lis
     return list(dict.fromkeys(out))
 
 
-def length_figure(summary: list[CellSummary], effects: dict[str, list[LengthEffect]],
+def length_figure(summary: list[CellSummary], effects: dict[str, list[LengthJudgement]],
                   zero: dict[str, tuple[int, int]]) -> dict[str, Any] | None:
     """Per-token latency against output length: a row per model, a panel per method (direct,
     legacy) on one y scale, a line per configuration with its interquartile band and, in its
@@ -163,10 +180,10 @@ def length_figure(summary: list[CellSummary], effects: dict[str, list[LengthEffe
 
 
 def _length_series(group: list[CellSummary], i: int, model: Any, method: str, label: str,
-                   found: LengthEffect | None, ax: tuple[str, str]) -> list[dict[str, Any]]:
+                   found: LengthJudgement | None, ax: tuple[str, str]) -> list[dict[str, Any]]:
     """One configuration's line over N, with its interquartile band and its length effect in the legend."""
     x = [c.get("max_new_tokens") for c in group]
-    size = "" if found is None or found.change is None else f" ({100 * found.change:+.1f}% of the mean over N)"
+    size = "" if found is None or found.effect is None else f" ({found.verdict}: {100 * found.effect:+.1f}%)"
     visible: Any = True if i < SHOWN_SERIES else "legendonly"
     group_id = f"{model}|{method}|{label}"
     traces = [{**t, "visible": visible} for t in band(x, [c.phases["tpot_ms"].q1 for c in group],
@@ -180,7 +197,7 @@ def _length_series(group: list[CellSummary], i: int, model: Any, method: str, la
     return traces
 
 
-def _match(effects: list[LengthEffect], wanted: dict[str, Any]) -> LengthEffect | None:
+def _match(effects: list[LengthJudgement], wanted: dict[str, Any]) -> LengthJudgement | None:
     """The effect whose configuration agrees with ``wanted`` on every parameter both name."""
     for e in effects:
         config = dict(e.config)
