@@ -1,73 +1,78 @@
-"""How often does the length effect (``tpot_vs_length``) fail, on tables of known truth?
+"""How often is the length verdict pass, fail or inconclusive, on tables of known truth?
 
-The tables have issue 16's shape: output lengths 2, 3, 4, 6, 8, 16, 24, 32, 4 calls per
-cell, TPOT = truth(N) x a per-cell offset (normal, ``--cell-sd``) x a per-call noise (1%).
-Printed per truth: the share of seeds that fail, the mean reported change and how often
-the 95% interval covers the true change. The figures in docs/analysis.md come from here.
+A grid over what a run can look like (``phasetime.analysis.calibration`` builds each table):
 
-    python benchmarks/length_truth.py [--seeds 1000]
+- cell noise (the machine's moment a cell ran in, lognormal sd): 0.5, 1, 2, 4%;
+- effect size: 0, 5, 10, 20%;
+- shape: flat, warm-up in the first steps, context growth, every call at its own speed
+  (physical: never the method's fault), last-gap work, decode / N (artifacts);
+- cells (output lengths): 3 (2, 8, 32), 4 (2, 8, 16, 32), 8 (2, 3, 4, 6, 8, 16, 24, 32);
+
+4 calls per cell, 1% call noise, 2% per-gap noise. Printed per grid point: the share of
+seeds judged pass / fail / inconclusive and the mean reported effect; then the issue's four
+targets checked over the grid. The table in docs/benchmarks.md comes from here.
+
+    python benchmarks/length_truth.py [--seeds 200] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
+import zlib
 
 import numpy as np
-import pyarrow as pa
 
-from phasetime.analysis.length import TOLERANCE, length_effects
+from phasetime.analysis.calibration import ARTIFACTS, PHYSICAL, SHAPES, synthetic_run
+from phasetime.analysis.length import judge_configs
 
-LENGTHS = (2, 3, 4, 6, 8, 16, 24, 32)
-REPEATS = 4
+NOISES = (0.005, 0.01, 0.02, 0.04)
+EFFECTS = (0.0, 0.05, 0.10, 0.20)
+LENGTHS = {3: (2, 8, 32), 4: (2, 8, 16, 32), 8: (2, 3, 4, 6, 8, 16, 24, 32)}
 
 
-def table(rng: np.random.Generator, truth, cell_sd: float, speeds: tuple[float, ...] | None = None) -> pa.Table:
-    """One synthetic run: a cell's offset is normal (``cell_sd``), or one of ``speeds`` at random."""
-    n_col, tpot, calls = [], [], []
-    for cell, n in enumerate(LENGTHS):
-        offset = rng.choice(speeds) if speeds else rng.normal(1.0, cell_sd)
-        for call in range(REPEATS):
-            n_col.append(n)
-            tpot.append(truth(n) * offset * rng.normal(1.0, 0.01))
-            calls.append(cell * 1_000_000 + call)
-    return pa.table({"call_id": calls, "max_new_tokens": n_col, "output_tokens": n_col, "tpot_ms": tpot})
+def rates(shape: str, effect: float, noise: float, cells: int, seeds: int) -> dict[str, float]:
+    rng = np.random.default_rng(zlib.crc32(repr((shape, effect, noise, cells)).encode()))
+    found = [judge_configs(synthetic_run(rng, LENGTHS[cells], shape, effect, noise))[0] for _ in range(seeds)]
+    out = {v: sum(j.verdict == v for j in found) / seeds for v in ("pass", "fail", "inconclusive")}
+    out["effect"] = float(np.nanmean([np.nan if j.effect is None else j.effect for j in found]))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=200)
+    parser.add_argument("--markdown", action="store_true", help="print the grid as a Markdown table")
     args = parser.parse_args()
+    start = time.perf_counter()
+    grid = {}
+    for shape, effect, noise, cells in itertools.product(SHAPES, EFFECTS, NOISES, LENGTHS):
+        if shape == "flat" and effect:
+            continue  # flat has no size
+        grid[shape, effect, noise, cells] = rates(shape, effect, noise, cells, args.seeds)
+    if args.markdown:
+        print("| shape | effect | cell noise | cells | pass | fail | inconclusive | mean effect |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (shape, effect, noise, cells), r in grid.items():
+        row = (shape, f"{100 * effect:g}%", f"{100 * noise:g}%", str(cells), f"{100 * r['pass']:.0f}%",
+               f"{100 * r['fail']:.0f}%", f"{100 * r['inconclusive']:.0f}%", f"{100 * r['effect']:+.1f}%")
+        print(("| " + " | ".join(row) + " |") if args.markdown else "  ".join(f"{v:>12}" for v in row))
 
-    def flat(n: float) -> float:
-        return 2.0
+    def worst(cond, key: str) -> tuple[float, tuple]:
+        found = [(r[key], k) for k, r in grid.items() if cond(*k)]
+        return max(found) if key != "fail_min" else min(found)
 
-    def legacy(n: float) -> float:
-        return 2.0 * (n - 1) / n
-
-    def trend(n: float) -> float:
-        return 2.0 * (1 + 0.10 * (n - 2) / 30)
-
-    cases = [
-        ("no trend, 4% cell sd", flat, 0.04, None),
-        ("no trend, cells at 1x or 1.5x", flat, 0.0, (1.0, 1.5)),
-        ("legacy decode / N, 4% cell sd", legacy, 0.04, None),
-        ("+10% from N=2 to N=32, 1% cell sd", trend, 0.01, None),
-        ("+10% from N=2 to N=32, 2% cell sd", trend, 0.02, None),
-        ("+10% from N=2 to N=32, 4% cell sd", trend, 0.04, None),
-    ]
-    print(f"{'truth':<36} {'true change':>11} {'fails':>7} {'fails, tol 0':>12} {'mean change':>11} {'CI covers':>9}")
-    for name, truth, sd, speeds in cases:
-        start = time.perf_counter()
-        true = (truth(32) - truth(2)) / float(np.mean([truth(n) for n in LENGTHS]))
-        rng = np.random.default_rng(0)
-        effects = [length_effects(table(rng, truth, sd, speeds))[0] for _ in range(args.seeds)]
-        fails = np.mean([e.fails(TOLERANCE) for e in effects])
-        strict = np.mean([e.fails(0.0) for e in effects])
-        changes = np.array([e.change for e in effects])
-        covers = np.mean([e.ci[0] <= true <= e.ci[1] for e in effects])
-        print(f"{name:<36} {100 * true:>+10.1f}% {100 * fails:>6.1f}% {100 * strict:>11.1f}% {100 * changes.mean():>+10.1f}%"
-              f" {100 * covers:>8.1f}%  ({time.perf_counter() - start:.0f} s)")
+    no_artifact = worst(lambda s, e, n, c: s in PHYSICAL or e == 0, "fail")
+    strong = [(r["fail"], k) for k, r in grid.items() if k[0] == "last-gap" and k[1] == 0.10 and k[2] == 0.01]
+    artifact_pass = worst(lambda s, e, n, c: s in ARTIFACTS and e > 0, "pass")
+    physical = worst(lambda s, e, n, c: s in PHYSICAL and s != "flat", "fail")
+    print(f"\nno artifact: fail at most {100 * no_artifact[0]:.1f}% (target 5%; worst at {no_artifact[1]})")
+    for fail, k in strong:
+        print(f"last-gap 10% at 1% noise, {k[3]} cells: fails {100 * fail:.0f}% (target >= 90%)")
+    print(f"an artifact is a pass at most {100 * artifact_pass[0]:.1f}% (target 10%; worst at {artifact_pass[1]})")
+    print(f"a physical profile fails the method at most {100 * physical[0]:.1f}% (target 5%; worst at {physical[1]})")
+    print(f"({args.seeds} seeds per point, {time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,8 @@ Runs ``phasetime run --model tiny-llava --max-new-tokens 2,3,4,6,8,16,24,32 --re
 ``--runs`` times with ``--order shuffled`` and as often with ``--order interleaved``
 (alternating), optionally while two processes keep every core busy in random spells of
 ``--spells`` seconds on and off (a VM whose speed jumps), then ``phasetime check`` each. Prints
-per order: the spread of the cell values around the length fit (as a share of their mean),
-the median half-width of the length effect's 95% interval, the changes, how many runs fail
-``tpot_vs_length`` and ``stability``.
+per order: the median half-width of the length verdict's interval, the effects, how many runs
+``tpot_vs_length`` judges pass / fail / inconclusive, and how many fail ``stability``.
 
     python benchmarks/orders.py [--runs 8] [--method direct] [--spells 0.1,0.5]
 """
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phasetime.analysis.length import _design, length_effects
+from phasetime.analysis.length import judge_configs
 from phasetime.results import read
 
 COMMAND = ["--model", "tiny-llava", "--max-new-tokens", "2,3,4,6,8,16,24,32", "--repeats", "4", "--quiet"]
@@ -46,16 +45,11 @@ def phasetime(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "phasetime", *args], capture_output=True, text=True, env=env)
 
 
-def spread(out: Path) -> tuple[float, float, float]:
-    """(cell values' spread around the fit / mean, the interval's half-width, the change)."""
-    effect = length_effects(read(out))[0]
-    ns = np.array([v[0] for v in effect.values])
-    ys = np.array([v[1] for v in effect.values])
-    x = _design(ns, True)
-    fit = x @ np.linalg.lstsq(x, ys, rcond=None)[0]
-    sd = float(np.sqrt(((ys - fit) ** 2).sum() / (ys.size - x.shape[1])) / ys.mean())
-    assert effect.ci is not None and effect.change is not None
-    return sd, (effect.ci[1] - effect.ci[0]) / 2, effect.change
+def judged(out: Path) -> tuple[float, float, str]:
+    """(the interval's half-width, the effect, the verdict) of the run's length judgement."""
+    j = judge_configs(read(out))[0]
+    assert j.ci is not None and j.effect is not None
+    return (j.ci[1] - j.ci[0]) / 2, j.effect, j.verdict
 
 
 def main() -> None:
@@ -70,7 +64,7 @@ def main() -> None:
         load = [mp.Process(target=spin, args=(i, low, high), daemon=True) for i in range(os.cpu_count() or 1)]
         for p in load:
             p.start()
-    found: dict[str, list[tuple[float, float, float, list[str]]]] = {"shuffled": [], "interleaved": []}
+    found: dict[str, list[tuple[float, float, str, list[str]]]] = {"shuffled": [], "interleaved": []}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for i in range(args.runs):
@@ -82,19 +76,18 @@ def main() -> None:
                     phasetime("check", str(out), "-o", str(Path(tmp) / "check.json"))
                     checks = json.loads((Path(tmp) / "check.json").read_text())["checks"]
                     failing = sorted({c["check"] for c in checks if c["verdict"] == "fail"})
-                    found[order].append((*spread(out), failing))
+                    found[order].append((*judged(out), failing))
     finally:
         for p in load:
             p.terminate()
     print(f"{args.method}, {args.runs} runs per order, spells: {args.spells or 'none'}")
     for order, runs in found.items():
-        sd = np.median([r[0] for r in runs])
-        half = np.median([r[1] for r in runs])
-        changes = " ".join(f"{100 * r[2]:+.0f}" for r in runs)
-        length = sum("tpot_vs_length" in r[3] for r in runs)
+        half = np.median([r[0] for r in runs])
+        effects = " ".join(f"{100 * r[1]:+.0f}" for r in runs)
+        verdicts = {v: sum(r[2] == v for r in runs) for v in ("pass", "fail", "inconclusive")}
         stability = sum("stability" in r[3] for r in runs)
-        print(f"{order:>11}: cell spread {100 * sd:.1f}%, interval half-width {100 * half:.1f}%, "
-              f"tpot_vs_length fails {length}, stability fails {stability}; changes (%) {changes}")
+        print(f"{order:>11}: interval half-width {100 * half:.1f}%, tpot_vs_length {verdicts}, stability fails "
+              f"{stability}; effects (%) {effects}")
 
 
 if __name__ == "__main__":

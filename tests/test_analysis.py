@@ -269,7 +269,7 @@ def figures_of(page: str) -> dict[str, dict]:
 
 def test_report_has_every_figure_with_data(runs: dict[str, Path]) -> None:
     page, ids = build_report(read_results(runs["both"]), read_run(runs["both"]))
-    assert ids == ["fig-breakdown", "fig-length", "fig-vs-max_new_tokens", "fig-itl", "fig-timeline"]
+    assert ids == ["fig-breakdown", "fig-length", "fig-positions", "fig-vs-max_new_tokens", "fig-itl", "fig-timeline"]
     figures = figures_of(page)
     assert list(figures) == ids
     for fid, fig in figures.items():
@@ -286,3 +286,41 @@ def test_a_negative_other_is_drawn_left_of_zero(runs: dict[str, Path]) -> None:
     page, _ = build_report(table, read_run(runs["subtract"]))
     other = next(t for t in figures_of(page)["fig-breakdown"]["data"] if t.get("name") == "other")
     assert min(other["x"]) < 0  # the clamp hid a negative decode: the bar says so, left of zero
+
+
+def test_outliers_are_judged_within_a_sample() -> None:
+    """Two samples, one three times as long as the other, four calls each: judged across the
+    samples the long one's calls would all look alike and the short ones too, but one call of
+    the short sample at 3x its own is an outlier only among its own sample's calls."""
+    totals = [10.0, 10.1, 9.9, 30.0] + [30.0, 30.3, 29.7, 30.1] + [10.0, 10.2, 9.8, 10.1]
+    samples = ["short"] * 4 + ["long"] * 4 + ["short"] * 4
+    t = table(method=["direct"] * 12, output_tokens=[4] * 12, decode_ms=[3.0] * 12, tpot_ms=[1.0] * 12,
+              other_ms=[0.0] * 12, total_ms=totals, max_new_tokens=[4] * 12, sample_id=samples,
+              call_id=list(range(12)))
+    r = next(r for r in run_checks(t) if r.check == "outliers_total_ms")
+    assert r.value == 1 and "sample_id=short" in r.detail
+
+
+def test_compare_controls_the_family_wise_error_over_its_table() -> None:
+    """40 pairs of runs drawn from one distribution, 12 cells x their phases each: tested at 5%
+    one by one, nearly every pair named some cell faster or slower (0.3: 19 of 20). Adjusted
+    over the table (Holm), a pair names one at most as often as 5% says, with room for the
+    binomial spread of 40 pairs."""
+    rng = np.random.default_rng(11)
+
+    def run() -> pa.Table:
+        cells, calls = np.repeat(np.arange(12), 8), np.arange(96)
+        values = {p: rng.lognormal(np.log(10.0), 0.1, 96) for p in ("vision_ms", "prefill_ms", "decode_ms",
+                                                                    "total_ms", "ttft_ms", "tpot_ms")}
+        return pa.table({"cell": cells, "call_id": calls, "max_new_tokens": cells, **values})
+
+    named = {"holm": 0, "bh": 0}
+    unadjusted = 0
+    for _ in range(40):
+        a, b = run(), run()
+        for correction in named:
+            _, rows = compare_runs(a, b, n_boot=200, correction=correction)
+            named[correction] += any(r.verdict in ("faster", "slower") for r in rows)
+        unadjusted += any(r.p_value is not None and r.p_value < 0.05 and r.cell != "geometric mean" for r in rows)
+    assert unadjusted >= 30  # what 0.3 reported
+    assert named["holm"] <= 4 and named["bh"] <= 4, named

@@ -187,3 +187,8 @@ def test_version() -> None:
 
     out = subprocess.run([sys.executable, "-m", "phasetime.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == f"phasetime {version('phasetime')}"
+    # one place: the changelog's newest entry is the version the package says it is
+    import re
+
+    newest = re.search(r"^## (\S+)", (Path(__file__).parents[1] / "CHANGELOG.md").read_text(), re.M)
+    assert newest is not None and newest.group(1) == version("phasetime")

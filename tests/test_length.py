@@ -124,3 +124,15 @@ def test_check_and_its_cli_agree_and_inconclusive_exits_0_unless_strict(tmp_path
     assert plain.exit_code == 0 and "inconclusive" in plain.output, plain.output
     strict = runner.invoke(app, ["check", str(tmp_path / "run"), "--strict"])
     assert strict.exit_code == 1
+
+
+def test_the_position_figure_draws_the_profile_the_calls_share() -> None:
+    """Without noise, the median gap at each position is the injected profile itself: the first
+    gap 1.22 ms, falling towards 1 ms (warm-up), whatever the cell."""
+    from phasetime.analysis.report.answers import position_figure
+
+    table = synthetic_run(np.random.default_rng(0), FOUR, "warmup", 0.2, cell_noise=0.0, call_noise=0.0, gap_noise=0.0)
+    gaps = table.column("itl_ms").to_pylist()[-1]  # an N = 32 call's 31 gaps: the profile
+    line = next(t for t in position_figure(table)["data"] if t.get("mode") == "lines+markers")
+    assert line["x"] == list(range(1, 32)) and line["y"] == pytest.approx(gaps)
+    assert gaps[0] > 1.2 * gaps[-1]  # the warm-up is there to be seen

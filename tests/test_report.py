@@ -95,6 +95,18 @@ def test_accuracy_has_intervals_and_a_per_sample_view() -> None:
     assert [b["name"] for b in boxes] == ["correct (score >= 0.5)", "incorrect"] and len(boxes[0]["y"]) == 6
 
 
+def test_accuracy_is_a_claim_over_samples_not_repeats() -> None:
+    """20 samples, 10 always right and 10 always wrong, each scored 5 times: 20 trials. Wilson
+    over 20 at 0.5 by hand: centre 0.5, half-width 1.96 sqrt(0.25 / 20 + 1.96^2 / 1600) /
+    (1 + 1.96^2 / 20) = 0.2007 (width 0.40); counted as 100 trials it would read 0.19 wide."""
+    rows = [{"cell": 0, "model": "m", "total_ms": 10.0, "method": "direct", "sample_id": f"s{i}",
+             "score": float(i < 10), "repeat": r} for i in range(20) for r in range(5)]
+    cell = summarize(pa.Table.from_pylist(rows))[0]
+    assert cell.scored == 20 and cell.accuracy == 0.5
+    lo, hi = cell.accuracy_ci
+    assert (hi - lo) / 2 == pytest.approx(0.2007, abs=5e-4)
+
+
 def render(page: Path, tmp_path: Path) -> dict[str, str]:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -171,3 +183,35 @@ def test_the_phase_table_and_checks_as_markdown_and_latex(tmp_path: Path) -> Non
     assert "max\\_new\\_tokens" in tex and "_" not in tex.replace("\\_", "").split("\\begin{table}", 1)[1]
     result = run_cli("report", tmp_path, "--format", "pdf")
     assert result.exit_code == 2 and "--format must be html, md or tex" in result.output
+
+
+def test_cells_whose_names_cut_alike_get_a_bar_each() -> None:
+    """Two drafts whose names share their first 22 characters: cut, their labels were one text and
+    Plotly stacked the two cells in one bar. Every cell keeps a bar of its own, its whole name in
+    the hover."""
+    from phasetime.analysis.report.figures import breakdown
+    from phasetime.analysis.report.labels import cell_label, labels as make_labels
+    from phasetime.analysis.summary import varying
+
+    drafts = ["assisted draft=hf-internal-testing/tiny-random-a", "assisted draft=hf-internal-testing/tiny-random-b",
+              "greedy"]
+    rows = [{"cell": i, "model": "m", "method": "direct", "generation": d, "total_ms": 10.0 + i, "decode_ms": 5.0,
+             "prefill_ms": 3.0, "vision_ms": 1.0, "other_ms": 1.0} for i, d in enumerate(drafts)]
+    cells = summarize(pa.Table.from_pylist(rows))
+    shown, _ = make_labels(cells)
+    assert len(set(shown)) == 3
+    whole = [cell_label(c, varying(cells), whole=True) for c in cells]
+    fig = breakdown(cells, shown, set(), whole)
+    bar = fig["data"][0]
+    assert len(set(bar["y"])) == 3 and any("tiny-random-b" in str(c[-1]) for c in bar["customdata"])
+
+
+def test_a_partial_run_says_so_on_its_first_screen() -> None:
+    from phasetime.analysis.report.answers import verdict
+
+    rows = [{"cell": c, "model": "m", "method": "direct", "max_new_tokens": 4, "output_tokens": 4, "total_ms": 5.0,
+             "decode_ms": 3.0, "tpot_ms": 1.0, "call_id": c * 1_000_000} for c in range(8)]
+    table = pa.Table.from_pylist(rows)
+    block = verdict([], {"cells": 40, "interrupted": "2026-12-07T10:00:00+00:00"}, table, {}, 0.05)
+    assert "8 of 40 planned cells measured (32 interrupted)" in block
+    assert "Partial run" not in verdict([], {"cells": 8}, table, {}, 0.05)

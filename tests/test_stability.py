@@ -88,3 +88,25 @@ def test_warnings_count_calls_not_the_rows_of_a_batch() -> None:
     assert judged["total_ms"].outliers == 2 and "2 outlier call(s)" in judged["total_ms"].reasons
     lines = table_warnings(pa.Table.from_pylist(rows), label="cell 0")
     assert lines and all("outlier call(s)" not in line or "2 outlier call(s)" in line for line in lines)
+
+
+def test_a_resume_that_measured_nothing_does_not_blame_the_machine() -> None:
+    """Two sessions: the first quiet, the second (a resume 560 s later that measured nothing)
+    would read as 560 s of other work if its conditions were paired with the first's."""
+    from phasetime.analysis.stability import machine_warnings
+
+    def conditions(t: float, busy: float, own: float) -> dict:
+        return {"cpu_seconds": {"monotonic_s": t, "machine_busy_s": busy, "process_s": own}, "load_average": [0.5]}
+
+    env = {"usable_cpus": 2, "torch_threads": 1, "physical_cpus": 2}
+    first = {"conditions_before": conditions(0, 0, 0), "conditions_after": conditions(100, 100, 95),
+             "cells_measured": 8}
+    resumed = {"conditions_before": conditions(660, 1200, 100), "conditions_after": conditions(661, 1201, 100.5),
+               "cells_measured": 0}
+    run = {"environment": env, "sessions": [first, resumed], "conditions_before": first["conditions_before"],
+           "conditions_after": first["conditions_after"]}
+    assert machine_warnings(run) == []
+    # the same resume with cells measured, and busy: judged on its own conditions, named
+    resumed_busy = {**resumed, "cells_measured": 3, "conditions_after": conditions(670, 1220, 101)}
+    warned = machine_warnings({**run, "sessions": [first, resumed_busy]})
+    assert len(warned) == 1 and "session 2 of 2" in warned[0]

@@ -43,7 +43,9 @@ def test_a_vllm_run_is_stored_like_any_other(runs: tuple[Path, Path]) -> None:
     assert pc.min(table.column("engine_tpot_ms")).as_py() is not None
     lengths = dict(zip(table.column("max_new_tokens").to_pylist(), table.column("output_tokens").to_pylist()))
     assert lengths == {2: 2, 8: 8}
-    assert len(set(table.column("call_id").to_pylist())) == table.num_rows  # each request its own call
+    # the requests submitted together are one call: 4 cells x 3 repeats, a sequence per request
+    assert len(set(table.column("call_id").to_pylist())) == 4 * 3
+    assert sorted(set(table.column("sequence").to_pylist())) == [0, 1]
     result = run_experiment(experiment("vllm"), out, resume=True)  # resume: nothing left to measure
     assert result.done == 0 and result.skipped == 4
     checks = run_checks(read(out), read_json(out / RUN_FILE))
@@ -70,7 +72,7 @@ def test_an_interleaved_vllm_run_stores_the_same_cells(tmp_path: Path, runs: tup
     run_experiment(exp, tmp_path / "run", progress=lambda event, info: seen.append(info["cell"])
                    if event == "call" and not info["warmup"] else None)
     assert [sorted(seen[i:i + 4]) for i in range(0, 12, 4)] == [[0, 1, 2, 3]] * 3  # a cell per round each
-    columns = ["call_id", "cell", "repeat", "output_tokens", "prediction"]
-    back_to_back, interleaved = (sorted(read(d).select(columns).to_pylist(), key=lambda r: r["call_id"])
+    columns = ["call_id", "sequence", "cell", "repeat", "output_tokens", "prediction"]
+    back_to_back, interleaved = (sorted(read(d).select(columns).to_pylist(), key=lambda r: (r["call_id"], r["sequence"]))
                                  for d in (runs[0], tmp_path / "run"))
     assert interleaved == back_to_back and not verify(tmp_path / "run").problems

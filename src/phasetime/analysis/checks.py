@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -21,7 +21,9 @@ from ..results.schema import AXES, SUMMARY_PHASES
 from .stability import Thresholds as StabilityThresholds
 from .stability import judge_table, machine_advice, machine_warnings
 from ..results.tables import call_ids, call_means, floats, group_indices, list_values, strings
+from .hygiene import hygiene_checks, utilization_checks
 from .length import MIN_CELLS, SKIP, TOLERANCE, judge_configs
+from .verdicts import CheckResult
 
 PARAM_COLUMNS = AXES
 # A configuration: every cell parameter but the output length.
@@ -66,19 +68,6 @@ class Thresholds:
     def stability(self) -> StabilityThresholds:
         return StabilityThresholds(cv_warn=self.cv_warn, cv_fail=self.cv_fail, spread_warn=self.spread_warn,
                                    precision=self.precision)
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    check: str
-    scope: str
-    value: Any
-    threshold: str
-    verdict: str  # pass, fail, inconclusive, warn, skip, info
-    detail: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _grouped(table: pa.Table, columns: Sequence[str]) -> tuple[dict[tuple, np.ndarray], Callable[[tuple], str]]:
@@ -169,17 +158,25 @@ def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     for keys, idx in groups.items():
         short: list[float] = []
         long: list[float] = []
+        lengths, single = [], []
         for n in np.unique(n_tokens[idx]):
             if not np.isfinite(n) or n < 2:
                 continue
             sel = idx[n_tokens[idx] == n]
+            lengths.append(f"{n:g}")
             value = cv(call_means(tpot[sel], calls[sel]))  # unit: the call
             if value is not None:
                 (short if n <= t.short_tokens else long).append(value)
+            else:
+                single.append(f"{n:g}")
         scope = scope_of(keys)
         if not short or not long:
-            out.append(CheckResult("tpot_stability", scope, None, f"short/long CV <= {t.stability_ratio}", "skip",
-                                   f"needs outputs of <= {t.short_tokens} and > {t.short_tokens} tokens"))
+            if single:
+                why = f"one call (or a constant TPOT) at N = {', '.join(single)}: no spread between calls to compare"
+            else:
+                why = (f"outputs of N = {', '.join(lengths) or 'none >= 2'}: needs one of <= {t.short_tokens} tokens "
+                       f"and one of > {t.short_tokens} (--short-tokens)")
+            out.append(CheckResult("tpot_stability", scope, None, f"short/long CV <= {t.stability_ratio}", "skip", why))
             continue
         cv_short, cv_long = float(np.median(short)), float(np.median(long))
         ratio = cv_short / cv_long if cv_long > 0 else math.inf
@@ -191,10 +188,11 @@ def stability_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
 
 
 def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
-    """Per cell: calls whose total_ms is an outlier by modified z-score; counted, never dropped."""
+    """Per cell and sample: calls whose total_ms is an outlier by modified z-score among the
+    calls of the same sample (a long sample is not an outlier for being long); counted, never dropped."""
     total, calls = floats(table, "total_ms"), call_ids(table)
     flagged, n_calls, worst, worst_scope = 0, 0, 0.0, ""
-    groups, scope_of = _grouped(table, PARAM_COLUMNS)
+    groups, scope_of = _grouped(table, [*PARAM_COLUMNS, "sample_id"])
     for keys, idx in groups.items():
         values = call_means(total[idx], calls[idx])  # unit: the call (a batch's rows share its total)
         values = values[np.isfinite(values)]
@@ -209,7 +207,7 @@ def outlier_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     detail = f"{flagged} of {n_calls} calls flagged (kept)"
     if worst > 0:
         detail += f"; most in {worst_scope} ({100 * worst:.1f}% of its calls)"
-    return [CheckResult("outliers_total_ms", "per cell", flagged, f"|z| > {t.outlier_z}, share <= {t.outlier_share}",
+    return [CheckResult("outliers_total_ms", "per cell and sample", flagged, f"|z| > {t.outlier_z}, share <= {t.outlier_share}",
                         verdict, detail)]
 
 
@@ -251,44 +249,6 @@ def noise_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds
     return out
 
 
-def utilization_checks(table: pa.Table) -> list[CheckResult]:
-    """A phase that reads above the device's roof (utilisation > 1) is physically impossible:
-    its timing, its cost model or the roof is wrong."""
-    if "prefill_flops" not in table.column_names or table.column("prefill_flops").null_count == table.num_rows:
-        return []
-    from .summary import summarize
-
-    worst, where = 0.0, ""
-    for cell in summarize(table):
-        for phase, t in cell.throughput.items():
-            for name, value in (("compute", t.mfu), ("bandwidth", t.mbu)):
-                if value is not None and value > worst:
-                    worst, where = value, f"{phase} {name} in cell {cell.cell if cell.cell is not None else cell.params}"
-    return [CheckResult("utilization", "per cell", round(worst, 3), "<= 1 (of the roof)", "fail" if worst > 1 else "pass",
-                        f"highest: {where}" if where else "")]
-
-
-def hygiene_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds) -> list[CheckResult]:
-    """Warm-up and locked GPU clocks."""
-    out = []
-    experiment = (run_info or {}).get("experiment") or {}
-    warmup = experiment.get("warmup")
-    if warmup is None:
-        out.append(CheckResult("warmup", "run", None, ">= 1", "skip", "no run.json"))
-    else:
-        out.append(CheckResult("warmup", "run", warmup, ">= 1", "pass" if warmup >= 1 else "warn",
-                               "" if warmup >= 1 else "no warm-up: first calls include one-off costs"))
-    gpu = ((run_info or {}).get("conditions_before") or {}).get("gpu") or ((run_info or {}).get("environment") or {}).get("gpu") or {}
-    if not gpu:
-        out.append(CheckResult("clocks_locked", "run", None, "SM clock = max", "skip", "no GPU clocks recorded"))
-    else:
-        sm, top = gpu.get("clocks.sm"), gpu.get("clocks.max.sm")
-        locked = sm is not None and sm == top
-        out.append(CheckResult("clocks_locked", "run", f"{sm}/{top} MHz", "SM clock = max", "pass" if locked else "warn",
-                               "" if locked else "clocks not locked at max: results may drift (nvidia-smi -lgc)"))
-    return out
-
-
 def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
                *, legacy: bool = False, itl_lowest: float | None = None,
                judged: list[Any] | None = None) -> list[CheckResult]:
@@ -303,7 +263,7 @@ def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, threshol
         *outlier_checks(table, t),
         *noise_checks(table, run_info, t, judged),
         *utilization_checks(table),
-        *hygiene_checks(table, run_info, t),
+        *hygiene_checks(table, run_info),
     ]
 
 

@@ -71,9 +71,9 @@ class CellSummary:
     output_tokens: float | None
     visual_tokens: float | None
     phases: dict[str, PhaseStats]
-    accuracy: float | None = None
-    accuracy_ci: tuple[float, float] | None = None
-    scored: int = 0
+    accuracy: float | None = None  # mean over samples of each sample's mean score over its repeats
+    accuracy_ci: tuple[float, float] | None = None  # Wilson 95% over samples (the unit: a repeat is not a new trial)
+    scored: int = 0  # samples scored
     cell: Any = None
     throughput: dict[str, Throughput] = field(default_factory=dict)  # vision, prefill, decode (with --cost)
     resources: dict[str, float | None] = field(default_factory=dict)  # median of each resource column present
@@ -105,6 +105,7 @@ def summarize(table: pa.Table) -> list[CellSummary]:
     keys = cell_keys(table)
     params = [c for c in AXES if c in table.column_names and c not in keys]
     values = {name: floats(table, name) for name in (*SUMMARISED, "output_tokens", "visual_tokens", "score")}
+    samples = strings(table, "sample_id") if "sample_id" in table.column_names else None
     present = [c for c in RESOURCES if c in table.column_names and table.column(c).null_count < table.num_rows]
     resource_values = {c: floats(table, c) for c in present}
     groups = group_indices(table, keys)
@@ -116,8 +117,7 @@ def summarize(table: pa.Table) -> list[CellSummary]:
         cell_params = dict(zip(keys, key))
         for c in params:
             cell_params.setdefault(c, first_row[c])
-        scores = values["score"][idx]
-        scored = scores[np.isfinite(scores)]
+        scored = per_sample(values["score"][idx], None if samples is None else samples[idx])
         medians = {c: percentile(v[idx], 50) for c, v in resource_values.items()}
         phases = {p: PhaseStats.of(values[p][idx]) for p in SUMMARISED}
         out.append(CellSummary(
@@ -134,6 +134,20 @@ def summarize(table: pa.Table) -> list[CellSummary]:
             resources=medians,
         ))
     return out
+
+
+def per_sample(scores: np.ndarray, samples: np.ndarray | None) -> np.ndarray:
+    """Each sample's mean score over its repeats (its finite scores); every score its own sample
+    when the table has no sample ids. Accuracy is a claim over samples: 20 samples scored 5 times
+    are 20 trials, not 100."""
+    ok = np.isfinite(scores)
+    if samples is None:
+        return scores[ok]
+    keys = np.asarray([str(s) for s in samples[ok]], dtype=object)
+    if keys.size == 0:
+        return scores[ok]
+    _, inverse = np.unique(keys, return_inverse=True)
+    return np.bincount(inverse, weights=scores[ok]) / np.bincount(inverse)
 
 
 def _throughput(medians: dict[str, float | None], phases: dict[str, PhaseStats]) -> dict[str, Throughput]:

@@ -18,7 +18,8 @@ effect beyond the tolerance passes at most as often as the interval misses it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 
@@ -56,4 +57,17 @@ class Settle:
         return f"has {cells_now} cells; would settle with " + "; ".join(parts)
 
 
-__all__ = ["FAIL", "INCONCLUSIVE", "PASS", "Settle", "decide"]
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    scope: str
+    value: Any
+    threshold: str
+    verdict: str  # pass, fail, inconclusive, warn, skip, info
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+__all__ = ["CheckResult", "FAIL", "INCONCLUSIVE", "PASS", "Settle", "decide"]

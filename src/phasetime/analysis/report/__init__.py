@@ -27,7 +27,7 @@ from ..stability import judge_table
 from ..checks import CheckResult, failed, one_method, run_checks
 from ..compare import compare_runs, sync_mismatch
 from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, varying
-from ..length import TOLERANCE, judge_configs, position_profile
+from ..length import TOLERANCE, judge_configs
 from . import answers, text
 from .engine import engine_table
 from . import figures as f
@@ -93,13 +93,20 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], fu
          "named by the parameters that vary; the black tick is the median total (medians of parts need not add up to "
          "the median of their sum). Hover for the exact sum. A negative 'other' (only the legacy subtraction produces "
          "one: its phases add up to more than its call) is drawn to the left of zero. ⚠ marks a cell whose repeated "
-         "calls are unstable.", f.breakdown(summary, full, unstable)),
+         "calls are unstable; a cell named c<i> is keyed in the table of medians per cell.",
+         f.breakdown(summary, labels, unstable, full)),
         ("fig-length", "Does per-token latency depend on the output length?", "Median per-token latency per cell "
          "against the output length N, with its interquartile band: left the direct method's decode / (N - 1), right "
          "(when the run has it) the legacy subtraction's decode / N, on one scale per model. The legend gives each "
          "line's change from the shortest to the longest output (a share of its mean), judged over cells (the verdict above has its 95% "
          "interval). A line per configuration; the first four are drawn, click the legend for the others.",
          answers.length_figure(summary, effects, zero or {})),
+        ("fig-positions", "The hardware's per-position profile", "Median gap between consecutive tokens at each "
+         "decode step, with its interquartile band over calls, a line per configuration (direct method, every output "
+         "length pooled). A first step slower than the next (warm-up inside each call) or gaps growing along the "
+         "output (attention over a longer context) belong to the machine: they make TPOT depend on N on a good "
+         "measurement, and the verdict above reports their size beside the method's own effect, judged position by "
+         "position.", answers.position_figure(table_)),
     ]
     shown = varying(summary)
     axes = [a for a in SWEEP_AXES if a in shown]
@@ -205,7 +212,7 @@ def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: lis
         checks = run_checks(by_method["direct"], run_info, judged=judged["direct"])
     checks = checks if checks is not None else run_checks(table_, run_info, judged=judged.get("all"))
     labels, _ = make_labels(summary)
-    full = [cell_label(c, varying(summary)) for c in summary]
+    full = [cell_label(c, varying(summary), whole=True) for c in summary]
     unstable = {scope.get("cell") for groups in judged.values() for scope, _, j in groups if j.verdict in ("warn", "fail")}
     effects = _effects(table_, run_info, tolerance)
     zero = answers.zero_decode(table_, by_model=True)

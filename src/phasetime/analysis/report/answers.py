@@ -18,7 +18,8 @@ import pyarrow as pa
 
 from ...results.tables import call_ids, group_indices
 from ..checks import CheckResult
-from ..length import SKIP, LengthJudgement
+from ..length import CONFIG_COLUMNS, SKIP, LengthJudgement
+from ..positions import position_profile
 from ..summary import CellSummary, floats, strings
 from .labels import name, series_keys, split
 from .plots import axis_for, band, color, figure, grid, translucent
@@ -72,9 +73,12 @@ def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: p
     """The verdict block: one line per question, details folded. ``checks`` are those of the
     direct rows; ``legacy_failed`` names the checks the legacy rows fail (by design)."""
     failed = sorted({r.check for r in checks if r.verdict == "fail"})
+    undecided = sorted({r.check for r in checks if r.verdict == "inconclusive"} - set(failed))
     warned = sorted({r.check for r in checks if r.verdict == "warn"} - set(failed))
     lines = [f"<li><b>Checks</b>: <span class='{'fail' if failed else 'pass'}'>{len(failed)} failed</span>"
              + (f" ({html.escape(', '.join(failed))})" if failed else "")
+             + (f", <span class='inconclusive'>{len(undecided)} inconclusive</span> ({html.escape(', '.join(undecided))})"
+                if undecided else "")
              + (f", {len(warned)} warned ({html.escape(', '.join(warned))})" if warned else "")
              + f" of {len(checks)}" + (" on the direct rows" if legacy_failed else "")
              + "; the table of checks is below the figures.</li>"]
@@ -100,8 +104,9 @@ def verdict(checks: list[CheckResult], run_info: dict[str, Any] | None, table: p
     for method, (bad, total) in _per_method(zero_by_model if zero_by_model is not None
                                             else zero_decode(table, by_model=True)).items():
         share = f"{100 * bad / total:.1f}%" if total else "-"
-        lines.append(f"<li><b>Zero decode with tokens</b>, {html.escape(METHOD_TITLES.get(method, method))}: {bad} of "
-                     f"{total} calls with N &ge; 2 ({share})</li>")
+        mark = "skip" if not total else "fail" if bad else "pass"  # a count by hand: no interval to wait for
+        lines.append(f"<li><b>Zero decode with tokens</b>, {html.escape(METHOD_TITLES.get(method, method))}: "
+                     f"<span class='{mark}'>{mark}</span> {bad} of {total} calls with N &ge; 2 ({share})</li>")
     notes = [html.escape(n) for n in _warnings(checks, run_info)] + details
     folded = (f"<details><summary>details: the length effect of every configuration, what the machine and the run "
               f"reported ({len(notes)} line(s))</summary><ul>{''.join(f'<li>{n}</li>' for n in notes)}</ul></details>"
@@ -206,4 +211,27 @@ def _match(effects: list[LengthJudgement], wanted: dict[str, Any]) -> LengthJudg
     return None
 
 
-__all__ = ["length_figure", "verdict", "zero_decode"]
+def position_figure(table: pa.Table) -> dict[str, Any] | None:
+    """The hardware's per-position profile: the median gap between tokens at each decode step
+    position, with its interquartile band over calls, a line per configuration (direct rows,
+    pooled over output lengths). What every call shares (its first steps' warm-up, attention
+    growing with the context) shows here; the length verdict judges what does not."""
+    found = position_profile(table, CONFIG_COLUMNS)
+    if not found or all(positions.size < 2 for _, positions, _ in found):
+        return None
+    data: list[dict[str, Any]] = []
+    ax = ("x", "y")
+    for i, (scope, positions, q) in enumerate(found):
+        visible: Any = True if i < SHOWN_SERIES else "legendonly"
+        x = positions.tolist()
+        data += [{**t, "visible": visible} for t in band(x, q[:, 1].tolist(), q[:, 2].tolist(), translucent(color(i)),
+                                                          scope, ax, scope)]
+        data.append({"type": "scatter", "mode": "lines+markers", "x": x, "y": q[:, 0].tolist(), "name": scope,
+                     "legendgroup": scope, "visible": visible, "line": {"color": color(i)}, "marker": {"size": 4},
+                     "hovertemplate": "gap %{x}<br>median %{y:.3f} ms<extra>" + html.escape(scope) + "</extra>"})
+    layout = {"xaxis": {"title": {"text": "decode step (gap k: between tokens k and k + 1)"}},
+              "yaxis": {"title": {"text": "ms between tokens"}, "rangemode": "tozero"}}
+    return figure(data, layout, height=380)
+
+
+__all__ = ["length_figure", "position_figure", "verdict", "zero_decode"]

@@ -8,7 +8,7 @@ except :func:`itl_cdf`, which reduces each cell to 101 quantiles.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -25,16 +25,22 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def breakdown(summary: list[CellSummary], labels: list[str], unstable: set[Any]) -> Figure:
+def breakdown(summary: list[CellSummary], labels: list[str], unstable: set[Any],
+              whole: Sequence[str] | None = None) -> Figure:
     """Median vision / audio (where a call had audio) / prefill / decode / other per cell, stacked;
-    a negative other to the left of zero."""
+    a negative other to the left of zero. One bar per cell: ``labels`` must be unique (the
+    report's are); ``whole`` (a cell's every parameter) is shown in the hover."""
+    if len(set(labels)) != len(labels):
+        raise ValueError("cell labels must be unique: two cells with one label are drawn as one bar")
     names = [("⚠ " if c.cell in unstable else "") + label for c, label in zip(summary, labels)]
     audio = any((c.median("audio_ms") or 0.0) > 0 for c in summary)
     parts = ("vision", "audio", *PARTS[1:]) if audio else PARTS
     medians = {p: [c.median(f"{p}_ms") or 0.0 for c in summary] for p in parts}
     totals = [c.median("total_ms") for c in summary]
-    custom = [[*(medians[p][i] for p in parts), totals[i] or 0.0] for i in range(len(summary))]
-    hover = ("%{y}<br>medians: " + " + ".join(f"{p} %{{customdata[{k}]:.2f}}" for k, p in enumerate(parts))
+    whole = list(whole) if whole is not None else list(labels)
+    custom = [[*(medians[p][i] for p in parts), totals[i] or 0.0, whole[i]] for i in range(len(summary))]
+    hover = (f"%{{y}}: %{{customdata[{len(parts) + 1}]}}<br>medians: "
+             + " + ".join(f"{p} %{{customdata[{k}]:.2f}}" for k, p in enumerate(parts))
              + f"<br>median total %{{customdata[{len(parts)}]:.2f}} ms<extra></extra>")
     data = [{"type": "bar", "orientation": "h", "name": p, "y": names, "x": medians[p], "marker": {"color": PHASE_COLORS[p]},
              "customdata": custom, "hovertemplate": hover} for p in parts]

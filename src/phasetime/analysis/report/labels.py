@@ -17,19 +17,24 @@ def _value(value: Any) -> str:
     return text if len(text) <= 24 else text[:22] + "…"
 
 
-def cell_label(cell: CellSummary, shown: Sequence[str]) -> str:
-    parts = [f"{c}={_value(cell.get(c))}" for c in shown]
+def cell_label(cell: CellSummary, shown: Sequence[str], whole: bool = False) -> str:
+    """The cell named by the parameters in ``shown`` (long values cut, unless ``whole``)."""
+    parts = [f"{c}={cell.get(c) if whole else _value(cell.get(c))}" for c in shown]
     return ", ".join(parts) or f"cell {cell.cell if cell.cell is not None else ''}"
 
 
 def labels(summary: list[CellSummary]) -> tuple[list[str], list[tuple[str, str]]]:
-    """A label per cell, and the key (short label, full label) when labels had to be shortened."""
+    """A label per cell, unique, and the key (short label, full label) when labels had to be
+    shortened: too long, or two cells whose values cut to the same text (a figure would draw
+    them as one bar)."""
     shown = varying(summary)
     full = [cell_label(c, shown) for c in summary]
-    if max((len(label) for label in full), default=0) <= LONG:
+    if max((len(label) for label in full), default=0) <= LONG and len(set(full)) == len(full):
         return full, []
     short = [f"c{c.cell if c.cell is not None else i}" for i, c in enumerate(summary)]
-    return short, list(zip(short, full))
+    if len(set(short)) != len(short):  # cells without a cell id of their own
+        short = [f"c{i}" for i in range(len(summary))]
+    return short, list(zip(short, [cell_label(c, shown, whole=True) for c in summary]))
 
 
 def facets(summary: list[CellSummary]) -> list[str]:

@@ -19,7 +19,7 @@ padding:0 1em;color:#222} h1{font-size:1.6em} h2{border-bottom:1px solid #ddd;pa
 .scroll{overflow-x:auto} table{border-collapse:collapse;font-size:.82em;margin:.5em 0} td,th{border:1px solid #ddd;
 padding:.25em .5em;text-align:right;vertical-align:top;white-space:nowrap} th{background:#f4f4f4;white-space:normal}
 td.l,th.l{text-align:left} td.w{white-space:normal;max-width:40em;overflow-wrap:anywhere} figure{margin:1.2em 0} figcaption{font-size:.85em;color:#555;max-width:60em}
-.pass{color:#1a7f37} .fail{color:#cf222e;font-weight:bold} .warn{color:#9a6700} .skip,.info{color:#666}
+.pass{color:#1a7f37} .fail{color:#cf222e;font-weight:bold} .inconclusive{color:#8250df;font-weight:bold} .warn{color:#9a6700} .skip,.info{color:#666}
 pre{background:#f6f8fa;padding:.6em;font-size:.8em;white-space:pre-wrap;overflow-wrap:anywhere}
 .banner{border:2px solid #d4a72c;background:#fff8c5;padding:.6em 1em;margin:1em 0}
 .banner.fail{border-color:#cf222e;background:#ffebe9} .q{color:#777;font-size:.9em} .unstable{color:#cf222e}

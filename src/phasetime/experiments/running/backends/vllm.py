@@ -75,15 +75,18 @@ class VllmBackend:
         for repeat in range(experiment.repeats):
             for kept, images in prepared:
                 submit, outputs, steps, encoder = engine_call(llm, prompts(processor, kept, images, experiment), sampling)
-                for sample, imgs, output in zip(kept, images, outputs):
+                # The requests submitted together are one call (they share the engine's steps):
+                # one call id, a sequence per request, as a batch's rows in the hf backend.
+                for index, (sample, imgs, output) in enumerate(zip(kept, images, outputs)):
                     try:
                         m, extra = request_measurement(output, steps, encoder, submit, image_ids)
                     except engine.EngineError as exc:
                         raise CellError(str(exc)) from None
                     extra.update(sample_fields(sample, imgs))
                     add_prediction(extra, sample, output.outputs[0].text, experiment.metric)
-                    rows.extend(measurement_rows(m, call_id=call_id, repeat=repeat, params=params, extras=[extra]))
-                    call_id += 1
+                    for row in measurement_rows(m, call_id=call_id, repeat=repeat, params=params, extras=[extra]):
+                        rows.append({**row, "sequence": index})
+                call_id += 1
                 tick(False)
             yield
         return rows_to_table(rows), call_id - task.first_call_id, failed
