@@ -132,11 +132,13 @@ def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool,
     interleaved = None if order is None else order == "interleaved"
     threshold = f"95% CI within +-{100 * t.length_tolerance:g}% passes; beyond it and excluding 0 fails"
     out = []
-    for j in judge_configs(table, t.length_tolerance, interleaved=interleaved):
+    judgements = judge_configs(table, t.length_tolerance, interleaved=interleaved)
+    several = len({j.method for j in judgements}) > 1
+    for j in judgements:
         verdict = j.verdict
         if verdict != SKIP and j.cells < t.min_cells:
             verdict = "inconclusive"
-        scope = j.scope if j.method == "direct" else f"{j.method}: {j.scope}"
+        scope = f"{j.method}: {j.scope}" if several or j.method != "direct" else j.scope
         out.append(CheckResult("tpot_vs_length", scope, None if j.effect is None else round(j.effect, 4), threshold,
                                verdict, j.describe()))
     if legacy:

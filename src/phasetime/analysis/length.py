@@ -19,15 +19,23 @@ How (direct method, from the per-step gaps ``itl_ms``):
    calls, ``g_c(k)`` for k = 1 .. N_c - 1;
 2. over the cells of one configuration (every parameter but the output length), an additive
    fit of ``log g_c(k) = a_c + b_k``, made on every gap but each cell's last (the one an
-   end-of-call artifact would touch), gives the shared profile ``b_k``; a cell's **level**
-   ``a_c`` is then the mean of ``log g_c(k) - b_k`` over all its gaps, last included (the
-   longest cell's last position has no ``b`` and is left out). What every call shares at
-   position k cancels; what depends on the call's length stays in ``a_c``;
-3. a line over cells, ``a_c = alpha + theta w_c`` with ``w_c = (N_min - 1) / (N_c - 1)`` (0 for
-   the cells whose last gap was left out): a fixed cost per call spread over its N - 1 gaps
-   has that shape. ``exp(theta) - 1`` is the **effect**: how much the shortest calls' TPOT
-   reads above what the same positions cost in the longest calls, with a t interval over cells
-   (cells - 2 degrees of freedom; cell-to-cell noise is what it measures).
+   end-of-call artifact would touch), gives the profile ``b_k`` every call shares;
+3. per call, its **last-gap contrast**: the log of its last gap against the profile there,
+   minus the mean of its other gaps against the profile at theirs. The k-th gap of a short call
+   is compared with the k-th gaps of longer calls (where k is interior to them), and the call's
+   own moment (the machine's speed while it ran, which moves every gap of the call) cancels as
+   well as what every call shares. A cell's contrast is the median over its calls;
+4. over the cells (those with N >= 3 whose last position longer cells have: N = 2 calls have a
+   single gap, whose moment and end-of-call cost cannot be told apart; the longest cell has no
+   longer one), the mean contrast ``lambda`` with a t interval (cells - 1 degrees of freedom),
+   the cell as the unit. A fixed extra on a call's last gap makes its TPOT read
+   ``(exp(lambda) - 1) / (N - 1)`` too high: the **effect** is that at the run's shortest
+   output N_min (at N_min = 2, the last gap is the whole TPOT).
+
+On this project's VM the cells' moments differ by up to 2x between cells a few seconds apart
+(a tiny-llava cell of four calls took 2.2 ms per step, its neighbours 1.2), so a comparison of
+cell levels across cells (the first design, kept in the calibration's history) read intervals
+of +-50-80%; the per-call contrast reads +-3-8% on the same runs.
 
 The legacy method has no gaps: where the run has the direct method at the same N, the ratio of
 the two per-token values per cell takes the line (the hardware cancels); alone, its own cell
@@ -49,13 +57,14 @@ import pyarrow as pa
 
 from ..results.schema import AXES
 from ..results.tables import call_ids, call_means, floats, group_indices, strings
-from .positions import cell_levels, profiles
+from .positions import last_gap_contrast, profiles, shared_profile
 from .stats import t_quantile
 from .verdicts import FAIL, INCONCLUSIVE, PASS, Settle, decide
 
 CONFIG_COLUMNS = tuple(c for c in AXES if c not in ("max_new_tokens", "method"))
 TOLERANCE = 0.05  # how far the shortest calls' per-token value may read from the longest's and count as equal
 MIN_CELLS = 3  # a line over cells and its interval need three output lengths (one degree of freedom)
+MIN_CONTRASTS = 2  # the direct method's mean contrast needs two cells (N >= 3, shorter than the longest)
 SKIP = "skip"
 MAX_CELLS_SEARCHED = 200
 
@@ -103,8 +112,8 @@ class LengthJudgement:
             return self.reason
         lo, hi = self.ci
         joint = f", simultaneous over {self.judged} configurations" if self.judged > 1 else ""
-        what = {HOW_POSITION: f"TPOT of the N={self.n_min:g} calls against the same positions of the N={self.n_max:g} "
-                              "calls",
+        what = {HOW_POSITION: f"TPOT at N={self.n_min:g} from the calls' last gaps against the same positions of "
+                              f"longer calls (up to N={self.n_max:g})",
                 HOW_DIRECT: f"decode / N against the direct TPOT of the same N, at N={self.n_min:g} against "
                             f"N={self.n_max:g}",
                 HOW_SHAPE: f"per-token value at N={self.n_min:g} against N={self.n_max:g} (by its 1/N shape; the "
@@ -256,8 +265,13 @@ def judge_configs(table: pa.Table, tolerance: float = TOLERANCE, values: np.ndar
         config = tuple(zip(names, key))
         judged = judged_per_method.get(method, 1)
         if len({c.n for c, _ in cells}) < 2:
-            only = ", ".join(f"N={c.n:g}" for c, _ in cells) or "no cell with N >= 2"
-            reason = "; ".join(filter(None, [f"one output length ({only}): no length effect to judge", dropped]))
+            only = ", ".join(f"N={c.n:g}" for c, _ in cells)
+            if only:
+                reason = "; ".join(filter(None, [f"one output length ({only}) with a value: no length effect to judge",
+                                                 dropped]))
+            else:
+                reason = (f"{dropped}: no per-token value to judge (a decode of 0 with tokens generated is counted "
+                          "as zero decode)" if dropped else "no cell with N >= 2: no length effect to judge")
             out.append(LengthJudgement(method, HOW_SHAPE, scope, config, len(cells), sum(c.calls for c, _ in cells),
                                        math.nan, math.nan, None, None, SKIP, reason))
             continue
@@ -286,17 +300,74 @@ def _judge_one(table: pa.Table, method: str, scope: str, config: tuple, cells: l
         return _judge(method, HOW_SHAPE, scope, config, plain, w, values / values.mean() - 1, False, span, tolerance,
                       judged, interleaved, dropped=dropped)
     found = profiles(table, cells)
-    fitted = cell_levels(found) if found is not None else None
-    if fitted is None:  # no per-step gaps (an older run, a table read without them): the cells' TPOT by shape
+    b = shared_profile(found) if found is not None else None
+    if b is None:  # no per-step gaps (an older run, a table read without them): the cells' TPOT by shape
         return _judge(method, HOW_SHAPE, scope, config, plain, w, np.log([c.value for c in plain]), True, span,
                       tolerance, judged, interleaved, dropped=dropped)
-    levels, last_in, b = fitted
-    w = np.where(last_in, w, 0.0)
     profile = np.exp(b)
     shortest, longest = int(round(ns.min())) - 1, int(round(ns.max())) - 1
     hardware = float(np.nanmean(profile[:shortest]) / np.nanmean(profile[:longest]) - 1)
-    return _judge(method, HOW_POSITION, scope, config, plain, w, levels, True, float(w.max() - w.min()), tolerance,
-                  judged, interleaved, hardware=hardware, dropped=dropped)
+    contrasts = [(cell, found_) for cell, idx in cells
+                 if (found_ := last_gap_contrast(table, idx, int(round(cell.n)), b)) is not None]
+    return _judge_contrasts(method, scope, config, plain, contrasts, float(ns.min()), tolerance, judged, interleaved,
+                            hardware, dropped)
+
+
+def _judge_contrasts(method: str, scope: str, config: tuple, cells: list[Cell],
+                     contrasts: list[tuple[Cell, tuple[float, float | None, int]]], n_min: float, tolerance: float,
+                     judged: int, interleaved: bool | None, hardware: float, dropped: str) -> LengthJudgement:
+    """The direct method's verdict from its cells' last-gap contrasts (see the module's text)."""
+    alpha = 0.05 / max(judged, 1)
+    ns = [c.n for c in cells]
+    base = dict(method=method, how=HOW_POSITION, scope=scope, config=config, cells=len(cells),
+                calls=sum(c.calls for c in cells), n_min=min(ns), n_max=max(ns), level=1 - alpha, judged=max(judged, 1),
+                values=tuple((c.n, c.value) for c in cells), hardware=hardware)
+    if len(contrasts) < MIN_CONTRASTS:
+        used = ", ".join(f"N={c.n:g}" for c, _ in contrasts) or "none"
+        why = (f"{len(contrasts)} output length(s) with N >= 3 below the longest ({used}): a call's last gap is "
+               f"judged against the same position in longer calls, and an interval over cells needs {MIN_CONTRASTS}; "
+               f"would settle with more output lengths between N=3 and N={max(ns) - 1:g}")
+        return LengthJudgement(**base, effect=None, ci=None, verdict=INCONCLUSIVE,  # type: ignore[arg-type]
+                               reason="; ".join(filter(None, [why, dropped])))
+    d = np.array([v[0] for _, v in contrasts])
+    m = d.size
+    sigma = float(d.std(ddof=1))
+    lam = float(d.mean())
+    half = t_quantile(1 - alpha / 2, m - 1) * sigma / math.sqrt(m)
+
+    def to(v: float) -> float:  # a last gap exp(v) times its position's: TPOT at N_min reads this much more
+        return math.expm1(v) / (n_min - 1)
+
+    effect, ci = to(lam), (to(lam - half), to(lam + half))
+    verdict = decide(effect, ci, tolerance)
+    reason = dropped
+    if verdict == INCONCLUSIVE:
+        room_scale = math.log1p(tolerance * (n_min - 1))
+        room = room_scale - abs(lam) if abs(lam) < room_scale else abs(lam)
+        within = [v[1] for _, v in contrasts if v[1] is not None]
+        calls = int(np.median([v[2] for _, v in contrasts]))
+        settle = _settle_mean(sigma, m, room, alpha, float(np.mean(within)) if within else None, calls, interleaved)
+        reason = "; ".join(filter(None, [settle.describe(m, calls), dropped]))
+    return LengthJudgement(**base, effect=effect, ci=ci, verdict=verdict, reason=reason)  # type: ignore[arg-type]
+
+
+def _settle_mean(sigma: float, m: int, room: float, alpha: float, within: float | None, calls: int,
+                 interleaved: bool | None) -> Settle:
+    """Cells or repeats a mean over cells with this spread needs for its interval's half-width to
+    fit in ``room``."""
+    needed = None
+    if room > 0:
+        for k in range(m + 1, MAX_CELLS_SEARCHED + 1):
+            if t_quantile(1 - alpha / 2, k - 1) * sigma / math.sqrt(k) <= room:
+                needed = k
+                break
+    repeats = None
+    if within is not None and room > 0 and within > 0:
+        between = max(sigma**2 - within, 0.0)
+        target = (room * math.sqrt(m) / t_quantile(1 - alpha / 2, m - 1)) ** 2
+        if between < target:
+            repeats = math.ceil(calls * within / (target - between))
+    return Settle(needed, repeats, interleaved is False)
 
 
 __all__ = ["CONFIG_COLUMNS", "FAIL", "HOW_DIRECT", "HOW_POSITION", "HOW_SHAPE", "INCONCLUSIVE", "LengthJudgement",

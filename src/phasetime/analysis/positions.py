@@ -67,11 +67,11 @@ def profiles(table: pa.Table, cells: list[tuple[Any, np.ndarray]]) -> list[np.nd
     return out
 
 
-def cell_levels(profile_list: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(each cell's level a_c, whether its last gap was in it, the shared profile b_k) of the
-    additive fit ``log g_c(k) = a_c + b_k`` made without each cell's last gap (backfitting:
-    alternate means until they settle). None when no two cells share a position outside their
-    last gaps."""
+def shared_profile(profile_list: list[np.ndarray]) -> np.ndarray | None:
+    """The log gap profile ``b_k`` every call shares, from the additive fit ``log g_c(k) = a_c +
+    b_k`` over the cells' median profiles, made without each cell's last gap (the one an
+    end-of-call cost would touch); backfitting: alternate means until they settle. NaN where
+    no cell has the position outside its last gap; None when no cell has an interior gap."""
     width = max(p.size for p in profile_list)
     x = np.full((len(profile_list), width), np.nan)
     for c, p in enumerate(profile_list):
@@ -86,18 +86,42 @@ def cell_levels(profile_list: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray,
     for _ in range(1000):
         with np.errstate(invalid="ignore", divide="ignore"):
             b_new = np.where(per_position > 0, ((xi - a[:, None]) * interior).sum(axis=0) / per_position, np.nan)
-            a_new = np.where(per_cell > 0, ((xi - np.nan_to_num(b_new)[None, :]) * interior).sum(axis=1) / per_cell, 0.0)
+            a_new = np.where(per_cell > 0, ((xi - np.nan_to_num(b_new)[None, :]) * interior).sum(axis=1)
+                             / np.maximum(per_cell, 1), 0.0)
         done = np.nanmax(np.abs(np.r_[a_new - a, np.nan_to_num(b_new - b)])) < 1e-12
         a, b = a_new, b_new
         if done:
             break
-    usable = np.isfinite(x) & np.isfinite(b)[None, :]
-    counts = usable.sum(axis=1)
-    if (counts == 0).any():
+    return b
+
+
+def last_gap_contrast(table: pa.Table, rows: np.ndarray, n: int, b: np.ndarray) -> tuple[float, float | None, int] | None:
+    """A cell's (of output length ``n``, its ``rows``) end-of-call contrast against the shared
+    profile ``b``: per call, its last gap's log against the profile there, minus the mean of its
+    other gaps' against the profile at theirs; the median over the cells' calls, the variance of
+    that median's calls (None with one call) and their count. What the call's own moment and
+    every shared position do cancel; what only the last step of a call carries stays. None
+    when the call has no other gap or ``b`` lacks the position."""
+    last = n - 2
+    if last < 1 or last >= b.size or not np.isfinite(b[last]) or not np.isfinite(b[:last]).any():
         return None
-    levels = np.where(usable, x - np.nan_to_num(b)[None, :], 0.0).sum(axis=1) / counts
-    last_in = usable[np.arange(len(profile_list)), last]
-    return levels, last_in, b
+    found = _call_gaps(table, rows)
+    if found is None:
+        return None
+    call, position, mean = found
+    keep = (position <= last) & (mean > 0)
+    calls = np.unique(call[keep])
+    grid = np.full((calls.size, last + 1), np.nan)
+    grid[np.searchsorted(calls, call[keep]), position[keep]] = np.log(mean[keep]) - b[position[keep]]
+    others = np.where(np.isfinite(b[:last]), grid[:, :last], np.nan)
+    counted = np.isfinite(others).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_call = grid[:, last] - np.nansum(others, axis=1) / np.where(counted > 0, counted, np.nan)
+    per_call = per_call[np.isfinite(per_call)]
+    if per_call.size == 0:
+        return None
+    spread = float(per_call.var(ddof=1) / per_call.size) if per_call.size >= 2 else None
+    return float(np.median(per_call)), spread, int(per_call.size)
 
 
 def position_profile(table: pa.Table, config_columns: tuple[str, ...]) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -119,4 +143,4 @@ def position_profile(table: pa.Table, config_columns: tuple[str, ...]) -> list[t
     return out
 
 
-__all__ = ["cell_levels", "position_profile", "profiles"]
+__all__ = ["last_gap_contrast", "position_profile", "profiles", "shared_profile"]

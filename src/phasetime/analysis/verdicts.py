@@ -54,7 +54,7 @@ class Settle:
             parts.append("more repeats would not help: the noise is between cells, the machine's moments")
         if self.interleave:
             parts.append("run with order: interleaved so that drift spreads over every cell")
-        return f"has {cells_now} cells; would settle with " + "; ".join(parts)
+        return f"{cells_now} cells judged; would settle with " + "; ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,8 @@ def _effects_line(method: str, found: list[LengthJudgement], tolerance: float) -
     parts = [f"{len(counts[v])} {v}" for v in ("fail", "inconclusive", "pass") if counts[v]]
     text = f"{', '.join(parts)} of {judged} configuration(s), tolerance {100 * tolerance:g}%"
     shown = counts[verdict][0] if verdict != "fail" else max(counts["fail"], key=lambda e: abs(e.effect or 0))
-    scope = f"{shown.scope}: " if judged > 1 else ""
-    text += f". {'Largest' if verdict == 'fail' else 'First'}: {scope}{shown.describe()}"
+    lead = f"{'Largest' if verdict == 'fail' else 'First'}: {shown.scope}: " if judged > 1 else ""
+    text += f". {lead}{shown.describe()}"
     return f"<span class='{verdict}'>{verdict}</span> {what}: {html.escape(text)}", details
 
 
