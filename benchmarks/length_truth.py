@@ -39,7 +39,8 @@ def rates(shape: str, effect: float, noise: float, cells: int, seeds: int, gap_n
     found = [judge_configs(synthetic_run(rng, LENGTHS[cells], shape, effect, noise, gap_noise=gap_noise))[0]
              for _ in range(seeds)]
     out = {v: sum(j.verdict == v for j in found) / seeds for v in ("pass", "fail", "inconclusive")}
-    out["effect"] = float(np.nanmean([np.nan if j.effect is None else j.effect for j in found]))
+    effects = [j.effect for j in found if j.effect is not None]
+    out["effect"] = float(np.mean(effects)) if effects else float("nan")
     return out
 
 

@@ -79,6 +79,7 @@ class Cell:
     value: float  # median over calls of each call's mean per-token value (ms)
     calls: int
     log_sd: float | None  # standard deviation of the calls' log per-token values (within the cell)
+    value_var: float | None = None  # variance of ``value`` from its calls' spread (a median: pi/2 var / calls)
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def _cells(table: pa.Table, values: np.ndarray, rows: np.ndarray) -> tuple[list[
             continue
         positive = per_call[per_call > 0]
         log_sd = float(np.log(positive).std(ddof=1)) if positive.size >= 2 else None
-        out.append((Cell(n, float(np.median(per_call)), int(per_call.size), log_sd), idx))
+        value_var = math.pi / 2 * float(per_call.var(ddof=1)) / per_call.size if per_call.size >= 2 else None
+        out.append((Cell(n, float(np.median(per_call)), int(per_call.size), log_sd, value_var), idx))
     out.sort(key=lambda c: c[0].n)
     reason = f"per-token value 0 or missing in every call of {', '.join(dropped)}" if dropped else ""
     return out, reason
@@ -163,16 +165,39 @@ class _Line:
     sxx: float
 
 
-def _line(w: np.ndarray, y: np.ndarray) -> _Line | None:
+def _line(w: np.ndarray, y: np.ndarray, v: np.ndarray | None = None) -> _Line | None:
+    """The slope of ``y`` on ``w`` over cells with its standard error. With ``v`` (each ``y``'s
+    variance from its own cell's calls) a random-effects weighted fit: the between-cell variance
+    by moments (DerSimonian-Laird), the error with the modified Knapp-Hartung scale (never
+    below its model's), so that a short-output cell, whose value rests on one gap per call and
+    is noisier, does not carry the line with the weight of a precise one; without (or when a
+    cell has none) ordinary least squares."""
     if w.size < MIN_CELLS or np.ptp(w) == 0:
         return None
     x = np.column_stack([np.ones_like(w), w])
-    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-    residual = y - x @ beta
     df = w.size - 2
-    sigma = math.sqrt(float(residual @ residual) / df)
     sxx = float(((w - w.mean()) ** 2).sum())
-    return _Line(float(beta[1]), sigma / math.sqrt(sxx), df, sigma, sxx)
+    if v is None or not np.all(np.isfinite(v)) or not np.all(v > 0):
+        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        residual = y - x @ beta
+        sigma = math.sqrt(float(residual @ residual) / df)
+        return _Line(float(beta[1]), sigma / math.sqrt(sxx), df, sigma, sxx)
+    weights = 1 / v
+    beta, cov = _weighted(x, y, weights)
+    q = float((weights * (y - x @ beta) ** 2).sum())
+    trace = float(weights.sum() - np.trace(cov @ (x.T * weights**2) @ x))
+    tau2 = max(0.0, (q - df) / trace) if trace > 0 else 0.0
+    weights = 1 / (v + tau2)
+    beta, cov = _weighted(x, y, weights)
+    q = float((weights * (y - x @ beta) ** 2).sum())
+    se = math.sqrt(float(cov[1, 1]) * max(1.0, q / df))
+    return _Line(float(beta[1]), se, df, se * math.sqrt(sxx), sxx)
+
+
+def _weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares: (the coefficients, their covariance (X' W X)^-1)."""
+    cov = np.linalg.inv((x.T * weights) @ x)
+    return cov @ (x.T * weights) @ y, cov
 
 
 def _settle(line: _Line, span: float, estimate: float, tolerance: float, alpha: float, cells: list[Cell],
@@ -203,13 +228,13 @@ def _settle(line: _Line, span: float, estimate: float, tolerance: float, alpha: 
 # --- the judgements ---------------------------------------------------------------------------------
 def _judge(method: str, how: str, scope: str, config: tuple, cells: list[Cell], w: np.ndarray, y: np.ndarray,
            log_scale: bool, span: float, tolerance: float, judged: int, interleaved: bool | None,
-           hardware: float | None = None, dropped: str = "") -> LengthJudgement:
+           hardware: float | None = None, dropped: str = "", y_var: np.ndarray | None = None) -> LengthJudgement:
     alpha = 0.05 / max(judged, 1)
     ns = [c.n for c in cells]
     base = dict(method=method, how=how, scope=scope, config=config, cells=len(cells),
                 calls=sum(c.calls for c in cells), n_min=min(ns), n_max=max(ns), level=1 - alpha, judged=max(judged, 1),
                 values=tuple((c.n, c.value) for c in cells), hardware=hardware)
-    line = _line(w, y)
+    line = _line(w, y, y_var)
     if line is None:
         why = (f"{len(cells)} output length(s) with N >= 2 ({', '.join(f'N={n:g}' for n in ns)}): a line over cells "
                f"needs {MIN_CELLS}")
@@ -227,6 +252,13 @@ def _judge(method: str, how: str, scope: str, config: tuple, cells: list[Cell], 
         settle = _settle(line, abs(span), delta, scale_tol, alpha, cells, interleaved)
         reason = "; ".join(filter(None, [settle.describe(len(cells), int(np.median([c.calls for c in cells]))), dropped]))
     return LengthJudgement(**base, effect=effect, ci=ci, verdict=verdict, reason=reason)  # type: ignore[arg-type]
+
+
+def _ratio_var(legacy: Cell, direct: Cell) -> float:
+    """The variance of legacy / direct - 1 from both cells' own (delta method); NaN when either lacks one."""
+    if legacy.value_var is None or direct.value_var is None:
+        return math.nan
+    return legacy.value_var / direct.value**2 + legacy.value**2 * direct.value_var / direct.value**4
 
 
 def _weights(ns: np.ndarray) -> np.ndarray:
@@ -288,22 +320,25 @@ def _judge_one(table: pa.Table, method: str, scope: str, config: tuple, cells: l
     w = _weights(ns)
     span = float(w.max() - w.min())
     if method == "subtract" or replaced:
-        by_n = {c.n: c.value for c, _ in direct or []}
-        pairs = [(c, by_n[c.n]) for c in plain if c.n in by_n and by_n[c.n] > 0] if not replaced else []
+        by_n = {c.n: c for c, _ in direct or []}
+        pairs = [(c, by_n[c.n]) for c in plain if c.n in by_n and by_n[c.n].value > 0] if not replaced else []
         if len(pairs) >= MIN_CELLS:
             matched = [c for c, _ in pairs]
-            y = np.array([c.value / d - 1 for c, d in pairs])
+            y = np.array([c.value / d.value - 1 for c, d in pairs])
+            y_var = np.array([_ratio_var(c, d) for c, d in pairs])
             wm = _weights(np.array([c.n for c in matched]))
             return _judge(method, HOW_DIRECT, scope, config, matched, wm, y, False, float(wm.max() - wm.min()),
-                          tolerance, judged, interleaved, dropped=dropped)
+                          tolerance, judged, interleaved, dropped=dropped, y_var=y_var)
         values = np.array([c.value for c in plain])
+        y_var = np.array([np.nan if c.value_var is None else c.value_var for c in plain]) / values.mean() ** 2
         return _judge(method, HOW_SHAPE, scope, config, plain, w, values / values.mean() - 1, False, span, tolerance,
-                      judged, interleaved, dropped=dropped)
+                      judged, interleaved, dropped=dropped, y_var=y_var)
     found = profiles(table, cells)
     b = shared_profile(found) if found is not None else None
     if b is None:  # no per-step gaps (an older run, a table read without them): the cells' TPOT by shape
+        y_var = np.array([np.nan if c.value_var is None else c.value_var / c.value**2 for c in plain])
         return _judge(method, HOW_SHAPE, scope, config, plain, w, np.log([c.value for c in plain]), True, span,
-                      tolerance, judged, interleaved, dropped=dropped)
+                      tolerance, judged, interleaved, dropped=dropped, y_var=y_var)
     profile = np.exp(b)
     shortest, longest = int(round(ns.min())) - 1, int(round(ns.max())) - 1
     hardware = float(np.nanmean(profile[:shortest]) / np.nanmean(profile[:longest]) - 1)
