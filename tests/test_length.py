@@ -144,3 +144,14 @@ def test_the_position_figure_draws_the_profile_the_calls_share() -> None:
     line = next(t for t in position_figure(table)["data"] if t.get("mode") == "lines+markers")
     assert line["x"] == list(range(1, 32)) and line["y"] == pytest.approx(gaps)
     assert gaps[0] > 1.2 * gaps[-1]  # the warm-up is there to be seen
+
+
+def test_noisy_short_cells_do_not_carry_the_legacy_line() -> None:
+    """A legacy per-token value with no bias, judged by its shape: the N = 2 cells rest on one
+    gap per call (8% noise each), the N = 32 cells on 31. An unweighted line let the noisy short
+    cells carry it and failed 16.5% of 400 such runs; weighted by each cell's own spread (and
+    the spread between cells), at most the nominal 5% (binomial room on 300 seeds)."""
+    found = judged(EIGHT, "decode/N", 0.0, noise=0.005, gap_noise=0.08, seeds=range(300))
+    assert share(found, "fail") <= 0.065
+    strong = judged(EIGHT, "decode/N", 0.2, noise=0.005, gap_noise=0.08, seeds=range(50))
+    assert share(strong, "fail") >= 0.9  # decode / N reading 20% low at N = 2 still fails

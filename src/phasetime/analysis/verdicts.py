@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+MAX_REPEATS = 1000  # beyond this many repeats per cell, advice to repeat is no advice
 
 
 def decide(estimate: float | None, ci: tuple[float, float] | None, tolerance: float) -> str:
@@ -48,7 +49,9 @@ class Settle:
     def describe(self, cells_now: int, repeats_now: int | None) -> str:
         parts = [f"about {self.cells} output lengths at this noise" if self.cells is not None
                  else "far more output lengths than the run has (the noise is large against the tolerance)"]
-        if self.repeats is not None and repeats_now is not None and self.repeats > repeats_now:
+        if self.repeats is not None and self.repeats > MAX_REPEATS:
+            parts.append(f"more repeats would hardly help (over {MAX_REPEATS:,} per cell)")
+        elif self.repeats is not None and repeats_now is not None and self.repeats > repeats_now:
             parts.append(f"or about {self.repeats} repeats per cell")
         elif self.repeats is None:
             parts.append("more repeats would not help: the noise is between cells, the machine's moments")

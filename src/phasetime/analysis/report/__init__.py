@@ -94,7 +94,7 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], fu
          "the median of their sum). Hover for the exact sum. A negative 'other' (only the legacy subtraction produces "
          "one: its phases add up to more than its call) is drawn to the left of zero. ⚠ marks a cell whose repeated "
          "calls are unstable; a cell named c<i> is keyed in the table of medians per cell.",
-         f.breakdown(summary, labels, unstable, full)),
+         f.breakdown(summary, _bar_labels(labels, full), unstable, full)),
         ("fig-length", "Does per-token latency depend on the output length?", "Median per-token latency per cell "
          "against the output length N, with its interquartile band: left the direct method's decode / (N - 1), right "
          "(when the run has it) the legacy subtraction's decode / N, on one scale per model. The legend gives each "
@@ -144,6 +144,17 @@ def _figures(table_: pa.Table, summary: list[CellSummary], labels: list[str], fu
          "cache at the end of the call.", g.memory(summary, labels)),
     ]
     return [entry for entry in out if entry[3] is not None]
+
+
+BAR_LABEL = 80  # a bar's label may be this long (its axis makes room); longer ones become keys
+
+
+def _bar_labels(short: list[str], full: list[str]) -> list[str]:
+    """The breakdown's labels: every cell's whole parameters when they are unique and fit, else
+    the short keys (c0, c1, ...) the table of medians resolves; never two cells with one label."""
+    if len(set(full)) == len(full) and max((len(x) for x in full), default=0) <= BAR_LABEL:
+        return full
+    return short
 
 
 def _with(cell: CellSummary, key: str, value: Any) -> CellSummary:
