@@ -133,7 +133,7 @@ def _cells(table: pa.Table, values: np.ndarray, rows: np.ndarray) -> tuple[list[
     its row indices; and why cells were left out (empty when none was)."""
     n_tokens, calls = floats(table, "output_tokens"), call_ids(table)
     keys = ["max_new_tokens"] if "max_new_tokens" in table.column_names else []
-    sub = group_indices(table.take(pa.array(rows)), keys) if keys else {(): np.arange(rows.size)}
+    sub = group_indices(table.select(keys).take(pa.array(rows)), keys) if keys else {(): np.arange(rows.size)}
     out, dropped = [], []
     for idx in sub.values():
         idx = rows[idx]
@@ -334,16 +334,16 @@ def _judge_one(table: pa.Table, method: str, scope: str, config: tuple, cells: l
         return _judge(method, HOW_SHAPE, scope, config, plain, w, values / values.mean() - 1, False, span, tolerance,
                       judged, interleaved, dropped=dropped, y_var=y_var)
     found = profiles(table, cells)
-    b = shared_profile(found) if found is not None else None
-    if b is None:  # no per-step gaps (an older run, a table read without them): the cells' TPOT by shape
+    b = shared_profile([p for p, _ in found]) if found is not None else None
+    if b is None or found is None:  # no per-step gaps (an older run, a table read without them): TPOT by shape
         y_var = np.array([np.nan if c.value_var is None else c.value_var / c.value**2 for c in plain])
         return _judge(method, HOW_SHAPE, scope, config, plain, w, np.log([c.value for c in plain]), True, span,
                       tolerance, judged, interleaved, dropped=dropped, y_var=y_var)
     profile = np.exp(b)
     shortest, longest = int(round(ns.min())) - 1, int(round(ns.max())) - 1
     hardware = float(np.nanmean(profile[:shortest]) / np.nanmean(profile[:longest]) - 1)
-    contrasts = [(cell, found_) for cell, idx in cells
-                 if (found_ := last_gap_contrast(table, idx, int(round(cell.n)), b)) is not None]
+    contrasts = [(cell, found_) for cell, (_, grid) in zip(plain, found)
+                 if (found_ := last_gap_contrast(grid, int(round(cell.n)), b)) is not None]
     return _judge_contrasts(method, scope, config, plain, contrasts, float(ns.min()), tolerance, judged, interleaved,
                             hardware, dropped)
 

@@ -1,9 +1,10 @@
 """Inter-token gaps by position: each call's gap at every position (a batch's sequences averaged),
-each cell's median profile over its calls, and the additive fit that separates a cell's level from
-the profile every call shares (:mod:`.length` judges the levels; the report draws the profile)."""
+each cell's median profile over its calls, the profile every call shares, and a call's last
+gap against it (:mod:`.length` judges the contrasts; the report draws the profile)."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -13,57 +14,52 @@ import pyarrow.compute as pc
 from ..results.tables import call_ids, group_indices, strings
 
 
-def _group_quantiles(keys: np.ndarray, values: np.ndarray, qs: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(the distinct keys, their values' quantiles [keys, qs]) with numpy's linear interpolation."""
-    order = np.lexsort((values, keys))
-    k, v = keys[order], values[order]
-    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-    counts = np.diff(np.r_[starts, k.size])
-    out = np.empty((starts.size, len(qs)))
-    for j, q in enumerate(qs):
-        pos = starts + q * (counts - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, starts + counts - 1)
-        out[:, j] = v[lo] + (v[hi] - v[lo]) * (pos - lo)
-    return k[starts], out
-
-
-def _call_gaps(table: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Per (call, position) of ``rows``: (call index, 0-based position, the call's mean gap over
-    its sequences); None without ``itl_ms``."""
+def call_grid(table: pa.Table, rows: np.ndarray) -> np.ndarray | None:
+    """[calls, positions] of ``rows``: each call's mean gap at each 0-based position over its
+    sequences (NaN where it has none); None without ``itl_ms`` or gaps."""
     if "itl_ms" not in table.column_names or rows.size == 0:
         return None
     column = table.column("itl_ms").take(pa.array(rows)).combine_chunks()
     gaps = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=float)
-    parent = np.asarray(pc.list_parent_indices(column).to_numpy(zero_copy_only=False), dtype=np.int64)
     if gaps.size == 0:
         return None
-    position = np.arange(gaps.size) - np.searchsorted(parent, parent)
+    parent = np.asarray(pc.list_parent_indices(column).to_numpy(zero_copy_only=False), dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, parent[1:] != parent[:-1]])  # parents are in order
+    position = np.arange(gaps.size) - np.repeat(starts, np.diff(np.r_[starts, gaps.size]))
     _, call = np.unique(call_ids(table)[rows], return_inverse=True)
     ok = np.isfinite(gaps)
     width = int(position.max()) + 1
-    key = call[parent][ok].astype(np.int64) * width + position[ok]
-    distinct, inverse = np.unique(key, return_inverse=True)
-    mean = np.bincount(inverse, weights=gaps[ok]) / np.bincount(inverse)
-    return distinct // width, distinct % width, mean
+    calls = int(call.max()) + 1
+    flat = call[parent][ok].astype(np.int64) * width + position[ok]
+    sums = np.bincount(flat, weights=gaps[ok], minlength=calls * width)
+    counts = np.bincount(flat, minlength=calls * width)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan).reshape(calls, width)
 
 
-def profiles(table: pa.Table, cells: list[tuple[Any, np.ndarray]]) -> list[np.ndarray] | None:
-    """Each cell's median gap by position over its calls (positions 0 .. N - 2); None without gaps."""
+def _over_calls(grid: np.ndarray, q: float) -> np.ndarray:
+    """The ``q`` percentile of each position over the calls that have it (NaN where none does)."""
+    if not np.isnan(grid).any():
+        return np.percentile(grid, q, axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a position no call reached: NaN, said by the NaN
+        return np.nanpercentile(grid, q, axis=0)
+
+
+def profiles(table: pa.Table, cells: list[tuple[Any, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Per cell (``cell.n`` its output length, its rows): (its median gap by position over its
+    calls, positions 0 .. N - 2; its calls' gaps, :func:`call_grid`); None without gaps."""
     out = []
     for cell, idx in cells:
-        found = _call_gaps(table, idx)
-        if found is None:
+        grid = call_grid(table, idx)
+        if grid is None:
             return None
-        _, position, mean = found
-        keys, q = _group_quantiles(position, mean, (0.5,))
-        length = int(round(cell.n)) - 1
-        profile = np.full(length, np.nan)
-        inside = keys < length
-        profile[keys[inside]] = q[inside, 0]
+        grid = grid[:, :max(int(round(cell.n)) - 1, 0)]
+        profile = np.full(max(int(round(cell.n)) - 1, 0), np.nan)
+        profile[:grid.shape[1]] = _over_calls(grid, 50)
         if not np.isfinite(profile).any():
             return None
-        out.append(profile)
+        out.append((profile, grid))
     return out
 
 
@@ -95,28 +91,23 @@ def shared_profile(profile_list: list[np.ndarray]) -> np.ndarray | None:
     return b
 
 
-def last_gap_contrast(table: pa.Table, rows: np.ndarray, n: int, b: np.ndarray) -> tuple[float, float | None, int] | None:
-    """A cell's (of output length ``n``, its ``rows``) end-of-call contrast against the shared
-    profile ``b``: per call, its last gap's log against the profile there, minus the mean of its
-    other gaps' against the profile at theirs; the median over the cells' calls, the variance of
-    that median's calls (None with one call) and their count. What the call's own moment and
-    every shared position do cancel; what only the last step of a call carries stays. None
-    when the call has no other gap or ``b`` lacks the position."""
+def last_gap_contrast(grid: np.ndarray, n: int, b: np.ndarray) -> tuple[float, float | None, int] | None:
+    """A cell's (output length ``n``, its calls' gaps ``grid``) end-of-call contrast against the
+    shared profile ``b``: per call, its last gap's log against the profile there, minus the mean
+    of its other gaps' against the profile at theirs; the median over the cell's calls, the
+    variance of their mean (None with one call) and their count. What the call's own moment and
+    every shared position do cancel; what only the last step of a call carries stays. None when
+    the cell has no other gap or ``b`` lacks the position."""
     last = n - 2
-    if last < 1 or last >= b.size or not np.isfinite(b[last]) or not np.isfinite(b[:last]).any():
+    if last < 1 or last >= b.size or last >= grid.shape[1] or not np.isfinite(b[last]) or \
+            not np.isfinite(b[:last]).any():
         return None
-    found = _call_gaps(table, rows)
-    if found is None:
-        return None
-    call, position, mean = found
-    keep = (position <= last) & (mean > 0)
-    calls = np.unique(call[keep])
-    grid = np.full((calls.size, last + 1), np.nan)
-    grid[np.searchsorted(calls, call[keep]), position[keep]] = np.log(mean[keep]) - b[position[keep]]
-    others = np.where(np.isfinite(b[:last]), grid[:, :last], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logs = np.log(np.where(grid[:, :last + 1] > 0, grid[:, :last + 1], np.nan)) - b[:last + 1]
+    others = np.where(np.isfinite(b[:last]), logs[:, :last], np.nan)
     counted = np.isfinite(others).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_call = grid[:, last] - np.nansum(others, axis=1) / np.where(counted > 0, counted, np.nan)
+        per_call = logs[:, last] - np.nansum(others, axis=1) / np.where(counted > 0, counted, np.nan)
     per_call = per_call[np.isfinite(per_call)]
     if per_call.size == 0:
         return None
@@ -132,15 +123,14 @@ def position_profile(table: pa.Table, config_columns: tuple[str, ...]) -> list[t
     varying = [n for n in names if len(table.column(n).unique()) > 1]
     out = []
     for key, rows in group_indices(table, names).items():
-        rows = rows[methods[rows] == "direct"]
-        found = _call_gaps(table, rows)
-        if found is None:
+        grid = call_grid(table, rows[methods[rows] == "direct"])
+        if grid is None:
             continue
-        _, position, mean = found
-        positions, q = _group_quantiles(position, mean, (0.5, 0.25, 0.75))
+        q = np.column_stack([_over_calls(grid, p) for p in (50, 25, 75)])
+        keep = np.isfinite(q[:, 0])
         scope = ", ".join(f"{n}={v}" for n, v in zip(names, key) if n in varying) or "all rows"
-        out.append((scope, positions + 1, q))
+        out.append((scope, np.flatnonzero(keep) + 1, q[keep]))
     return out
 
 
-__all__ = ["last_gap_contrast", "position_profile", "profiles", "shared_profile"]
+__all__ = ["call_grid", "last_gap_contrast", "position_profile", "profiles", "shared_profile"]
