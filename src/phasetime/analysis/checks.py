@@ -92,10 +92,9 @@ def _count_check(name: str, mask: np.ndarray, methods: np.ndarray, threshold: st
     return out
 
 
-def row_checks(table: pa.Table, t: Thresholds, itl_lowest: float | None = None) -> list[CheckResult]:
-    """Checks every row must pass: decode present, tpot only where defined, no negative phases.
-    ``itl_lowest``: the smallest ITL gap of the run, known without the ``itl_ms`` column (from the
-    file's statistics: :func:`phasetime.results.reader.list_minimum`), for a table read without it."""
+def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
+    """Checks every row must pass: decode present, tpot only where defined, no negative phases
+    (the ITL gaps included, when the table has them)."""
     n_tokens = floats(table, "output_tokens")
     decode, tpot, other = floats(table, "decode_ms"), floats(table, "tpot_ms"), floats(table, "other_ms")
     methods = strings(table, "method")
@@ -103,9 +102,7 @@ def row_checks(table: pa.Table, t: Thresholds, itl_lowest: float | None = None) 
     for phase in PHASE_COLUMNS:
         values = floats(table, phase)
         negative |= np.nan_to_num(values, nan=0.0) < -t.tolerance_ms
-    lowest = pc.min(pc.list_flatten(table.column("itl_ms"))).as_py() if "itl_ms" in table.column_names else itl_lowest
-    if "itl_ms" not in table.column_names and lowest is not None and lowest < -t.tolerance_ms:
-        negative[:] = True  # a negative gap somewhere, rows unknown without the column: the caller reads it
+    lowest = pc.min(pc.list_flatten(table.column("itl_ms"))).as_py() if "itl_ms" in table.column_names else None
     if lowest is not None and lowest < -t.tolerance_ms:  # only then find the rows (a million rows' gaps)
         gaps, rows = list_values(table, "itl_ms")
         negative[rows[gaps < -t.tolerance_ms]] = True
@@ -252,14 +249,13 @@ def noise_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds
 
 
 def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
-               *, legacy: bool = False, itl_lowest: float | None = None,
+               *, legacy: bool = False,
                judged: list[Any] | None = None) -> list[CheckResult]:
     """Every check on ``table``; ``legacy`` adds the correlation under the old denominator;
-    ``itl_lowest`` stands in for the ``itl_ms`` column when the table was read without it;
     ``judged``: the table's stability judgements, when the caller made them already."""
     t = thresholds or Thresholds()
     return [
-        *row_checks(table, t, itl_lowest),
+        *row_checks(table, t),
         *correlation_checks(table, t, legacy, run_info),
         *stability_checks(table, t),
         *outlier_checks(table, t),

@@ -58,15 +58,14 @@ import pyarrow as pa
 from ..results.schema import AXES
 from ..results.tables import call_ids, call_means, floats, group_indices, strings
 from .positions import last_gap_contrast, profiles, shared_profile
+from .overcells import MIN_CELLS, fit_line, settle_line, settle_mean
 from .stats import t_quantile
-from .verdicts import FAIL, INCONCLUSIVE, PASS, Settle, decide
+from .verdicts import FAIL, INCONCLUSIVE, PASS, decide
 
 CONFIG_COLUMNS = tuple(c for c in AXES if c not in ("max_new_tokens", "method"))
 TOLERANCE = 0.05  # how far the shortest calls' per-token value may read from the longest's and count as equal
-MIN_CELLS = 3  # a line over cells and its interval need three output lengths (one degree of freedom)
 MIN_CONTRASTS = 2  # the direct method's mean contrast needs two cells (N >= 3, shorter than the longest)
 SKIP = "skip"
-MAX_CELLS_SEARCHED = 200
 
 HOW_POSITION, HOW_DIRECT, HOW_SHAPE = "by position", "against the direct method", "by its 1/N shape"
 
@@ -155,77 +154,6 @@ def _cells(table: pa.Table, values: np.ndarray, rows: np.ndarray) -> tuple[list[
     return out, reason
 
 
-# --- a line over cells ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Line:
-    theta: float
-    se: float  # of theta
-    df: int
-    sigma: float  # residual standard deviation over cells
-    sxx: float
-
-
-def _line(w: np.ndarray, y: np.ndarray, v: np.ndarray | None = None) -> _Line | None:
-    """The slope of ``y`` on ``w`` over cells with its standard error. With ``v`` (each ``y``'s
-    variance from its own cell's calls) a random-effects weighted fit: the between-cell variance
-    by moments (DerSimonian-Laird), the error with the modified Knapp-Hartung scale (never
-    below its model's), so that a short-output cell, whose value rests on one gap per call and
-    is noisier, does not carry the line with the weight of a precise one; without (or when a
-    cell has none) ordinary least squares."""
-    if w.size < MIN_CELLS or np.ptp(w) == 0:
-        return None
-    x = np.column_stack([np.ones_like(w), w])
-    df = w.size - 2
-    sxx = float(((w - w.mean()) ** 2).sum())
-    if v is None or not np.all(np.isfinite(v)) or not np.all(v > 0):
-        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-        residual = y - x @ beta
-        sigma = math.sqrt(float(residual @ residual) / df)
-        return _Line(float(beta[1]), sigma / math.sqrt(sxx), df, sigma, sxx)
-    weights = 1 / v
-    beta, cov = _weighted(x, y, weights)
-    q = float((weights * (y - x @ beta) ** 2).sum())
-    trace = float(weights.sum() - np.trace(cov @ (x.T * weights**2) @ x))
-    tau2 = max(0.0, (q - df) / trace) if trace > 0 else 0.0
-    weights = 1 / (v + tau2)
-    beta, cov = _weighted(x, y, weights)
-    q = float((weights * (y - x @ beta) ** 2).sum())
-    se = math.sqrt(float(cov[1, 1]) * max(1.0, q / df))
-    return _Line(float(beta[1]), se, df, se * math.sqrt(sxx), sxx)
-
-
-def _weighted(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted least squares: (the coefficients, their covariance (X' W X)^-1)."""
-    cov = np.linalg.inv((x.T * weights) @ x)
-    return cov @ (x.T * weights) @ y, cov
-
-
-def _settle(line: _Line, span: float, estimate: float, tolerance: float, alpha: float, cells: list[Cell],
-            interleaved: bool | None) -> Settle:
-    """How many cells (or repeats) the observed noise needs for the interval to decide: to fit
-    within the tolerance when the estimate does, else to exclude 0."""
-    room = tolerance - abs(estimate) if abs(estimate) < tolerance else abs(estimate)
-    needed = None
-    if room > 0:
-        for m in range(len(cells) + 1, MAX_CELLS_SEARCHED + 1):
-            half = t_quantile(1 - alpha / 2, m - 2) * line.sigma * span / math.sqrt(line.sxx * m / len(cells))
-            if half <= room:
-                needed = m
-                break
-    # Repeats shrink only the part of a cell's noise its own calls carry.
-    within = [c.log_sd**2 / c.calls for c in cells if c.log_sd is not None and c.calls > 0]
-    calls = int(np.median([c.calls for c in cells]))
-    repeats = None
-    if within and room > 0:
-        within_var = float(np.mean(within))
-        between = max(line.sigma**2 - within_var, 0.0)
-        target = (room * math.sqrt(line.sxx) / (t_quantile(1 - alpha / 2, line.df) * span)) ** 2
-        if between < target and within_var > 0:
-            repeats = math.ceil(calls * within_var / (target - between))
-    return Settle(needed, repeats, interleaved is False)
-
-
-# --- the judgements ---------------------------------------------------------------------------------
 def _judge(method: str, how: str, scope: str, config: tuple, cells: list[Cell], w: np.ndarray, y: np.ndarray,
            log_scale: bool, span: float, tolerance: float, judged: int, interleaved: bool | None,
            hardware: float | None = None, dropped: str = "", y_var: np.ndarray | None = None) -> LengthJudgement:
@@ -234,7 +162,7 @@ def _judge(method: str, how: str, scope: str, config: tuple, cells: list[Cell], 
     base = dict(method=method, how=how, scope=scope, config=config, cells=len(cells),
                 calls=sum(c.calls for c in cells), n_min=min(ns), n_max=max(ns), level=1 - alpha, judged=max(judged, 1),
                 values=tuple((c.n, c.value) for c in cells), hardware=hardware)
-    line = _line(w, y, y_var)
+    line = fit_line(w, y, y_var)
     if line is None:
         why = (f"{len(cells)} output length(s) with N >= 2 ({', '.join(f'N={n:g}' for n in ns)}): a line over cells "
                f"needs {MIN_CELLS}")
@@ -249,7 +177,9 @@ def _judge(method: str, how: str, scope: str, config: tuple, cells: list[Cell], 
     reason = dropped
     if verdict == INCONCLUSIVE:
         scale_tol = math.log1p(tolerance) if log_scale else tolerance
-        settle = _settle(line, abs(span), delta, scale_tol, alpha, cells, interleaved)
+        within = [c.log_sd**2 / c.calls for c in cells if c.log_sd is not None and c.calls > 0]
+        settle = settle_line(line, abs(span), delta, scale_tol, alpha, len(cells), within,
+                             int(np.median([c.calls for c in cells])), interleaved)
         reason = "; ".join(filter(None, [settle.describe(len(cells), int(np.median([c.calls for c in cells]))), dropped]))
     return LengthJudgement(**base, effect=effect, ci=ci, verdict=verdict, reason=reason)  # type: ignore[arg-type]
 
@@ -381,28 +311,9 @@ def _judge_contrasts(method: str, scope: str, config: tuple, cells: list[Cell],
         room = room_scale - abs(lam) if abs(lam) < room_scale else abs(lam)
         within = [v[1] for _, v in contrasts if v[1] is not None]
         calls = int(np.median([v[2] for _, v in contrasts]))
-        settle = _settle_mean(sigma, m, room, alpha, float(np.mean(within)) if within else None, calls, interleaved)
+        settle = settle_mean(sigma, m, room, alpha, float(np.mean(within)) if within else None, calls, interleaved)
         reason = "; ".join(filter(None, [settle.describe(m, calls), dropped]))
     return LengthJudgement(**base, effect=effect, ci=ci, verdict=verdict, reason=reason)  # type: ignore[arg-type]
-
-
-def _settle_mean(sigma: float, m: int, room: float, alpha: float, within: float | None, calls: int,
-                 interleaved: bool | None) -> Settle:
-    """Cells or repeats a mean over cells with this spread needs for its interval's half-width to
-    fit in ``room``."""
-    needed = None
-    if room > 0:
-        for k in range(m + 1, MAX_CELLS_SEARCHED + 1):
-            if t_quantile(1 - alpha / 2, k - 1) * sigma / math.sqrt(k) <= room:
-                needed = k
-                break
-    repeats = None
-    if within is not None and room > 0 and within > 0:
-        between = max(sigma**2 - within, 0.0)
-        target = (room * math.sqrt(m) / t_quantile(1 - alpha / 2, m - 1)) ** 2
-        if between < target:
-            repeats = math.ceil(calls * within / (target - between))
-    return Settle(needed, repeats, interleaved is False)
 
 
 __all__ = ["CONFIG_COLUMNS", "FAIL", "HOW_DIRECT", "HOW_POSITION", "HOW_SHAPE", "INCONCLUSIVE", "LengthJudgement",

@@ -96,39 +96,6 @@ def read_columns(path: str | Path, columns: list[str], inventory: Inventory | No
     return _load(inventory, columns=columns)
 
 
-def list_minimum(path: str | Path, column: str, inventory: Inventory | None = None) -> float | None:
-    """The smallest element of list column ``column`` over every file a :func:`read` of ``path``
-    takes rows from, from the Parquet statistics alone (no row is read); None when a file has
-    none (the caller then reads the column). A merged file's statistics cover all its rows."""
-    import pyarrow.parquet as pq
-
-    p = Path(path)
-    if p.is_file():
-        files = [p]
-    else:
-        merged, files = _sources(inventory if inventory is not None else verify(p))
-        files = ([merged] if merged is not None else []) + files
-    lowest: float | None = None
-    leaf = f"{column}.list.element"
-    for file in files:
-        meta = pq.ParquetFile(file).metadata
-        paths = [meta.schema.column(i).path for i in range(meta.num_columns)]
-        if leaf not in paths:
-            return None
-        j = paths.index(leaf)
-        for g in range(meta.num_row_groups):
-            chunk = meta.row_group(g).column(j)
-            if chunk.num_values == 0:
-                continue
-            stats = chunk.statistics
-            if stats is None or not stats.has_min_max:
-                if chunk.statistics is not None and stats.null_count == chunk.num_values:
-                    continue  # only empty lists or nulls in this row group
-                return None
-            lowest = stats.min if lowest is None else min(lowest, stats.min)
-    return lowest
-
-
 def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
     """Every column of one call's rows, from a directory :func:`read` verified moments before.
     A finished run keeps no parts: its merged file is read, without verifying again. Where the
@@ -150,4 +117,4 @@ def read_call(path: str | Path, call_id: int) -> list[dict[str, Any]]:
     return []
 
 
-__all__ = ["BULK_COLUMNS", "concat", "list_minimum", "read", "read_call", "read_columns"]
+__all__ = ["BULK_COLUMNS", "concat", "read", "read_call", "read_columns"]
