@@ -86,3 +86,21 @@ def test_only_the_vllm_backend_imports_vllm_and_only_when_asked() -> None:
                 found.append((path.relative_to(root).as_posix(), id(node) in top))
     assert found and {p for p, _ in found} == {"vllm/engine.py"}  # the vLLM adapter's engine room
     assert not any(at_top for _, at_top in found)  # inside functions: imported when a cell needs it
+
+
+def test_a_repeated_vllm_warning_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """vLLM's CPU worker warns twice a request that torch's threads cannot be set (142 of the 231
+    lines of the offline example's log): phasetime lets the first through and drops the rest."""
+    import logging
+
+    from phasetime.vllm.engine import PINNED_THREADS, say_once
+
+    logger = logging.getLogger("phasetime-test.cpu_worker")
+    say_once(logger, PINNED_THREADS)
+    say_once(logger, PINNED_THREADS)  # installed once
+    with caplog.at_level("WARNING", logger="phasetime-test.cpu_worker"):
+        for _ in range(6):
+            logger.warning("CPU backend doesn't allow to use `torch.set_num_threads` after the thread binding, skip it.")
+        logger.warning("another warning")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and "said once" in messages[0] and messages[1] == "another warning"

@@ -314,3 +314,22 @@ def test_dtype_and_attention_sweeps_load_each_variant(tmp_path: Path) -> None:
     rows = read_results(tmp_path / "r").to_pylist()
     assert {(r["dtype"], r["attn_implementation"]) for r in rows} == {
         ("float32", "eager"), ("float32", "sdpa"), ("bfloat16", "eager"), ("bfloat16", "sdpa")}
+
+
+def test_threads_an_engine_pinned_are_asked_for_once(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """vLLM's CPU worker replaces torch.set_num_threads with a warning: phasetime asked once per
+    cell (142 warnings in one example's log). Refused once, it says so once and stops asking."""
+    import torch
+
+    from phasetime.experiments.running import conditions
+
+    asked: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: asked.append(n))  # refuses, as vLLM's does
+    monkeypatch.setattr(conditions, "_PINNED", set())
+    wanted = torch.get_num_threads() + 1
+    with caplog.at_level("WARNING", logger="phasetime"):
+        for _ in range(5):
+            conditions.apply_threads(wanted)
+    assert asked == [wanted]
+    assert sum("pinned" in r.getMessage() for r in caplog.records) == 1

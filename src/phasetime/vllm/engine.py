@@ -15,6 +15,7 @@ only.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import time
 from typing import Any
@@ -67,12 +68,43 @@ def start(path: str, dtype: str, seed: int, device: str = "auto", trust_remote_c
     if multimodal:
         kwargs.update(enable_mm_processor_stats=True, mm_processor_cache_gb=0)
     kwargs.update(engine_args or {})
+    say_once(logging.getLogger("vllm.v1.worker.cpu_worker"), PINNED_THREADS)
     try:
         llm = vllm.LLM(**kwargs)
     except Exception as exc:  # noqa: BLE001 -- vLLM raises whatever its loaders raise
         raise EngineError(f"vLLM cannot load this model: {first_line(exc, 240)}") from None
     llm.llm_engine.collective_rpc(worker_probe.install)
     return llm, "cpu" if platform == "cpu" else f"{platform}:0"
+
+
+# vLLM's CPU worker, in this process, replaces torch.set_num_threads with this warning; its own
+# renderer then sets and restores the threads around every request's processing: two warnings a
+# request (142 of the 231 lines of the offline example's log), none from phasetime.
+PINNED_THREADS = "doesn't allow to use `torch.set_num_threads`"
+
+
+class _Once(logging.Filter):
+    """Lets the first record containing ``text`` through, with a note that repeats are dropped."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text, self.seen = text, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.text not in record.getMessage():
+            return True
+        self.seen += 1
+        if self.seen == 1:
+            record.msg = f"{record.getMessage()} (said once: phasetime drops its repeats)"
+            record.args = ()
+            return True
+        return False
+
+
+def say_once(logger: logging.Logger, text: str) -> None:
+    """Have ``logger`` say a message containing ``text`` once per process."""
+    if not any(isinstance(f, _Once) and f.text == text for f in logger.filters):
+        logger.addFilter(_Once(text))
 
 
 def stop(llm: Any) -> None:

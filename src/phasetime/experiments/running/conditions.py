@@ -9,6 +9,7 @@ for what it is; a value that cannot be read is ``null``, never a guess. See
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import shutil
@@ -32,17 +33,29 @@ def resolve_threads(threads: int | str, device_type: str) -> int | None:
     return int(threads)
 
 
+_PINNED: set[int] = set()  # thread counts torch refused in this process (an engine pinned its threads)
+
+
 def apply_threads(threads: int | None) -> None:
-    """Set torch's intra-op threads and the OpenMP/MKL variables (for libraries loaded later)."""
+    """Set torch's intra-op threads and the OpenMP/MKL variables (for libraries loaded later).
+
+    An engine running in this process may pin torch's threads and refuse the change (vLLM's CPU
+    worker replaces ``torch.set_num_threads`` with a warning). phasetime then asks once, says so
+    once, and leaves the threads as the engine set them (each row records the count it ran with)."""
     if threads is None:
         return
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
-    if "torch" in sys.modules:
+    if "torch" in sys.modules and threads not in _PINNED:
         import torch
 
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
+            if torch.get_num_threads() != threads:
+                _PINNED.add(threads)
+                logging.getLogger("phasetime").warning(
+                    "torch's threads are pinned in this process (%d, by the engine); --threads %d is not applied, "
+                    "and phasetime will not ask again", torch.get_num_threads(), threads)
 
 
 def _read(path: str) -> str | None:
