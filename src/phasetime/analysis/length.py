@@ -102,10 +102,6 @@ class LengthJudgement:
     hardware: float | None = None  # by position: the shared per-position profile's own TPOT change, short vs long
     values: tuple[tuple[float, float], ...] = ()  # (N, cell value) of each cell
 
-    @property
-    def change(self) -> float | None:
-        return self.effect
-
     def describe(self) -> str:
         """One whole line: the claim, its size and interval, the unit, and the reason."""
         if self.effect is None or self.ci is None:
