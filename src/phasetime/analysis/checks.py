@@ -22,7 +22,7 @@ from .stability import Thresholds as StabilityThresholds
 from .stability import judge_table, machine_advice, machine_warnings
 from ..results.tables import call_ids, call_means, floats, group_indices, list_values, strings
 from .hygiene import hygiene_checks, utilization_checks
-from .length import MIN_CELLS, SKIP, TOLERANCE, judge_configs
+from .length import MIN_CELLS, SKIP, TOLERANCE, LengthJudgement, judge_configs
 from .verdicts import CheckResult
 
 PARAM_COLUMNS = AXES
@@ -120,16 +120,18 @@ def row_checks(table: pa.Table, t: Thresholds) -> list[CheckResult]:
     ]
 
 
-def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool,
-                       run_info: dict[str, Any] | None = None) -> list[CheckResult]:
+def correlation_checks(table: pa.Table, t: Thresholds, legacy: bool, run_info: dict[str, Any] | None = None,
+                       lengths: list[LengthJudgement] | None = None) -> list[CheckResult]:
     """Per method and configuration: does the per-token latency depend on the output length
     beyond what the hardware's per-position profile explains? A pass, fail or inconclusive
-    verdict over cells (:mod:`.length`); ``legacy`` adds decode / N of the direct rows (info)."""
+    verdict over cells (:mod:`.length`); ``legacy`` adds decode / N of the direct rows (info);
+    ``lengths``: the table's judgements, when the caller made them already (the report)."""
     order = ((run_info or {}).get("experiment") or {}).get("order")
     interleaved = None if order is None else order == "interleaved"
     threshold = f"95% CI within +-{100 * t.length_tolerance:g}% passes; beyond it and excluding 0 fails"
     out = []
-    judgements = judge_configs(table, t.length_tolerance, interleaved=interleaved)
+    judgements = lengths if lengths is not None else judge_configs(table, t.length_tolerance,
+                                                                   interleaved=interleaved)
     several = len({j.method for j in judgements}) > 1
     for j in judgements:
         verdict = j.verdict
@@ -249,14 +251,15 @@ def noise_checks(table: pa.Table, run_info: dict[str, Any] | None, t: Thresholds
 
 
 def run_checks(table: pa.Table, run_info: dict[str, Any] | None = None, thresholds: Thresholds | None = None,
-               *, legacy: bool = False,
-               judged: list[Any] | None = None) -> list[CheckResult]:
+               *, legacy: bool = False, judged: list[Any] | None = None,
+               lengths: list[LengthJudgement] | None = None) -> list[CheckResult]:
     """Every check on ``table``; ``legacy`` adds the correlation under the old denominator;
-    ``judged``: the table's stability judgements, when the caller made them already."""
+    ``judged`` and ``lengths``: the table's stability and length judgements, when the caller
+    made them already."""
     t = thresholds or Thresholds()
     return [
         *row_checks(table, t),
-        *correlation_checks(table, t, legacy, run_info),
+        *correlation_checks(table, t, legacy, run_info, lengths),
         *stability_checks(table, t),
         *outlier_checks(table, t),
         *noise_checks(table, run_info, t, judged),

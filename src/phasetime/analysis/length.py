@@ -150,14 +150,22 @@ def _cells(table: pa.Table, values: np.ndarray, rows: np.ndarray) -> tuple[list[
     return out, reason
 
 
+def _claim(method: str, how: str, scope: str, config: tuple, cells: list[Cell], judged: int,
+           hardware: float | None) -> tuple[float, dict]:
+    """(the level's alpha, Bonferroni over ``judged`` configurations; what every judgement of
+    these cells says whatever its verdict)."""
+    alpha = 0.05 / max(judged, 1)
+    ns = [c.n for c in cells]
+    return alpha, dict(method=method, how=how, scope=scope, config=config, cells=len(cells),
+                       calls=sum(c.calls for c in cells), n_min=min(ns), n_max=max(ns), level=1 - alpha,
+                       judged=max(judged, 1), values=tuple((c.n, c.value) for c in cells), hardware=hardware)
+
+
 def _judge(method: str, how: str, scope: str, config: tuple, cells: list[Cell], w: np.ndarray, y: np.ndarray,
            log_scale: bool, span: float, tolerance: float, judged: int, interleaved: bool | None,
            hardware: float | None = None, dropped: str = "", y_var: np.ndarray | None = None) -> LengthJudgement:
-    alpha = 0.05 / max(judged, 1)
+    alpha, base = _claim(method, how, scope, config, cells, judged, hardware)
     ns = [c.n for c in cells]
-    base = dict(method=method, how=how, scope=scope, config=config, cells=len(cells),
-                calls=sum(c.calls for c in cells), n_min=min(ns), n_max=max(ns), level=1 - alpha, judged=max(judged, 1),
-                values=tuple((c.n, c.value) for c in cells), hardware=hardware)
     line = fit_line(w, y, y_var)
     if line is None:
         why = (f"{len(cells)} output length(s) with N >= 2 ({', '.join(f'N={n:g}' for n in ns)}): a line over cells "
@@ -278,11 +286,8 @@ def _judge_contrasts(method: str, scope: str, config: tuple, cells: list[Cell],
                      contrasts: list[tuple[Cell, tuple[float, float | None, int]]], n_min: float, tolerance: float,
                      judged: int, interleaved: bool | None, hardware: float, dropped: str) -> LengthJudgement:
     """The direct method's verdict from its cells' last-gap contrasts (see the module's text)."""
-    alpha = 0.05 / max(judged, 1)
+    alpha, base = _claim(method, HOW_POSITION, scope, config, cells, judged, hardware)
     ns = [c.n for c in cells]
-    base = dict(method=method, how=HOW_POSITION, scope=scope, config=config, cells=len(cells),
-                calls=sum(c.calls for c in cells), n_min=min(ns), n_max=max(ns), level=1 - alpha, judged=max(judged, 1),
-                values=tuple((c.n, c.value) for c in cells), hardware=hardware)
     if len(contrasts) < MIN_CONTRASTS:
         used = ", ".join(f"N={c.n:g}" for c, _ in contrasts) or "none"
         why = (f"{len(contrasts)} output length(s) with N >= 3 below the longest ({used}): a call's last gap is "

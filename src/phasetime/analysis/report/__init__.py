@@ -214,18 +214,20 @@ def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: lis
     summary = summarize(table_)
     by_method = _by_method(table_) if "method" in table_.column_names else {}
     legacy_failed: list[str] = []
-    # each method's stability judged once: for its checks and for the cells marked unstable
+    # each method's stability and length judged once: for its checks, the verdict and the figures
     judged = {m: judge_table(t) for m, t in by_method.items()} if len(by_method) == 2 else {"all": judge_table(table_)}
+    effects = _effects(table_, run_info, tolerance)
     if checks is None and len(by_method) == 2:
         # the verdict judges the direct rows; the legacy rows fail by design and are named apart
+        # (their length verdict, against the direct method, has a line of its own)
         legacy_failed = sorted({r.check for r in failed(run_checks(by_method["subtract"], run_info,
-                                                                   judged=judged["subtract"]))} - {"tpot_vs_length"})
-        checks = run_checks(by_method["direct"], run_info, judged=judged["direct"])
-    checks = checks if checks is not None else run_checks(table_, run_info, judged=judged.get("all"))
+                                                                   judged=judged["subtract"], lengths=[]))})
+        checks = run_checks(by_method["direct"], run_info, judged=judged["direct"], lengths=effects.get("direct", []))
+    checks = checks if checks is not None else run_checks(table_, run_info, judged=judged.get("all"),
+                                                          lengths=[j for js in effects.values() for j in js])
     labels, _ = make_labels(summary)
     full = [cell_label(c, varying(summary), whole=True) for c in summary]
     unstable = {scope.get("cell") for groups in judged.values() for scope, _, j in groups if j.verdict in ("warn", "fail")}
-    effects = _effects(table_, run_info, tolerance)
     zero = answers.zero_decode(table_, by_model=True)
     figs = _figures(table_, summary, labels, full, unstable, effects, timeline_row, zero, fetch_itl)
     experiment = (run_info or {}).get("experiment", {})
