@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -66,37 +67,31 @@ def settle_line(line: Line, span: float, estimate: float, tolerance: float, alph
     fit within the tolerance when the estimate does, else to exclude 0. ``within``: each cell's
     variance from its own calls (what repeats shrink); ``calls``: a cell's calls now."""
     room = tolerance - abs(estimate) if abs(estimate) < tolerance else abs(estimate)
-    needed = None
-    if room > 0:
-        for m in range(cells + 1, MAX_CELLS_SEARCHED + 1):
-            half = t_quantile(1 - alpha / 2, m - 2) * line.sigma * span / math.sqrt(line.sxx * m / cells)
-            if half <= room:
-                needed = m
-                break
-    repeats = None
-    if within and room > 0:
-        within_var = float(np.mean(within))
-        between = max(line.sigma**2 - within_var, 0.0)
-        target = (room * math.sqrt(line.sxx) / (t_quantile(1 - alpha / 2, line.df) * span)) ** 2
-        if between < target and within_var > 0:
-            repeats = math.ceil(calls * within_var / (target - between))
-    return Settle(needed, repeats, interleaved is False)
+    target = (room * math.sqrt(line.sxx) / (t_quantile(1 - alpha / 2, line.df) * span)) ** 2
+    return _settle(lambda m: t_quantile(1 - alpha / 2, m - 2) * line.sigma * span / math.sqrt(line.sxx * m / cells),
+                   cells, room, line.sigma, target, float(np.mean(within)) if within else None, calls, interleaved)
 
 
 def settle_mean(sigma: float, m: int, room: float, alpha: float, within: float | None, calls: int,
-                 interleaved: bool | None) -> Settle:
+                interleaved: bool | None) -> Settle:
     """Cells or repeats a mean over cells with this spread needs for its interval's half-width to
     fit in ``room``."""
-    needed = None
-    if room > 0:
-        for k in range(m + 1, MAX_CELLS_SEARCHED + 1):
-            if t_quantile(1 - alpha / 2, k - 1) * sigma / math.sqrt(k) <= room:
-                needed = k
-                break
+    target = (room * math.sqrt(m) / t_quantile(1 - alpha / 2, m - 1)) ** 2
+    return _settle(lambda k: t_quantile(1 - alpha / 2, k - 1) * sigma / math.sqrt(k), m, room, sigma, target,
+                   within, calls, interleaved)
+
+
+def _settle(half_at: Callable[[int], float], cells: int, room: float, sigma: float, target: float,
+            within: float | None, calls: int, interleaved: bool | None) -> Settle:
+    """The fewest cells whose interval's half-width ``half_at(cells)`` fits in ``room``, and the
+    repeats per cell that would do instead: they shrink only the part of a cell's variance its
+    own calls carry (``within``), so they cannot once the rest (between cells) exceeds ``target``,
+    the variance the claim can afford."""
+    needed = next((k for k in range(cells + 1, MAX_CELLS_SEARCHED + 1) if half_at(k) <= room), None) \
+        if room > 0 else None
     repeats = None
-    if within is not None and room > 0 and within > 0:
+    if within is not None and within > 0 and room > 0:
         between = max(sigma**2 - within, 0.0)
-        target = (room * math.sqrt(m) / t_quantile(1 - alpha / 2, m - 1)) ** 2
         if between < target:
             repeats = math.ceil(calls * within / (target - between))
     return Settle(needed, repeats, interleaved is False)
