@@ -155,3 +155,28 @@ def test_noisy_short_cells_do_not_carry_the_legacy_line() -> None:
     assert share(found, "fail") <= 0.065
     strong = judged(EIGHT, "decode/N", 0.2, noise=0.005, gap_noise=0.08, seeds=range(50))
     assert share(strong, "fail") >= 0.9  # decode / N reading 20% low at N = 2 still fails
+
+
+def test_a_call_that_stops_early_is_judged_at_its_own_last_gap() -> None:
+    """Calls end at EOS anywhere between half and all of max_new_tokens, and each carries 0.1 ms of
+    end-of-call work on its own last gap (10% of a 1 ms step; N_min = 4, so TPOT at N = 4 reads
+    0.1 / 3 = 3.3% high). The last gap is found per call from its gaps, not from the cell's
+    median length, which lands mid-call for half of them."""
+    def run(extra: float, seed: int) -> pa.Table:
+        rng = np.random.default_rng(seed)
+        rows = []
+        for cell, top in enumerate((4, 8, 16, 24, 32)):
+            for call in range(8):
+                n = int(rng.integers(max(2, top // 2), top + 1)) if top > 4 else 4
+                gaps = np.exp(rng.normal(0.0, 0.01, n - 1))
+                gaps[-1] += extra
+                rows.append({"cell": cell, "call_id": cell * 1_000_000 + call, "sequence": 0, "method": "direct",
+                             "max_new_tokens": top, "output_tokens": n, "tpot_ms": float(gaps.mean()),
+                             "decode_ms": float(gaps.sum()), "itl_ms": gaps.tolist()})
+        return pa.Table.from_pylist(rows)
+
+    found = [judge_configs(run(0.1, s))[0] for s in range(20)]
+    assert np.mean([j.effect for j in found]) == pytest.approx(0.1 / 3, abs=0.005)
+    assert all(j.ci[0] > 0 for j in found)
+    clean = [judge_configs(run(0.0, s))[0] for s in range(20)]
+    assert all(j.verdict != "fail" for j in clean) and abs(np.mean([j.effect for j in clean])) < 0.005

@@ -182,9 +182,9 @@ def _judge(method: str, how: str, scope: str, config: tuple, cells: list[Cell], 
     if verdict == INCONCLUSIVE:
         scale_tol = math.log1p(tolerance) if log_scale else tolerance
         within = [c.log_sd**2 / c.calls for c in cells if c.log_sd is not None and c.calls > 0]
-        settle = settle_line(line, abs(span), delta, scale_tol, alpha, len(cells), within,
-                             int(np.median([c.calls for c in cells])), interleaved)
-        reason = "; ".join(filter(None, [settle.describe(len(cells), int(np.median([c.calls for c in cells]))), dropped]))
+        calls = int(np.median([c.calls for c in cells]))
+        settle = settle_line(line, abs(span), delta, scale_tol, alpha, len(cells), within, calls, interleaved)
+        reason = "; ".join(filter(None, [settle.describe(len(cells), calls), dropped]))
     return LengthJudgement(**base, effect=effect, ci=ci, verdict=verdict, reason=reason)  # type: ignore[arg-type]
 
 
@@ -277,7 +277,7 @@ def _judge_one(table: pa.Table, method: str, scope: str, config: tuple, cells: l
     shortest, longest = int(round(ns.min())) - 1, int(round(ns.max())) - 1
     hardware = float(np.nanmean(profile[:shortest]) / np.nanmean(profile[:longest]) - 1)
     contrasts = [(cell, found_) for cell, (_, grid) in zip(plain, found)
-                 if (found_ := last_gap_contrast(grid, int(round(cell.n)), b)) is not None]
+                 if (found_ := last_gap_contrast(grid, b)) is not None]
     return _judge_contrasts(method, scope, config, plain, contrasts, float(ns.min()), tolerance, judged, interleaved,
                             hardware, dropped)
 

@@ -46,34 +46,38 @@ def _over_calls(grid: np.ndarray, q: float) -> np.ndarray:
         return np.nanpercentile(grid, q, axis=0)
 
 
+def _without_last(grid: np.ndarray) -> np.ndarray:
+    """``grid`` with each call's own last gap (its last position with a gap) set to NaN."""
+    has = np.isfinite(grid)
+    last = grid.shape[1] - 1 - np.argmax(has[:, ::-1], axis=1)
+    out = grid.copy()
+    out[np.arange(grid.shape[0])[has.any(axis=1)], last[has.any(axis=1)]] = np.nan
+    return out
+
+
 def profiles(table: pa.Table, cells: list[tuple[Any, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """Per cell (``cell.n`` its output length, its rows): (its median gap by position over its
-    calls, positions 0 .. N - 2; its calls' gaps, :func:`call_grid`); None without gaps."""
+    """Per cell (its rows): (its median gap by position over its calls, each call's own last gap
+    left out: the one an end-of-call cost would touch; its calls' gaps, :func:`call_grid`);
+    None without gaps."""
     out = []
-    for cell, idx in cells:
+    for _, idx in cells:
         grid = call_grid(table, idx)
         if grid is None:
             return None
-        grid = grid[:, :max(int(round(cell.n)) - 1, 0)]
-        profile = np.full(max(int(round(cell.n)) - 1, 0), np.nan)
-        profile[:grid.shape[1]] = _over_calls(grid, 50)
-        if not np.isfinite(profile).any():
-            return None
-        out.append((profile, grid))
+        out.append((_over_calls(_without_last(grid), 50), grid))
     return out
 
 
 def shared_profile(profile_list: list[np.ndarray]) -> np.ndarray | None:
     """The log gap profile ``b_k`` every call shares, from the additive fit ``log g_c(k) = a_c +
-    b_k`` over the cells' median profiles, made without each cell's last gap (the one an
-    end-of-call cost would touch); backfitting: alternate means until they settle. NaN where
-    no cell has the position outside its last gap; None when no cell has an interior gap."""
+    b_k`` over the cells' median profiles (each call's last gap already left out); backfitting:
+    alternate means until they settle. NaN where no cell has the position; None when no cell
+    has a gap but its calls' last."""
     width = max(p.size for p in profile_list)
     x = np.full((len(profile_list), width), np.nan)
     for c, p in enumerate(profile_list):
         x[c, :p.size] = np.where(p > 0, np.log(np.where(p > 0, p, 1.0)), np.nan)
-    last = np.array([p.size - 1 for p in profile_list])
-    interior = np.isfinite(x) & (np.arange(width)[None, :] < last[:, None])
+    interior = np.isfinite(x)
     if not interior.any():
         return None
     xi = np.where(interior, x, 0.0)
@@ -91,23 +95,25 @@ def shared_profile(profile_list: list[np.ndarray]) -> np.ndarray | None:
     return b
 
 
-def last_gap_contrast(grid: np.ndarray, n: int, b: np.ndarray) -> tuple[float, float | None, int] | None:
-    """A cell's (output length ``n``, its calls' gaps ``grid``) end-of-call contrast against the
-    shared profile ``b``: per call, its last gap's log against the profile there, minus the mean
-    of its other gaps' against the profile at theirs; the median over the cell's calls, the
-    variance of their mean (None with one call) and their count. What the call's own moment and
-    every shared position do cancel; what only the last step of a call carries stays. None when
-    the cell has no other gap or ``b`` lacks the position."""
-    last = n - 2
-    if last < 1 or last >= b.size or last >= grid.shape[1] or not np.isfinite(b[last]) or \
-            not np.isfinite(b[:last]).any():
-        return None
+def last_gap_contrast(grid: np.ndarray, b: np.ndarray) -> tuple[float, float | None, int] | None:
+    """A cell's (its calls' gaps ``grid``) end-of-call contrast against the shared profile ``b``:
+    per call, its own last gap's log against the profile at that position (a call that stopped
+    early at EOS ends where it ended), minus the mean of its other gaps' against the profile at
+    theirs; the median over the calls that have both, the variance of their mean (None with one
+    call) and their count. What the call's own moment and every shared position do cancel; what
+    only the last step of a call carries stays. None when no call qualifies."""
+    width = min(grid.shape[1], b.size)
+    grid = grid[:, :width]
     with np.errstate(invalid="ignore", divide="ignore"):
-        logs = np.log(np.where(grid[:, :last + 1] > 0, grid[:, :last + 1], np.nan)) - b[:last + 1]
-    others = np.where(np.isfinite(b[:last]), logs[:, :last], np.nan)
+        logs = np.log(np.where(grid > 0, grid, np.nan)) - b[:width]
+    has = np.isfinite(grid)
+    rows = np.flatnonzero(has.any(axis=1))
+    last = width - 1 - np.argmax(has[rows, ::-1], axis=1)
+    ends = logs[rows, last]
+    others = np.where(np.arange(width)[None, :] < last[:, None], logs[rows], np.nan)
     counted = np.isfinite(others).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        per_call = logs[:, last] - np.nansum(others, axis=1) / np.where(counted > 0, counted, np.nan)
+        per_call = ends - np.nansum(others, axis=1) / np.where(counted > 0, counted, np.nan)
     per_call = per_call[np.isfinite(per_call)]
     if per_call.size == 0:
         return None
