@@ -16,11 +16,12 @@ How (direct method, from the per-step gaps ``itl_ms``):
 
 1. each call is reduced to one gap per position (the mean over its sequences: a batch is one
    call; so are vLLM requests submitted together), and each cell to its median profile over
-   calls, ``g_c(k)`` for k = 1 .. N_c - 1;
+   calls, ``g_c(k)``, each call's own last gap left out (the one an end-of-call artifact
+   would touch);
 2. over the cells of one configuration (every parameter but the output length), an additive
-   fit of ``log g_c(k) = a_c + b_k``, made on every gap but each cell's last (the one an
-   end-of-call artifact would touch), gives the profile ``b_k`` every call shares;
-3. per call, its **last-gap contrast**: the log of its last gap against the profile there,
+   fit of ``log g_c(k) = a_c + b_k`` gives the profile ``b_k`` every call shares;
+3. per call, its **last-gap contrast**: the log of its own last gap (where the call ended, at
+   its length or earlier at EOS) against the profile there,
    minus the mean of its other gaps against the profile at theirs. The k-th gap of a short call
    is compared with the k-th gaps of longer calls (where k is interior to them), and the call's
    own moment (the machine's speed while it ran, which moves every gap of the call) cancels as
