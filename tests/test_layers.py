@@ -15,16 +15,17 @@ pytestmark = pytest.mark.anyversion
 PACKAGE = Path(__file__).parent.parent / "src" / "phasetime"
 # What each room may import from phasetime (its own included): the timing core knows no model and
 # no engine; each engine adapter (hf: generate(), vllm) sees the core (and hf the sensors it
-# samples); results see the core and the sensors' column declarations; the analysis the results;
+# samples); the serving client and join see the core and vLLM's step records; results see the core and the sensors' column declarations; the analysis the results;
 # the runner everything below it.
 ALLOWED = {
     "core": {"core"},
     "sensors": {"core", "sensors"},
     "hf": {"core", "sensors", "hf"},
     "vllm": {"core", "vllm"},
+    "serving": {"core", "vllm", "serving"},
     "results": {"core", "sensors", "results"},
     "analysis": {"core", "results", "analysis"},
-    "experiments": {"core", "sensors", "hf", "vllm", "results", "analysis", "experiments"},
+    "experiments": {"core", "sensors", "hf", "vllm", "serving", "results", "analysis", "experiments"},
     "cli": set(),  # filled below: everything
     "top": {"core", "hf", "results", "experiments", "analysis", "top"},
 }

@@ -186,14 +186,18 @@ def judge_table(table: Any, t: Thresholds = Thresholds()) -> list[tuple[dict[str
     """Every (cell, sample) group of a results table judged on each phase of :data:`JUDGED`:
     (the group's keys, the phase, the judgement). The unit is the call: a batch's rows count
     once, as their mean; rows of the
-    legacy subtraction method are left out (their spread is the method's, not the machine's)."""
+    legacy subtraction method are left out (their spread is the method's, not the machine's), and
+    so are the requests of a load (``rate``: their spread is the queueing the load causes, what
+    :mod:`.load` reports, not noise)."""
     from ..results.tables import call_ids, call_means, floats, group_indices
 
     keys = [k for k in ("cell", "max_new_tokens", "sample_id") if k in table.column_names]
     # only the columns judged (a big run's list columns would be copied by the filter for nothing)
-    table = table.select([c for c in (*keys, "call_id", "method", *JUDGED) if c in table.column_names])
+    table = table.select([c for c in (*keys, "call_id", "method", "rate", *JUDGED) if c in table.column_names])
     if "method" in table.column_names:  # the legacy baseline's spread is not a measurement's
         table = table.filter(pa.compute.equal(table.column("method"), "direct"))
+    if "rate" in table.column_names and table.column("rate").null_count < table.num_rows:
+        table = table.filter(pa.compute.is_null(table.column("rate")))
     calls = call_ids(table)
     columns = {phase: floats(table, phase) for phase in JUDGED}
     out = []

@@ -21,7 +21,8 @@ Schema history (``phasetime.schema`` in the Parquet metadata and in run.json):
   ``handoff_ms``, ``first_token_ms``, ``decoding``, ``num_beams``, ``draft``, the
   round columns (``draft_ms`` ... ``round_draft_forwards``), ``backend`` and the engine
   columns (``input_ms`` ... ``engine_encoder_ms``), ``audio_ms``, ``audio_calls``,
-  ``decode_audio_ms`` and ``weights_audio_bytes`` within version 2
+  ``decode_audio_ms`` and ``weights_audio_bytes`` within version 2, and 0.4 the serving
+  columns (``request_id`` ... ``gap_encoder_inputs``)
   (a reader of version 2 reads the columns it knows; files without them read as null).
 """
 
@@ -115,6 +116,22 @@ COLUMNS: tuple[Column, ...] = (
     Column("engine_prefill_ms", _F, "call", "ms", "vLLM's own prefill (first scheduled to first token: vision included)"),
     Column("engine_tpot_ms", _F, "call", "ms", "vLLM's own per-token time: (last token - first token) / (N - 1)"),
     Column("engine_encoder_ms", _F, "call", "ms", "vLLM's own encoder-forward time of the request (enable_mm_processor_stats)"),
+    # a request sent to a server under load (backend vllm-server; null otherwise)
+    Column("request_id", _S, "id", "", "the request's id (its X-Request-Id; the server's records use it)"),
+    Column("rate", _F, "axis", "req/s", "the planned request rate of the load the request was part of (null: not a load)"),
+    Column("sent_ms", _F, "call", "ms", "when the client sent the request, from its rate level's start"),
+    Column("send_lag_ms", _F, "call", "ms", "the client's own delay: sent - planned, without slot_wait_ms"),
+    Column("slot_wait_ms", _F, "call", "ms", "time the request waited for a max_concurrency slot before it was sent"),
+    Column("client_ttft_ms", _F, "call", "ms", "the client's time to first token: sent to the first streamed chunk (bench serve's)"),
+    Column("client_e2e_ms", _F, "call", "ms", "the client's end-to-end latency: sent to the last streamed chunk"),
+    Column("client_tpot_ms", _F, "call", "ms", "(client_e2e - client_ttft) / (N - 1), N the server's token count (bench serve's)"),
+    Column("client_itl_ms", pa.list_(_F), "raw", "ms", "the gaps between consecutive streamed chunks, as the client saw them"),
+    Column("client_tokens", _I32, "call", "tokens", "output tokens the server reported in its stream (usage)"),
+    Column("preemptions", _I32, "call", "", "times vLLM preempted the request (its KV cache freed and recomputed)"),
+    Column("clock_offset_ms", _F, "call", "ms", "server clock - client clock (0: one host; else measured from the requests)"),
+    Column("gap_requests", pa.list_(_I32), "raw", "", "per decode gap: the other requests in the engine step that made the token"),
+    Column("gap_prefill_tokens", pa.list_(_I32), "raw", "tokens", "per decode gap: other requests' prompt tokens in that step (prefill chunks)"),
+    Column("gap_encoder_inputs", pa.list_(_I32), "raw", "", "per decode gap: other requests' images the step encoded"),
     # cell parameters
     Column("cell", _I64, "parameter", "", "the cell's index in the experiment's grid"),
     Column("model", _S, "axis", "", "built-in name, hub id or local directory"),
@@ -169,7 +186,7 @@ def names(*roles: str) -> tuple[str, ...]:
 SUMMARY_PHASES = ("vision_ms", "prefill_ms", "ttft_ms", "tpot_ms", "decode_ms", "total_ms")
 # The parameters a grid sweeps: what tells one cell from another, in the order tables show them.
 AXES = ("model", "backend", "method", "dtype", "attn_implementation", "image_size", "max_pixels", "max_visual_tokens",
-        "batch_size", "generation", "max_new_tokens")
+        "batch_size", "generation", "max_new_tokens", "rate")
 
 assert set(SUMMARY_PHASES) <= set(names("phase"))
 assert set(AXES) == set(names("axis"))

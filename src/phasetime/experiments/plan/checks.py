@@ -137,12 +137,14 @@ def _check_decoding(experiment: Experiment, samples: list[Sample]) -> None:
 
 def _check_backend(experiment: Experiment) -> None:
     """The engine must be there, and able to load each built-in asked of it."""
-    if experiment.backend != "vllm":
+    if experiment.backend not in ("vllm", "vllm-server"):
         return
     from ...vllm.engine import unavailable
+    from ...vllm.server import server_unavailable
     from ..models.tiny import VLLM_BUILTINS
 
-    missing = unavailable()
+    load = experiment.load
+    missing = unavailable() if load is None else server_unavailable(load.python) if load.server is None else None
     if missing:
         raise RunError(missing)
     for i, spec in enumerate(experiment.models):

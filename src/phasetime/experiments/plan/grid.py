@@ -70,6 +70,10 @@ def context_digest(experiment: Experiment) -> str:
     data = {k: v for k, v in experiment.model_dump(mode="json").items() if k not in _NOT_CONTEXT}
     if not data["engine_args"]:
         del data["engine_args"]  # absent unless given: the digests of 0.2 experiments kept
+    if data["load"] is None:
+        del data["load"]  # absent but on a server: the digests of 0.3 experiments kept
+    else:  # the rates are cells (a rate added keeps the others done); where the server listens shapes nothing
+        data["load"] = {k: v for k, v in data["load"].items() if k not in ("rates", "port", "startup_timeout_s")}
     return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -90,8 +94,9 @@ def expand(experiment: Experiment) -> list[Cell]:
             sweep.batch_size,
             sweep.generation,
             sweep.max_new_tokens,
+            experiment.load.rates if experiment.load is not None else none,
         )
-        for dtype, attn, method, image_size, max_pixels, max_tokens, batch, generation, n in axes:
+        for dtype, attn, method, image_size, max_pixels, max_tokens, batch, generation, n, rate in axes:
             draft = generation.get("draft")
             params = {
                 "model": model.name,
@@ -107,6 +112,7 @@ def expand(experiment: Experiment) -> list[Cell]:
                 "generation": json.dumps(generation, sort_keys=True),
                 "max_new_tokens": n,
                 "min_new_tokens": experiment.resolved_min_new_tokens(n),
+                **({"rate": rate} if rate is not None else {}),  # a load's level (absent otherwise: keys kept)
             }
             cells.append(Cell(index=len(cells), model=model, params=params, context=context))
     return cells
@@ -117,7 +123,8 @@ def count_cells(experiment: Experiment) -> int:
     sweep = experiment.sweep
     per_model = (len(_methods(list(sweep.method))) * len(sweep.image_size or [None]) * len(sweep.max_pixels or [None])
                  * len(sweep.max_visual_tokens or [None]) * len(sweep.batch_size) * len(sweep.generation)
-                 * len(sweep.max_new_tokens) * len(sweep.attn_implementation or [None]))
+                 * len(sweep.max_new_tokens) * len(sweep.attn_implementation or [None])
+                 * (len(experiment.load.rates) if experiment.load is not None else 1))
     return sum(per_model * len(sweep.dtype or [m.dtype]) for m in experiment.models)
 
 
@@ -148,7 +155,12 @@ def batches(samples: list[Sample], experiment: Experiment) -> dict[int, list[lis
 
 
 def calls_per_cell(experiment: Experiment, grouped: dict[int, list[list[Sample]]]) -> dict[int, int]:
-    """Calls (warm-up included) a cell of each batch size makes."""
+    """Calls (warm-up included) a cell of each batch size makes (a load level: its requests,
+    or those its duration holds at the highest rate, a bound)."""
+    load = experiment.load
+    if load is not None:
+        per_level = load.requests or max(1, round(max(load.rates) * (load.duration_s or 0)))
+        return {size: experiment.warmup + experiment.repeats * per_level for size in grouped}
     return {size: experiment.warmup + experiment.repeats * len(b) for size, b in grouped.items()}
 
 
@@ -169,6 +181,7 @@ class CellTask:
     experiment: Experiment
     batches: list[list[Sample]]
     options: RunOptions = field(default_factory=RunOptions)
+    out_dir: str | None = None  # the results directory (a server's log and probe records go there)
 
     @property
     def first_call_id(self) -> int:
@@ -176,11 +189,11 @@ class CellTask:
 
 
 def tasks(cells: list[Cell], done: set[int], experiment: Experiment, samples: list[Sample],
-          options: RunOptions) -> list[CellTask]:
+          options: RunOptions, out_dir: str | None = None) -> list[CellTask]:
     """The tasks of the cells not done yet, in execution order."""
     grouped = batches(samples, experiment)
     todo = execution_order([c for c in cells if c.index not in done], experiment)
-    return [CellTask(c, experiment, grouped[c.params["batch_size"]], options) for c in todo]
+    return [CellTask(c, experiment, grouped[c.params["batch_size"]], options, out_dir) for c in todo]
 
 
 def blocks(todo: list[CellTask]) -> list[list[CellTask]]:

@@ -152,8 +152,8 @@ VLLM_GENERATION = ("do_sample", "temperature", "top_p", "top_k")
 
 def check_backend(backend: str, generation: Sequence[dict[str, Any]], methods: Sequence[str], resources: Sequence[str],
                   executor: str) -> None:
-    """What the vLLM backend cannot time yet, refused by name before anything runs."""
-    if backend != "vllm":
+    """What the vLLM backends cannot time yet, refused by name before anything runs."""
+    if backend not in ("vllm", "vllm-server"):
         return
     for options in generation:
         if options.get("draft") or options.get("prompt_lookup_num_tokens") or (options.get("num_beams") or 1) > 1:
@@ -180,8 +180,8 @@ def check_engine_args(backend: str, args: dict[str, Any]) -> None:
     """``engine_args``: for vLLM only, JSON values, none phasetime sets, nothing it cannot time."""
     if not args:
         return
-    if backend != "vllm":
-        raise ValueError("engine_args are vllm.LLM's arguments: they need backend: vllm")
+    if backend not in ("vllm", "vllm-server"):
+        raise ValueError("engine_args are vLLM's engine arguments: they need backend: vllm or vllm-server")
     ours = sorted(set(args) & set(ENGINE_ARGS_SET))
     if ours:
         raise ValueError(f"engine_args: phasetime sets {ours} itself (docs/metrics.md, \"vLLM\")")

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ...core.errors import PhasetimeError
+from .load import LoadSpec
 from .options import check_attention, check_backend, check_decoding, check_engine_args, check_generation
 from .parts import (MAX_SEED, MAX_SIDE, MAX_TOKENS, DatasetInputs, Dtype, ExecutorSpec, MethodName, MetricName, ModelSpec,
                     PromptSpec, ResourcesSpec, Side, SyntheticInputs, Text, Tokens, _Strict)
@@ -93,7 +94,9 @@ class Experiment(_Strict):
     executor: ExecutorSpec = ExecutorSpec()
     resources: ResourcesSpec = ResourcesSpec()
     # the engine that runs the calls: Hugging Face generate() or vLLM (docs/metrics.md, "vLLM")
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "vllm", "vllm-server"] = "hf"
+    # backend vllm-server: the load each rate level sends (docs/experiments.md, "Serving under load")
+    load: LoadSpec | None = None
     # backend vllm: more arguments of vllm.LLM (max_num_batched_tokens, max_model_len, ...)
     engine_args: dict[str, Any] = Field(default_factory=dict)
 
@@ -118,6 +121,13 @@ class Experiment(_Strict):
         asked = [name for name, on in self.resources.model_dump().items() if on]
         check_backend(self.backend, sweep.generation, sweep.method, asked, self.executor.kind)
         check_engine_args(self.backend, self.engine_args)
+        if (self.backend == "vllm-server") != (self.load is not None):
+            raise ValueError("backend vllm-server needs a load: section (rates, requests or duration_s), and a load: "
+                             "section needs backend: vllm-server")
+        if self.backend == "vllm-server" and sweep.batch_size != [1]:
+            raise ValueError("backend vllm-server: requests arrive one by one at the load's rate; drop batch_size")
+        if self.load is not None and self.load.output == "data" and self.inputs.kind == "synthetic":
+            raise ValueError("load.output: data takes each sample's answer length; synthetic inputs have no answers")
         if self.order == "interleaved" and self.executor.kind != "local":
             raise ValueError("order: interleaved runs on the local executor (a Ray worker measures whole cells); "
                              "use order: shuffled with executor ray")

@@ -229,7 +229,12 @@ def _persist(path: Path, outcome: CellOutcome, result: RunResult, notify: Progre
         notify("cell", {"cell": outcome.cell, "status": "failed", "error": outcome.error})
         return
     assert outcome.rows is not None
-    warnings = table_warnings(outcome.rows, label=f"cell {outcome.cell}")
+    if outcome.params.get("rate") is not None:  # a load level: spread is the load's doing, not noise
+        from ...analysis.load import load_warnings
+
+        warnings = load_warnings(outcome.rows)
+    else:
+        warnings = table_warnings(outcome.rows, label=f"cell {outcome.cell}")
     write_cell(path, outcome.cell, outcome.rows, {**record, "status": "done", "failed_samples": outcome.failed_samples,
                                                   "warnings": warnings})
     result.done += 1
@@ -279,7 +284,7 @@ def run_experiment(
             notify("repair", {"lines": result.repaired})
         # 3. The cells.
         options = RunOptions(skip_bad_samples=skip_bad_samples, nvtx=nvtx, threads=prepared.threads)
-        todo = tasks(prepared.cells, done, experiment, prepared.samples, options)
+        todo = tasks(prepared.cells, done, experiment, prepared.samples, options, str(plan.path))
         result.skipped = len(prepared.cells) - len(todo)
         per_cell = calls_per_cell(experiment, batches(prepared.samples, experiment))
         notify("plan", {"cells": len(todo), "skipped": result.skipped, "calls_per_cell": per_cell,

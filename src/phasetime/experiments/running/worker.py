@@ -142,8 +142,8 @@ class Worker:
                                detail=traceback.format_exc(), placement={"host": self.host, "worker": self.name})
         place = self.placement(device)
 
-        def tick(warmup: bool) -> None:
-            if on_call is not None:
+        def tick(warmup: bool, counted: bool = True) -> None:
+            if on_call is not None and counted:
                 on_call({"cell": cell.index, "warmup": warmup})
             if should_stop is not None and should_stop():
                 raise Interrupted

@@ -3,9 +3,10 @@
 A backend loads what a cell needs (keeping it for the next cell with the same load key),
 measures the cell's calls and returns rows of the one results schema; the
 :class:`~phasetime.experiments.running.worker.Worker` around it turns failures into outcomes
-and never knows which engine ran. Two exist: ``hf`` (Hugging Face ``generate()``,
-:mod:`.hf`) and ``vllm`` (vLLM's engine, :mod:`.vllm`; imported only when a cell asks for it,
-so the core never imports vLLM). A third engine is one module with the same three methods,
+and never knows which engine ran. Three exist: ``hf`` (Hugging Face ``generate()``,
+:mod:`.hf`), ``vllm`` (vLLM's offline engine, :mod:`.vllm`; imported only when a cell asks for
+it, so the core never imports vLLM) and ``vllm-server`` (a load sent to vLLM's OpenAI server,
+:mod:`.server`; vLLM runs in the server's own environment). A third engine is one module with the same three methods,
 named in :data:`BACKENDS`.
 """
 
@@ -25,7 +26,8 @@ Steps = Generator[None, None, Result]  # pauses after the warm-up and after each
 
 # backend name -> "module:class" (imported on first use)
 BACKENDS = {"hf": "phasetime.experiments.running.backends.hf:HFBackend",
-            "vllm": "phasetime.experiments.running.backends.vllm:VllmBackend"}
+            "vllm": "phasetime.experiments.running.backends.vllm:VllmBackend",
+            "vllm-server": "phasetime.experiments.running.backends.server:ServerBackend"}
 
 
 class Interrupted(Exception):
@@ -43,7 +45,8 @@ class Backend(Protocol):
         """Warm-up (not stored), then every batch x repeat, as a generator that pauses after the
         warm-up and after each repeat (so that a worker can interleave the repeats of several
         cells) and returns (rows, calls, failed samples). ``tick(warmup)`` after every call (it
-        raises :class:`Interrupted` to stop); the worker drives it
+        raises :class:`Interrupted` to stop; ``tick(warmup, counted=False)`` only asks, for a
+        backend waiting on calls it does not run itself); the worker drives it
         (:meth:`~phasetime.experiments.running.worker.Worker.run_block`)."""
         ...
 
