@@ -18,7 +18,8 @@ from ..results.tables import call_ids, call_means, floats, group_indices, string
 from .length import judge_configs
 
 PARAM_COLUMNS = AXES
-COMPARED_PHASES = SUMMARY_PHASES
+# the server's phases are SUMMARY_PHASES; a load's rows add what the client saw (the others' are null)
+COMPARED_PHASES = SUMMARY_PHASES + ("client_ttft_ms", "client_tpot_ms", "client_e2e_ms")
 
 
 # --- direct vs subtract ------------------------------------------------------------------------

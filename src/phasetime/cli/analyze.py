@@ -1,4 +1,4 @@
-"""The commands that read a results directory: verify, export, check, compare, report, trace."""
+"""The commands that read a results directory: verify, export, check, compare, report, load, trace."""
 
 from __future__ import annotations
 
@@ -181,6 +181,27 @@ def cmd_report(
         path = output or results / "compare.html"
     atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     consoles.out.print(f"wrote {path} ({len(figures)} plots)", highlight=False, soft_wrap=True)
+
+
+@app.command("load")
+def cmd_load(
+    results: Annotated[Path, typer.Argument(help="A results directory of a load (backend: vllm-server).")],
+    slo_ttft_ms: Annotated[Optional[float], typer.Option(help="Goodput's TTFT target, ms (default: the experiment's slo).")] = None,
+    slo_tpot_ms: Annotated[Optional[float], typer.Option(help="Goodput's TPOT target, ms (default: the experiment's slo).")] = None,
+) -> None:
+    """Per rate level of a load: throughput, goodput, the client's TTFT / TPOT / ITL / E2E percentiles, the send."""
+    from ..analysis.load import levels
+    from ..core.errors import UsageError
+    from ..results.reader import read
+    from .output import print_levels
+
+    table = read(results, exclude=("ready_ms", "decode_forward_ms", "spans", "itl_ms"))
+    slo = dict((((_run_info(results) or {}).get("experiment") or {}).get("load") or {}).get("slo") or {})
+    slo.update({k: v for k, v in (("ttft_ms", slo_ttft_ms), ("tpot_ms", slo_tpot_ms)) if v is not None})
+    found = levels(table, slo)
+    if not found:
+        raise UsageError(f"{results} holds no load: its rows have no rate (backend: vllm-server makes them)")
+    print_levels(found, f"{results.name}: per rate level")
 
 
 @app.command("trace")

@@ -65,6 +65,29 @@ def print_summary(summary: list["CellSummary"], title: str) -> None:
     consoles.out.print(table)
 
 
+def print_levels(levels: list[Any], title: str) -> None:
+    """Per rate level of a load: throughput, goodput, the client's percentiles, the send."""
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for name in ("model", "rate", "n", "req/s", "tok/s", "goodput", "TTFT p50", "p90", "p99", "TPOT p50", "p99",
+                 "ITL p99", "E2E p99", "lag p99"):
+        table.add_column(name, justify="left" if name == "model" else "right")
+
+    def q(level: Any, column: str, j: int) -> str:
+        found = level.quantiles.get(column)
+        return "-" if not found else ms(found[j].value)
+    for lv in levels:
+        good = "-" if lv.goodput_rps is None else f"{lv.goodput_rps:.2f}"
+        lag = ms(lv.lag_p99_ms) + ("" if lv.held else " [red]not held[/]")
+        table.add_row(escape(str(lv.params.get("model"))), f"{lv.params['rate']:g}", str(lv.requests),
+                      f"{lv.throughput_rps:.2f}", f"{lv.tokens_per_s:.1f}", good, q(lv, "client_ttft_ms", 0),
+                      q(lv, "client_ttft_ms", 1), q(lv, "client_ttft_ms", 2), q(lv, "client_tpot_ms", 0),
+                      q(lv, "client_tpot_ms", 2), q(lv, "client_itl_ms", 2), q(lv, "client_e2e_ms", 2), lag)
+    table.caption = ("per planned rate (requests/s): answered requests, throughput and goodput (requests/s meeting "
+                     "every SLO) over the level's duration; the client's latencies in ms (bench serve's definitions); "
+                     "the send's lag behind its plan. phasetime report draws them with intervals and TTFT's parts")
+    consoles.out.print(table)
+
+
 _VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "magenta", "warn": "yellow", "skip": "dim",
                   "info": "dim"}
 

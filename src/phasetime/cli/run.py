@@ -59,7 +59,7 @@ def cmd_run(
     threads: Annotated[Optional[str], typer.Option(help="torch intra-op threads, or 'auto': 1 on CPU, torch's default on CUDA (default: auto, or the file's).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where cells run: local or ray (default: local, or the file's).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto); without it Ray starts one here.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="The engine: hf (generate()) or vllm (needs scripts/setup-vllm.sh's environment) (default: hf, or the file's).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="The engine: hf (generate()), vllm (needs scripts/setup-vllm.sh's environment) or vllm-server (needs a load: section in the file) (default: hf, or the file's).")] = None,
     order: Annotated[Optional[str], typer.Option(help="Order of the calls: shuffled (cells in a seeded random order), grid, or interleaved (also each cell's repeats spread over its block of cells: steadier cell medians on a noisy machine) (default: shuffled, or the file's).")] = None,
     memory: Annotated[bool, typer.Option("--memory", help="Also record peak memory per phase, the KV cache and the weights.")] = False,
     cost: Annotated[bool, typer.Option("--cost", help="Also count FLOPs and bytes per phase (a replay) against the device's roof.")] = False,
@@ -116,7 +116,7 @@ def cmd_run(
         result = _run_with_bar(exp, out_dir, kwargs)
     else:
         result = run_experiment(exp, out_dir, progress=_line_progress(), **kwargs)
-    _report_run(result, exp.name, quiet)
+    _report_run(result, exp.name, quiet, exp.load.slo.model_dump() if exp.load is not None else None)
 
 
 def _experiment(file: Path | None, given: dict[str, Any], overrides: dict[str, Any]) -> Any:
@@ -141,7 +141,7 @@ def _experiment(file: Path | None, given: dict[str, Any], overrides: dict[str, A
     return parse_experiment(data, "options")
 
 
-def _report_run(result: "RunResult", name: str, quiet: bool) -> None:
+def _report_run(result: "RunResult", name: str, quiet: bool, slo: dict[str, Any] | None = None) -> None:
     from ..results.files import StoreError
 
     for line in result.repaired:
@@ -154,7 +154,13 @@ def _report_run(result: "RunResult", name: str, quiet: bool) -> None:
         from .output import print_summary
 
         try:
-            print_summary(summarize(read(result.out_dir)), f"{name}: {result.cells} cells")
+            table = read(result.out_dir)
+            print_summary(summarize(table), f"{name}: {result.cells} cells")
+            if "rate" in table.column_names and table.column("rate").null_count < table.num_rows:
+                from ..analysis.load import levels
+                from .output import print_levels
+
+                print_levels(levels(table, slo), f"{name}: per rate level")
         except StoreError:
             pass  # nothing stored yet (every cell failed, or interrupted in the first cell)
     by_error: dict[str, list[int]] = {}

@@ -30,6 +30,7 @@ from ..summary import SUMMARY_PHASES, CellSummary, floats, strings, summarize, v
 from ..length import TOLERANCE, judge_configs
 from . import answers, text
 from .engine import engine_table
+from .load import load_section
 from . import figures as f
 from . import figures_more as g
 from .labels import cell_label
@@ -231,6 +232,8 @@ def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: lis
     zero = answers.zero_decode(table_, by_model=True)
     figs = _figures(table_, summary, labels, full, unstable, effects, timeline_row, zero, fetch_itl)
     experiment = (run_info or {}).get("experiment", {})
+    levels_html, load_figs = load_section(table_, ((experiment.get("load") or {}).get("slo")))
+    figs = load_figs + figs
     check_rows = [[html.escape(r.check), html.escape(r.scope), fmt(r.value), html.escape(r.threshold),
                    f"<span class='{r.verdict}'>{r.verdict}</span>", html.escape(r.detail)] for r in checks]
     intro = (f"<p>{table_.num_rows} rows in {len(summary)} cells. Times in ms; definitions in phasetime's "
@@ -241,6 +244,7 @@ def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: lis
         answers.verdict(checks, run_info, table_, effects, tolerance, legacy_failed, zero),
         *(figure_html(i, t, c) for i, t, c, _ in figs),
         "<h2 id='tables'>Tables</h2>",
+        *(("<h3 id='load'>Per rate level</h3>", levels_html) if levels_html else ()),
         "<h3 id='summary'>Medians per cell</h3>", _folded(f"{len(summary)} cells (click to show or hide)", cells_table,
                                                           open_=len(summary) <= 12),
         *(("<h3 id='engine'>vLLM's own figures</h3>", engine) if (engine := engine_table(table_, summary, full)) else ()),
