@@ -1,3 +1,3 @@
 """phasetime's version, in one place (the bottom floor, so that every floor can name it)."""
 
-VERSION = "0.3.0"
+VERSION = "0.4.0"
