@@ -103,6 +103,9 @@ class ServerBackend:
                                     requests=load.requests, duration_s=load.duration_s)
             plan = [self._planned(task, samples, f"{prefix}-r{repeat}-{i}", i, t) for i, t in enumerate(offsets)]
             start, records = self._send(plan, load.clients, load.max_concurrency, tick)
+            answered = [r["request_id"] for r in records if r["error"] is None and r["chunks"]]
+            if not warm and repeat == 0 and answered:  # without a warm-up the first pass proves the probe
+                self._check_probe(answered[:1], load.server)
             rows += self._rows(task, samples, plan, records, start, repeat, params, failed)
             yield
         return rows_to_table(rows), len(rows), failed
