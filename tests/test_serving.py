@@ -380,3 +380,12 @@ def test_each_request_asks_for_its_length_and_carries_its_own_image() -> None:
     sent = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert path == "/v1/chat/completions" and sent.size == (40, 30) and sent.tobytes() == one.tobytes()
     assert content[1] == {"type": "text", "text": "What colour is the square?"}
+
+
+def test_overwrite_clears_a_servers_log_and_records_but_not_the_users_files(tmp_path: Any) -> None:
+    from phasetime.results.directory import clear_ours
+
+    (tmp_path / "server" / "m-probe").mkdir(parents=True)
+    (tmp_path / "server" / "m.log").write_text("old run")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert clear_ours(tmp_path) == ["notes.txt"] and not (tmp_path / "server").exists()

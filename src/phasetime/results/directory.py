@@ -21,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .files import CELLS_DIR, DAMAGED_DIR, LOCK_FILE, MEASUREMENTS_FILE, OUTPUT_FILES, OWNER_FILE, RUN_FILE, StoreError, write_json
+from .files import (CELLS_DIR, DAMAGED_DIR, LOCK_FILE, MEASUREMENTS_FILE, OUTPUT_FILES, OWNER_FILE, RUN_FILE, SERVER_DIR,
+                    StoreError, write_json)
 from .schema import SCHEMA_VERSION
 
 try:
@@ -30,7 +31,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 MODES = ("new", "overwrite", "resume")
-_OURS = {OWNER_FILE, LOCK_FILE, RUN_FILE, MEASUREMENTS_FILE, CELLS_DIR, DAMAGED_DIR, *OUTPUT_FILES}
+_OURS = {OWNER_FILE, LOCK_FILE, RUN_FILE, MEASUREMENTS_FILE, CELLS_DIR, DAMAGED_DIR, SERVER_DIR, *OUTPUT_FILES}
 
 
 def check_path(out: str | os.PathLike[str], flag: str = "--out") -> Path:

@@ -27,6 +27,7 @@ MEASUREMENTS_FILE = "measurements.parquet"
 CELLS_DIR = "cells"
 LOCK_FILE = ".lock"
 DAMAGED_DIR = "damaged"
+SERVER_DIR = "server"  # backend vllm-server: the server's log and its probe's records
 META_KEY = b"phasetime.schema"
 ROW_GROUP_ROWS = 64 * 1024
 # Outputs of later commands, written into the directory when the user asks: ours as well.

@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable
 
+from ....results.files import SERVER_DIR
 from ....results.rows import measurement_rows, rows_to_table
 from ....serving import arrivals
 from ....serving.client import Load, Planned
@@ -73,7 +74,7 @@ class ServerBackend:
             self._url, self._probe_dir, self._device = load.server, Path(load.probe_dir or "."), "server"
         else:
             where = platform(load.python)
-            folder = Path(task.out_dir or ".") / "server"
+            folder = Path(task.out_dir or ".") / SERVER_DIR
             args = engine_flags(experiment.engine_args) + list(load.server_args)
             self._server = Server(path, cell.model.name, folder, python=load.python, port=load.port,
                                   dtype=cell.params["dtype"], seed=experiment.seed, args=args,
