@@ -37,11 +37,16 @@ class ServerError(PhasetimeError):
 
 def vllm_python(python: str | None) -> str:
     """The interpreter that runs the server: ``load.python``, ``$PHASETIME_VLLM_PYTHON``,
-    ``.venv-vllm/bin/python`` where it exists, else this one."""
+    ``.venv-vllm/bin/python`` in the working directory or in phasetime's own checkout (an
+    editable install: ``scripts/setup-vllm.sh`` builds it there), else this one."""
     chosen = python or os.environ.get("PHASETIME_VLLM_PYTHON")
     if chosen:
         return chosen
-    return DEFAULT_PYTHON if Path(DEFAULT_PYTHON).exists() else sys.executable
+    checkout = Path(__file__).resolve().parents[3] / DEFAULT_PYTHON
+    for candidate in (Path(DEFAULT_PYTHON), checkout):
+        if candidate.exists():
+            return str(candidate)
+    return sys.executable
 
 
 _PROBE = ("import importlib.util, importlib.metadata as m, sys\n"
