@@ -127,7 +127,7 @@ def step(start: float, end: float, forward: tuple[float, float], tokens: dict[st
 
 def front(rid: str, external: str, queued: float, first: float, last: float, prompt: int, n: int) -> str:
     return json.dumps({"kind": "request", "id": rid, "external_id": external, "prompt_tokens": prompt,
-                       "output_tokens": n, "preemptions": 0, "arrival_wall_ms": 0.0, "queued_ms": queued,
+                       "output_tokens": n, "preemptions": 0, "queued_ms": queued,
                        "scheduled_ms": queued + 1, "first_token_ms": first, "last_token_ms": last,
                        "first_token_latency_ms": first - queued})
 
@@ -135,7 +135,7 @@ def front(rid: str, external: str, queued: float, first: float, last: float, pro
 # A (10 prompt tokens, 3 outputs) alone in step 1; B (20 prompt tokens, with an image, 2 outputs)
 # arrives and prefills beside A's first decode in step 2; both decode in step 3.
 RECORDS = [
-    json.dumps({"kind": "process", "host": "h", "pid": 1, "perf_ms": 0.0, "wall_ms": 0.0}),
+    json.dumps({"kind": "process", "host": "h", "pid": 1}),
     step(100, 110, (101, 109), {"A-x1": 10}),
     step(112, 130, (118, 128), {"A-x1": 1, "B-x2": 20}, encoder=[(113, 117)], images={"B-x2": 1}),
     step(131, 135, (132, 134), {"A-x1": 1, "B-x2": 1}),

@@ -12,7 +12,7 @@ attaches to (``load.server: URL``, ``load.probe_dir``). With it set:
   external ids.
 
 Every process writes JSON lines to ``<folder>/<host>-<pid>.jsonl``, opening with a ``process``
-record (its host, pid and the monotonic and wall clocks read together), flushed line by line
+record (its host and pid: on the client's host the clocks are one), flushed line by line
 so that a crash loses at most the line being written. Nothing in vLLM's files is changed:
 two methods of vLLM's classes are wrapped in memory, in the processes of this server only.
 """
@@ -24,7 +24,6 @@ import json
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,8 +42,7 @@ class Sink:
         self.path = path / f"{socket.gethostname()}-{os.getpid()}.jsonl"
         self.lock = threading.Lock()
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- open for the process's life
-        self.write({"kind": "process", "host": socket.gethostname(), "pid": os.getpid(),
-                    "perf_ms": time.perf_counter() * 1e3, "wall_ms": time.time() * 1e3})
+        self.write({"kind": "process", "host": socket.gethostname(), "pid": os.getpid()})
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":")) + "\n"
@@ -105,7 +103,7 @@ def _patch_frontend(sink: Sink) -> None:
             return
         sink.write({"kind": "request", "id": str(state.request_id), "external_id": str(state.external_req_id),
                     "prompt_tokens": int(state.prompt_len or 0), "output_tokens": int(stats.num_generation_tokens),
-                    "preemptions": int(stats.num_preemptions), "arrival_wall_ms": stats.arrival_time * 1e3,
+                    "preemptions": int(stats.num_preemptions),
                     "queued_ms": stats.queued_ts * 1e3, "scheduled_ms": stats.scheduled_ts * 1e3,
                     "first_token_ms": stats.first_token_ts * 1e3, "last_token_ms": stats.last_token_ts * 1e3,
                     "first_token_latency_ms": stats.first_token_latency * 1e3})
