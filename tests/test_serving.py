@@ -389,3 +389,15 @@ def test_overwrite_clears_a_servers_log_and_records_but_not_the_users_files(tmp_
     (tmp_path / "server" / "m.log").write_text("old run")
     (tmp_path / "notes.txt").write_text("mine")
     assert clear_ours(tmp_path) == ["notes.txt"] and not (tmp_path / "server").exists()
+
+
+def test_levels_are_configurations_not_only_models_and_rates() -> None:
+    """Two output lengths at one rate are two levels, named by what tells them apart (a grouping
+    by model and rate alone pooled them)."""
+    short = [{**r, "max_new_tokens": 8} for r in level_rows(2.0, [10.0] * 8)]
+    long = [{**r, "max_new_tokens": 32, "call_id": 100 + r["call_id"]} for r in level_rows(2.0, [50.0] * 8)]
+    table = rows_to_table(short + long)
+    found = levels(table)
+    assert [(lv.label, lv.requests, lv.quantiles["client_ttft_ms"][0].value) for lv in found] == [
+        ("max_new_tokens=32", 8, 50.0), ("max_new_tokens=8", 8, 10.0)]
+    assert sorted(found[0].rows) == list(range(8, 16))  # the rows it was read from

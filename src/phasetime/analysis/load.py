@@ -28,10 +28,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from ..results.schema import AXES
+
 PERCENTILES = (50, 90, 99)
 LATENCIES = ("client_ttft_ms", "client_tpot_ms", "client_itl_ms", "client_e2e_ms")
 TTFT_PARTS = ("input_ms", "queue_ms", "vision_ms", "prefill_ms")
-LEVEL_KEYS = ("model", "backend", "dtype", "image_size", "max_new_tokens", "generation", "rate")
+# what a level's figures read (its configuration is every swept parameter: the results' AXES)
+READ = ("repeat", "sent_ms", "client_tokens", "send_lag_ms", "preemptions", *LATENCIES, *TTFT_PARTS)
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Quantile:
 @dataclass
 class Level:
     params: dict[str, Any]
+    rows: list[int]  # the level's rows in the table it was read from
     requests: int
     duration_s: float
     throughput_rps: float
@@ -58,6 +62,8 @@ class Level:
     lag_spread_ms: float = 0.0  # p90 - p10
     held: bool = True
     preempted: int = 0
+    # the parameters other than model and rate that tell this level from others ("" if none)
+    label: str = ""
 
 
 def quantiles(values: np.ndarray, level: float = 0.95) -> list[Quantile]:
@@ -82,18 +88,23 @@ def _column(rows: dict[str, list[Any]], name: str) -> np.ndarray:
 
 
 def levels(table: Any, slo: dict[str, float] | None = None) -> list[Level]:
-    """One :class:`Level` per model and rate (and other parameter) of a load's rows."""
+    """One :class:`Level` per configuration of a load's rows: every swept parameter (the
+    results' axes: model, rate, output length, dtype, resolution, ...) the same."""
     if "rate" not in table.column_names:
         return []
-    data = table.to_pydict()
-    keys = [k for k in LEVEL_KEYS if k in data]
+    keys = [k for k in AXES if k in table.column_names]
+    data = table.select(keys + [c for c in READ if c in table.column_names and c not in keys]).to_pydict()
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, rate in enumerate(data["rate"]):
         if rate is not None:
             groups.setdefault(tuple(data[k][i] for k in keys), []).append(i)
-    out = [_level(dict(zip(keys, key)), {c: [data[c][i] for i in idx] for c in data}, slo or {})
+    out = [_level({k: v for k, v in zip(keys, key) if v is not None}, idx,
+                  {c: [data[c][i] for i in idx] for c in data}, slo or {})
            for key, idx in groups.items()]
-    return sorted(out, key=lambda lv: (str(lv.params.get("model")), lv.params["rate"]))
+    differ = [k for k in keys if k not in ("model", "rate") and len({repr(lv.params.get(k)) for lv in out}) > 1]
+    for lv in out:
+        lv.label = ", ".join(f"{k}={lv.params.get(k)}" for k in differ)
+    return sorted(out, key=lambda lv: (str(lv.params.get("model")), lv.label, lv.params["rate"]))
 
 
 def _duration_s(rows: dict[str, list[Any]]) -> float:
@@ -104,7 +115,7 @@ def _duration_s(rows: dict[str, list[Any]]) -> float:
     return sum(b - a for a, b in spans.values()) / 1e3
 
 
-def _level(params: dict[str, Any], rows: dict[str, list[Any]], slo: dict[str, float]) -> Level:
+def _level(params: dict[str, Any], indices: list[int], rows: dict[str, list[Any]], slo: dict[str, float]) -> Level:
     n = len(rows["rate"])
     duration = max(_duration_s(rows), 1e-9)
     tokens = sum(t or 0 for t in rows["client_tokens"])
@@ -115,7 +126,7 @@ def _level(params: dict[str, Any], rows: dict[str, list[Any]], slo: dict[str, fl
     lag = _column(rows, "send_lag_ms")
     mean_gap_ms = 1e3 / float(params["rate"])
     p10, p50, p90, p99 = np.percentile(lag, [10, 50, 90, 99]) if len(lag) else (0.0, 0.0, 0.0, 0.0)
-    level = Level(params=params, requests=n, duration_s=duration, throughput_rps=n / duration,
+    level = Level(params=params, rows=indices, requests=n, duration_s=duration, throughput_rps=n / duration,
                   tokens_per_s=tokens / duration, goodput_rps=None if good is None else good / duration, good=good,
                   lag_p50_ms=float(p50), lag_p99_ms=float(p99), lag_spread_ms=float(p90 - p10),
                   preempted=sum(1 for p in rows.get("preemptions", []) if p))
@@ -136,7 +147,7 @@ def load_warnings(table: Any) -> list[str]:
     """A level's rate the client did not hold, and requests vLLM preempted, one line each."""
     lines = []
     for lv in levels(table):
-        where = f"{lv.params.get('model')} at {lv.params['rate']:g}/s"
+        where = f"{lv.params.get('model')}{f' ({lv.label})' if lv.label else ''} at {lv.params['rate']:g}/s"
         if not lv.held:
             lines.append(f"{where}: the client did not hold the rate (its send lag spread over {lv.lag_spread_ms:.1f} "
                          f"ms from p10 to p90, p99 {lv.lag_p99_ms:.1f} ms, against {1e3 / lv.params['rate']:.1f} ms "

@@ -78,7 +78,8 @@ def print_levels(levels: list[Any], title: str) -> None:
     for lv in levels:
         good = "-" if lv.goodput_rps is None else f"{lv.goodput_rps:.2f}"
         lag = ms(lv.lag_p99_ms) + ("" if lv.held else " [red]not held[/]")
-        table.add_row(escape(str(lv.params.get("model"))), f"{lv.params['rate']:g}", str(lv.requests),
+        name = str(lv.params.get("model")) + (f" ({lv.label})" if lv.label else "")
+        table.add_row(escape(name), f"{lv.params['rate']:g}", str(lv.requests),
                       f"{lv.throughput_rps:.2f}", f"{lv.tokens_per_s:.1f}", good, q(lv, "client_ttft_ms", 0),
                       q(lv, "client_ttft_ms", 1), q(lv, "client_ttft_ms", 2), q(lv, "client_tpot_ms", 0),
                       q(lv, "client_tpot_ms", 2), q(lv, "client_itl_ms", 2), q(lv, "client_e2e_ms", 2), lag)

@@ -22,7 +22,8 @@ SHARED = ("an image encode", "a prefill chunk", "other decodes only", "nothing e
 
 
 def _model(lv: Level) -> str:
-    return str(lv.params.get("model"))
+    """The model, and what else tells the level from the others."""
+    return str(lv.params.get("model")) + (f" ({lv.label})" if lv.label else "")
 
 
 def _label(lv: Level) -> str:
@@ -70,11 +71,6 @@ def ttft_parts(found: list[Level]) -> dict[str, Any] | None:
     return figure(data, {"barmode": "stack", "yaxis": {"title": {"text": "mean ms of the client's TTFT"}}})
 
 
-def _level_rows(data: dict[str, list[Any]], lv: Level) -> list[int]:
-    return [i for i, (model, rate) in enumerate(zip(data["model"], data["rate"]))
-            if model == lv.params.get("model") and rate == lv.params["rate"]]
-
-
 def timeline(data: dict[str, list[Any]], found: list[Level], window: int = 16) -> dict[str, Any] | None:
     """``window`` requests of the busiest level, those sent closest together, on one time axis: each request's input,
     queue, prefill (vision first) and decode, its tokens as ticks, and every engine step's end (a
@@ -82,7 +78,7 @@ def timeline(data: dict[str, list[Any]], found: list[Level], window: int = 16) -
     if not found or "itl_ms" not in data:
         return None
     busiest = max(found, key=lambda lv: lv.throughput_rps)
-    ordered = sorted(_level_rows(data, busiest), key=lambda i: (data["repeat"][i], data["sent_ms"][i]))
+    ordered = sorted(busiest.rows, key=lambda i: (data["repeat"][i], data["sent_ms"][i]))
     rows = _densest(data, ordered, window)
     traces: list[dict[str, Any]] = []
     steps: set[float] = set()
@@ -139,7 +135,7 @@ def shared_gaps(data: dict[str, list[Any]], found: list[Level]) -> dict[str, Any
     by_level: list[dict[str, list[float]]] = []
     for lv in found:
         groups: dict[str, list[float]] = {c: [] for c in SHARED}
-        for i in _level_rows(data, lv):
+        for i in lv.rows:
             gaps = data["itl_ms"][i] or []
             for k, gap in enumerate(gaps):
                 groups[_cause(data, i, k)].append(gap)
@@ -209,7 +205,7 @@ def load_section(table_: pa.Table, slo: dict[str, float] | None) -> tuple[str, l
     found = levels(table_, slo)
     if not found:
         return "", []
-    data = table_.select([c for c in ("model", "rate", "repeat", "sent_ms", "input_ms", "queue_ms", "vision_ms", "ttft_ms",
+    data = table_.select([c for c in ("repeat", "sent_ms", "input_ms", "queue_ms", "vision_ms", "ttft_ms",
                                       "itl_ms", "request_id", "gap_requests", "gap_prefill_tokens", "gap_encoder_inputs")
                           if c in table_.column_names]).to_pydict()
     figs = [
