@@ -50,6 +50,46 @@ class ServerRecords:
     processes: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     probes: int = 0  # workers that installed the step probe
+    _index: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def places(self, rid: str) -> list[int]:
+        """Where in :attr:`steps` engine request ``rid`` took part, in time order (indexed once)."""
+        if "steps" not in self._index:
+            by: dict[str, list[int]] = {}
+            for i, step in enumerate(self.steps):
+                for r, n in step.tokens.items():
+                    if n > 0:
+                        by.setdefault(r, []).append(i)
+            self._index["steps"] = by
+        return list(self._index["steps"].get(rid, []))
+
+    def named(self, request_id: str) -> tuple[list[dict[str, Any]], set[str]]:
+        """(front-end records, engine ids) vLLM named after ``request_id``: ``cmpl-<id>``,
+        ``chatcmpl-<id>``, either with ``-<digits>`` after it, and an engine id with one more
+        suffix of the engine's own (indexed once)."""
+        if "names" not in self._index:
+            fronts: dict[str, list[dict[str, Any]]] = {}
+            for ext, record in self.requests.items():
+                for base in _bases(ext):
+                    fronts.setdefault(base, []).append(record)
+            engines: dict[str, set[str]] = {}
+            for step in self.steps:
+                for r in step.tokens:
+                    for base in _bases(r) | _bases(r.rpartition("-")[0]):
+                        engines.setdefault(base, set()).add(r)
+            self._index["names"] = (fronts, engines)
+        fronts, engines = self._index["names"]
+        return fronts.get(request_id, []), set(engines.get(request_id, set()))
+
+
+def _bases(name: str) -> set[str]:
+    """The request ids vLLM could have named ``name`` after (none: not one of its names)."""
+    for prefix in ("chatcmpl-", "cmpl-"):
+        if name.startswith(prefix):
+            rest = name[len(prefix):]
+            head, _, tail = rest.rpartition("-")
+            return {rest, head} if head and tail.isdigit() else {rest}
+    return set()
 
 
 def parse_records(lines: Iterable[str]) -> ServerRecords:
@@ -86,18 +126,11 @@ def read_records(folder: str | Path) -> ServerRecords:
     return parse_records(lines)
 
 
-def external_pattern(request_id: str) -> re.Pattern[str]:
-    """vLLM's names of the request sent as ``request_id`` (completions and chat)."""
-    return re.compile(rf"^(?:chat)?cmpl-{re.escape(request_id)}(?:-\d+)?$")
-
-
 def find_request(records: ServerRecords, request_id: str) -> tuple[str, dict[str, Any] | None]:
     """(the engine's id of the request, the front end's record of it or None)."""
-    pattern = external_pattern(request_id)
-    found = [r for ext, r in records.requests.items() if pattern.match(ext)]
+    found, engine = records.named(request_id)
     if len(found) == 1:
         return str(found[0]["id"]), found[0]
-    engine = {r for s in records.steps for r in s.tokens if pattern.match(r.rpartition("-")[0]) or pattern.match(r)}
     if len(engine) != 1:
         raise JoinError(f"request {request_id}: {len(engine)} of the server's requests match it")
     return engine.pop(), None
@@ -137,12 +170,12 @@ def prompt_phases(steps: list[Step], prompts: dict[str, int]) -> list[dict[str, 
     return out
 
 
-def shared_gaps(steps: list[Step], prefill: list[dict[str, int]], rid: str) -> dict[str, list[int]]:
-    """Per decode gap of ``rid``: what its step held besides ``rid``."""
-    own = [i for i, s in enumerate(steps) if s.tokens.get(rid, 0) > 0 and rid not in prefill[i]]
-    return {"gap_requests": [sum(1 for r in steps[i].tokens if r != rid) for i in own],
-            "gap_prefill_tokens": [sum(n for r, n in prefill[i].items() if r != rid) for i in own],
-            "gap_encoder_inputs": [sum(n for r, n in steps[i].encoder_inputs.items() if r != rid) for i in own]}
+def shared_gaps(steps: list[Step], prefill: list[dict[str, int]], rid: str, decodes: list[int]) -> dict[str, list[int]]:
+    """Per decode gap of ``rid`` (``decodes``: its decode steps' places in ``steps``): what
+    its step held besides ``rid``."""
+    return {"gap_requests": [sum(1 for r in steps[i].tokens if r != rid) for i in decodes],
+            "gap_prefill_tokens": [sum(n for r, n in prefill[i].items() if r != rid) for i in decodes],
+            "gap_encoder_inputs": [sum(n for r, n in steps[i].encoder_inputs.items() if r != rid) for i in decodes]}
 
 
 def client_fields(record: dict[str, Any], level_start_ms: float) -> dict[str, Any]:
@@ -164,14 +197,15 @@ def request_measurement(record: dict[str, Any], records: ServerRecords, offset_m
     """The server's measurement of one client request and its engine columns."""
     rid, front = find_request(records, record["request_id"])
     sent = record["sent_ms"] + offset_ms  # on the server's clock
-    own = [s for s in records.steps if s.tokens.get(rid, 0) > 0]
-    if not own:
+    where = records.places(rid)
+    if not where:
         raise JoinError(f"request {record['request_id']}: the server's probe recorded no step of it")
-    prompt = int(front["prompt_tokens"]) if front else sum(prefill[i].get(rid, 0) for i, s in enumerate(records.steps))
+    own = [records.steps[i] for i in where]
+    prompt = int(front["prompt_tokens"]) if front else sum(prefill[i].get(rid, 0) for i in where)
     n = int(front["output_tokens"]) if front else record["tokens"][-1]
-    m = derive(request_events(records.steps, rid, sent, prompt), prompt_tokens=prompt, output_tokens=[n],
-               timer="perf-counter")
-    extra: dict[str, Any] = {"clock_offset_ms": offset_ms, **shared_gaps(records.steps, prefill, rid)}
+    m = derive(request_events(own, rid, sent, prompt), prompt_tokens=prompt, output_tokens=[n], timer="perf-counter")
+    decodes = [i for i in where if rid not in prefill[i]]
+    extra: dict[str, Any] = {"clock_offset_ms": offset_ms, **shared_gaps(records.steps, prefill, rid, decodes)}
     if front is not None:
         first_step = own[0].start_ms
         extra.update(input_ms=max(front["queued_ms"] - sent, 0.0), queue_ms=max(first_step - front["queued_ms"], 0.0),
