@@ -122,6 +122,10 @@ class Measurement:
     the first token (inside ``decode_ms``), ``first_draft_ms`` is round 1's candidate search
     (before the prefill forward, inside TTFT: a named part of ``other_ms``). Beam search
     records ``num_beams``; its ``ready_ms`` are the search's steps (docs/metrics.md).
+
+    ``profile`` is the call's :class:`~phasetime.core.operators.CallProfile` when it ran under
+    torch.profiler (``profile=True``), else None. A profiled call is slower than a plain one:
+    its times describe the profiled call only.
     """
 
     method: str
@@ -157,6 +161,7 @@ class Measurement:
     draft_ms: float = 0.0
     verify_ms: float = 0.0
     first_draft_ms: float = 0.0
+    profile: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:

@@ -33,7 +33,8 @@ class Recorder:
 
     def __init__(self, clock: Clock, prompt_tokens: int, media: dict[Hashable, str], *,
                  expected: dict[str, str | None], sensors: Sequence[Any] = (), nvtx: Any = None,
-                 keep_output: bool = False, deliver: Callable[[Measurement], None]) -> None:
+                 keep_output: bool = False, deliver: Callable[[Measurement], None] | None,
+                 profile: bool = False) -> None:
         self.clock = clock
         self.now = clock.mark  # looked up once: the hooks call it at every step
         self.media = media
@@ -41,7 +42,8 @@ class Recorder:
         self.sensors = list(sensors)
         self.nvtx = nvtx
         self.keep_output = keep_output
-        self.deliver = deliver
+        self.deliver = deliver  # None: a recorder of the host's clock for a profiled call only
+        self.profile = profile
         self.marks: list[tuple[str, Any, int | None]] = []
         self.depth = {"vision": 0, "audio": 0}
         self.phases = Phases(prompt_tokens)  # each boundary's phase, decided once for sensors and NVTX
@@ -115,6 +117,8 @@ class CallState:
         self.decoding = "greedy"  # how the call decodes (generation.decoding)
         self.beams = 1
         self.handles: list[Any] = []  # hooks on other modules for this call only (a draft model's)
+        self.profiler: Any = None  # a CallProfiler when a recorder profiles the call
+        self.host: Recorder | None = None  # the recorder on the host's clock that places its operators
 
     def release(self) -> None:
         """Remove this call's own hooks (a draft model's)."""

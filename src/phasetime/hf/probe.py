@@ -56,7 +56,10 @@ class Probe:
     (``measure`` uses it); the default records calls from every thread. A measurement's
     ``output_ids`` holds the generated sequences, on the host; ``keep_output=True`` keeps
     generate()'s whole return instead (scores, KV cache: device memory held for as long as
-    the measurement is).
+    the measurement is). ``profile=True`` runs every call under ``torch.profiler`` and puts its
+    operators (and CUDA kernels) in the call's phases: the measurement's ``profile``
+    (:class:`~phasetime.core.operators.CallProfile`; the profiler slows the call, so a profiled
+    call's times describe that call only; docs/metrics.md, "Operators per phase").
 
     Every call appends a :class:`~phasetime.Measurement` to :attr:`measurements`. Any
     number of probes may be attached to one model, and detached in any order.
@@ -73,6 +76,7 @@ class Probe:
         sensors: Sequence[Any] = (),
         scope: str = "all",
         keep_output: bool = False,
+        profile: bool = False,
     ) -> None:
         if scope not in SCOPES:
             raise UsageError(f"scope must be one of {SCOPES}, got {scope!r}")
@@ -89,6 +93,7 @@ class Probe:
         self.sensors = list(sensors)
         self.scope = scope
         self.keep_output = keep_output
+        self.profile = profile
         self.thread: int | None = None
         self.measurements: list[Measurement] = []
         self.named: dict[str, list[str] | None] = {"vision": None if vision is None else list(vision),
@@ -165,7 +170,7 @@ class Probe:
                                                                   found.reason else "")
         clock = self.clock or _clock.clock_for_call(_clock.model_devices(self.target))
         return Recorder(clock, prompt_tokens, keys, expected=expected, sensors=self.sensors, nvtx=self.nvtx,
-                        keep_output=self.keep_output, deliver=self.measurements.append)
+                        keep_output=self.keep_output, deliver=self.measurements.append, profile=self.profile)
 
     def describe_media(self) -> list[tuple[str, str, str, str]]:
         """What this probe times as media: (medium, module or method path, how it was found, why),

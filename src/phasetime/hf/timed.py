@@ -10,18 +10,22 @@ each probe its measurement. It knows the hooks only as a :class:`Site` and the p
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Callable, Protocol
 
 import torch
 
+from ..core import clock as _clock
 from ..core.errors import UnsupportedGeneration
+from ..core.record import Measurement
 from . import media as _media
 from .calibrate import unseen_ns
 from .call import CallState, Recorder, finish
 from .generation import (check_mode, compiled_graphs, decoding, ends_only_at_eos, eos_token_ids, media_inputs,
                          media_tokens_without_media, num_beams, prompt_length, returns_prompt, text_tensors)
 from .outputs import count_output_tokens, sequences_tensor
+from .profiling import CallProfiler
 from .structure import may_run_compiled
 
 TargetKey = tuple[str, str]  # ("module" or "method", path in the model)
@@ -81,11 +85,28 @@ def run_call(site: Site, probes: list[Subscriber], original: Callable[..., Any],
                 in_forward=found is None or found.source != "dataflow" or any(f.in_forward for f in found.found))
     site.forward_hooks(guarded=may_run_compiled(site.model, kwargs))
     state = CallState(recorders, media)
+    if any(r.profile for r in recorders):
+        _profiled(site, state, prompt - cached)
     state.decoding, state.beams = decoding(mode, kwargs, site.lm), num_beams(site.lm, kwargs)
     state.record_stops = not ends_only_at_eos(site.lm, kwargs)
     output = _timed(site, state, original, args, kwargs)
     _measure(site, state, args, kwargs, output, prompt - cached)
     return output
+
+
+def _profiled(site: Site, state: CallState, prompt_tokens: int) -> None:
+    """Profile the call: the profiler, and a recorder on the host's clock to place operators (a
+    recorder of the call already on it, on a CPU model)."""
+    state.profiler = CallProfiler(_clock.model_devices(site.model))
+    host = next((r for r in state.recorders if isinstance(r.clock, _clock.PerfCounterClock)), None)
+    if host is None:
+        first = next(r for r in state.recorders if r.profile)
+        host = Recorder(_clock.PerfCounterClock(), prompt_tokens, dict(first.media), expected=dict(first.expected),
+                        deliver=None)
+        state.recorders.append(host)
+        state.quick = None if any(r.observed for r in state.recorders) else \
+            [(r.marks.append, r.now) for r in state.recorders]
+    state.host = host
 
 
 def _check(site: Site, probes: list[Subscriber], kwargs: dict[str, Any]) -> str:
@@ -122,6 +143,8 @@ def _timed(site: Site, state: CallState, original: Callable[..., Any], args: tup
     """The call itself, between its two synchronisations."""
     site.local.call = state
     try:
+        if state.profiler is not None:
+            state.profiler.start()
         for r in state.recorders:
             r.clock.sync()
             for sensor in r.sensors:
@@ -134,6 +157,8 @@ def _timed(site: Site, state: CallState, original: Callable[..., Any], args: tup
             r.clock.sync()
         state.compiles = compiled_graphs() - compiled  # a call that compiled is not a latency
     finally:
+        if state.profiler is not None:
+            state.profiler.stop()
         site.local.call = None
         state.release()
         for r in state.recorders:
@@ -161,10 +186,20 @@ def _measure(site: Site, state: CallState, args: tuple[Any, ...], kwargs: dict[s
     lengths = recorded if recorded is not None else count_output_tokens(new, eos_token_ids(site.lm, kwargs))
     errors = []
     probe_ms = state.probe_ms(unseen_ns(site.guarded))
+    made: dict[int, Measurement] = {}
     for r in state.recorders:
         try:
-            r.deliver(finish(r, state, prompt_tokens, lengths, output, int(new.shape[1]), compiled_graphs() > 0, probe_ms))
+            made[id(r)] = finish(r, state, prompt_tokens, lengths, output, int(new.shape[1]), compiled_graphs() > 0,
+                                 probe_ms)
         except UnsupportedGeneration as exc:
             errors.append(exc)
+    host = state.host
+    for r in state.recorders:
+        m = made.get(id(r))
+        if m is None or r.deliver is None:
+            continue
+        if r.profile and host is not None and id(host) in made:
+            m = dataclasses.replace(m, profile=state.profiler.profile(m, made[id(host)], host.marks[0][1]))
+        r.deliver(m)
     if errors:
         raise errors[0]
