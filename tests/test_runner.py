@@ -60,8 +60,8 @@ def die_after_writes(monkeypatch: pytest.MonkeyPatch, writes: int) -> tuple[list
     indices stored and the real ``write_cell``, to put back."""
     real_write, written = driver.write_cell, []
 
-    def write_then_die(out_dir, index, rows, record):
-        real_write(out_dir, index, rows, record)
+    def write_then_die(out_dir, index, rows, record, side=None):
+        real_write(out_dir, index, rows, record, side=side)
         written.append(index)
         if len(written) == writes:
             raise Killed

@@ -148,6 +148,7 @@ def cmd_report(
     from ..core.errors import UsageError
     from ..results.files import atomic_write
     from ..results.integrity import verify
+    from ..results.profiles import read_profiles
     from ..results.reader import BULK_COLUMNS, read, read_call, read_columns
 
     if format not in ("html", "md", "tex"):
@@ -173,7 +174,8 @@ def cmd_report(
             itl = pool.submit(read_columns, results, ["itl_ms"], inventory)
             page, figures = build_report(summary_table, _run_info(results), title=f"phasetime report: {results.name}",
                                          fetch_call=lambda call: read_call(results, call),
-                                         fetch_itl=lambda: itl.result().column("itl_ms"))
+                                         fetch_itl=lambda: itl.result().column("itl_ms"),
+                                         profiles=None if results.is_file() else read_profiles(results))
         path = output or results / "report.html"
     else:
         page, figures = build_comparison_report(read(results, exclude=SUMMARY_ONLY), read(other, exclude=SUMMARY_ONLY),
@@ -207,14 +209,17 @@ def cmd_load(
 @app.command("trace")
 def cmd_trace(
     results: Annotated[Path, typer.Argument(help="A results directory.")],
-    call: Annotated[Optional[list[int]], typer.Option("--call", help="Call id (repeatable) (default: the first call).")] = None,
+    call: Annotated[Optional[list[int]], typer.Option("--call", help="Call id (repeatable) (default: the first call); a profiled call's id (run --profile) draws its operators under its phases.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Trace JSON file.")] = Path("trace.json"),
 ) -> None:
     """Export calls as Chrome / Perfetto trace-event JSON (open in ui.perfetto.dev)."""
     from ..results.files import write_json
+    from ..results.profiles import read_profiles
     from ..results.reader import read
     from ..results.trace import trace
 
-    document = trace(read(results), call)
+    profiled = results.is_dir() and read_profiles(results) is not None
+    document = trace(read(results), call, read_profiles(results) if profiled else None,
+                     read_profiles(results, "operators") if profiled else None)
     write_json(output, document)
     consoles.out.print(f"wrote {output} ({len(document['traceEvents'])} events)", highlight=False, soft_wrap=True)

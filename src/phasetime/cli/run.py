@@ -56,6 +56,8 @@ def cmd_run(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress and no table.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Run a sweep beyond 10,000 cells or 200,000 calls (refused otherwise).")] = False,
     nvtx: Annotated[bool, typer.Option("--nvtx", help="Wrap every phase and decode step in an NVTX range (CUDA).")] = False,
+    profile: Annotated[bool, typer.Option("--profile", help="After each cell's timed calls, profile extra calls with torch.profiler: operators (and CUDA kernels) per phase, in profiles.parquet (never timed rows).")] = False,
+    profile_calls: Annotated[int, typer.Option(help="Profiled calls per cell with --profile.", min=1, max=100)] = 1,
     threads: Annotated[Optional[str], typer.Option(help="torch intra-op threads, or 'auto': 1 on CPU, torch's default on CUDA (default: auto, or the file's).")] = None,
     executor: Annotated[Optional[str], typer.Option(help="Where cells run: local or ray (default: local, or the file's).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto); without it Ray starts one here.")] = None,
@@ -83,21 +85,13 @@ def cmd_run(
     num_beams: Annotated[Optional[int], typer.Option(help="Beam search with this many beams.")] = None,
 ) -> None:
     """Measure every phase of generate(): an experiment file, or one model over output lengths."""
-    from ..experiments.plan.checks import RunError
-
     quick = {
         "model": model, "max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens, "repeats": repeats,
         "warmup": warmup, "prompt": prompt, "image": image, "image_size": image_size, "batch_size": batch_size,
         "method": method, "device": device, "dtype": dtype, "seed": seed, "draft": draft,
         "num_assistant_tokens": num_assistant_tokens, "prompt_lookup": prompt_lookup, "num_beams": num_beams,
     }
-    given: dict[str, Any] = {k: v for k, v in quick.items() if v is not None}
-    if experiment is not None and given:
-        raise RunError(f"--{next(iter(given)).replace('_', '-')} applies only without an experiment file")
-    if "max_new_tokens" in given:
-        given["max_new_tokens"] = parse_int_list(given["max_new_tokens"], "--max-new-tokens")
-    if "image" in given and "image_size" in given:
-        raise RunError("--image-size sizes the generated image: with --image it does nothing")
+    given = _given(quick, experiment)
     overrides = {"threads": _threads(threads), "executor": executor, "address": address, "backend": backend, "order": order,
                  "resources": {k: True for k, on in (("memory", memory), ("cost", cost), ("energy", energy)) if on}}
     from ..experiments.running.conditions import apply_threads
@@ -109,7 +103,8 @@ def cmd_run(
     from ..experiments.running.run import run_experiment
 
     kwargs: dict[str, Any] = dict(source=experiment, resume=resume, overwrite=overwrite,
-                                  skip_bad_samples=skip_bad_samples, nvtx=nvtx, yes=yes)
+                                  skip_bad_samples=skip_bad_samples, nvtx=nvtx, yes=yes,
+                                  profile=profile_calls if profile else 0)
     if quiet:
         result = run_experiment(exp, out_dir, **kwargs)
     elif consoles.err.is_terminal:
@@ -117,6 +112,20 @@ def cmd_run(
     else:
         result = run_experiment(exp, out_dir, progress=_line_progress(), **kwargs)
     _report_run(result, exp.name, quiet, exp.load.slo.model_dump() if exp.load is not None else None)
+
+
+def _given(quick: dict[str, Any], experiment: Path | None) -> dict[str, Any]:
+    """The quick options given, checked (they apply only without an experiment file)."""
+    from ..experiments.plan.checks import RunError
+
+    given: dict[str, Any] = {k: v for k, v in quick.items() if v is not None}
+    if experiment is not None and given:
+        raise RunError(f"--{next(iter(given)).replace('_', '-')} applies only without an experiment file")
+    if "max_new_tokens" in given:
+        given["max_new_tokens"] = parse_int_list(given["max_new_tokens"], "--max-new-tokens")
+    if "image" in given and "image_size" in given:
+        raise RunError("--image-size sizes the generated image: with --image it does nothing")
+    return given
 
 
 def _experiment(file: Path | None, given: dict[str, Any], overrides: dict[str, Any]) -> Any:

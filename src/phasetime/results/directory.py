@@ -24,6 +24,7 @@ from typing import Any
 from .files import (CELLS_DIR, DAMAGED_DIR, LOCK_FILE, MEASUREMENTS_FILE, OUTPUT_FILES, OWNER_FILE, RUN_FILE, SERVER_DIR,
                     StoreError, write_json)
 from .schema import SCHEMA_VERSION
+from .side import SIDE_FILES
 
 try:
     import fcntl
@@ -31,7 +32,8 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 MODES = ("new", "overwrite", "resume")
-_OURS = {OWNER_FILE, LOCK_FILE, RUN_FILE, MEASUREMENTS_FILE, CELLS_DIR, DAMAGED_DIR, SERVER_DIR, *OUTPUT_FILES}
+_OURS = {OWNER_FILE, LOCK_FILE, RUN_FILE, MEASUREMENTS_FILE, CELLS_DIR, DAMAGED_DIR, SERVER_DIR, *SIDE_FILES,
+         *OUTPUT_FILES}
 
 
 def check_path(out: str | os.PathLike[str], flag: str = "--out") -> Path:

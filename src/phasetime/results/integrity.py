@@ -22,6 +22,8 @@ Rules (docs/experiments.md, "Integrity"):
   read, a part that cannot be read, a ``run.json`` that is missing or unreadable, a
   marker whose key or parameters are not what ``run.json`` records for that cell: each is
   a problem;
+* a done cell's side rows (``--profile``: :mod:`.side`) must be where and as many as its
+  marker says, or the cell is damaged;
 * a part without a marker is what a run killed mid-cell leaves: a note, not a problem.
 """
 
@@ -38,6 +40,7 @@ import pyarrow.compute as pc
 from .content import Expected, check_columns, faults, plan_intact
 from .files import CELLS_DIR, MEASUREMENTS_FILE, RUN_FILE, StoreError, cell_files, read_json, read_table
 from .schema import READABLE_VERSIONS
+from .side import locate as side_locate
 
 _MARKER = re.compile(r"^cell-(\d{5,})\.json$")
 
@@ -239,6 +242,9 @@ def _locate(inv: Inventory) -> None:
                                              f"{where}", index))
     if merged is not None and merged.num_rows and not inv.bare:
         _strays(inv, merged)
+    _, side_problems = side_locate(inv.root, {i: inv.markers[i] for i in expected})
+    known = inv.damaged_cells
+    inv.problems.extend(Problem(path, message, cell) for path, message, cell in side_problems if cell not in known)
 
 
 def _strays(inv: Inventory, merged: pa.Table) -> None:

@@ -25,18 +25,24 @@ from .content import fingerprint
 from .integrity import Inventory, damage_report, verify
 from .reader import concat
 from .rows import rows_to_table
+from .side import MARKER_KEY, SIDE_TABLES, side_part, write_parts
+from .side import merge as side_merge
 
 
 def write_cell(out: str | os.PathLike[str], index: int, rows: list[dict[str, Any]] | pa.Table,
-               record: dict[str, Any]) -> None:
-    """Store one finished cell: its rows first, then its marker (the proof it is complete),
-    which records the rows' count and fingerprint (:func:`phasetime.results.content.fingerprint`)."""
+               record: dict[str, Any], side: dict[str, pa.Table] | None = None) -> None:
+    """Store one finished cell: its side tables and rows first, then its marker (the proof it is
+    complete), which records the rows' count and fingerprint
+    (:func:`phasetime.results.content.fingerprint`) and each side table's count (:mod:`.side`)."""
     part, marker = cell_files(out, index)
     try:
         part.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {part.parent}: {exc.strerror or exc}") from None
     table = rows if isinstance(rows, pa.Table) else rows_to_table(rows)
+    counts = write_parts(out, index, side)
+    if counts:
+        record = {**record, MARKER_KEY: counts}
     if table.num_rows:
         write_table(part, table, part=True)
     else:
@@ -56,6 +62,7 @@ def consolidate(out: str | os.PathLike[str]) -> None:
     inv = verify(root)
     if inv.problems:
         raise StoreError(f"{root} cannot be merged: {damage_report(inv)}")
+    side_merge(root, {i: inv.markers[i] for i in inv.done})
     parts = sorted(i for i in inv.sources if i not in inv.merged_cells)
     merged_file = root / MEASUREMENTS_FILE
     if not parts and (not merged_file.exists() or _merged_is_exact(inv)):
@@ -133,7 +140,8 @@ def repair(root: Path) -> tuple[Inventory, list[str]]:
         files.append(root / MEASUREMENTS_FILE)  # unreadable: the cells only it held are re-measured
     for index in damaged:
         part, marker = cell_files(root, index)
-        files += [p for p in (part, marker) if p.exists() and p not in files]
+        sides = [side_part(root, index, name) for name in SIDE_TABLES]
+        files += [p for p in (part, marker, *sides) if p.exists() and p not in files]
     files += [p for p in inv.stale if p.exists() and p not in files]  # wrong parts beside sound merged rows
     lines = set_aside(root, sorted(set(files)))
     after = verify(root)

@@ -2,7 +2,9 @@
 
 Each call becomes one process (``pid`` = call id) with two tracks: ``phases`` (the
 call, vision, prefill and decode as ``ph: "X"`` complete events) and ``decode steps``
-(every decode forward, plus an instant event when each token is ready). Times are
+(every decode forward, plus an instant event when each token is ready). A profiled call
+(``run --profile``) has its phase windows, then its top-level operators (and, on a GPU, its
+kernels) on tracks of their own below them. Times are
 microseconds from the call's start. Open the file in https://ui.perfetto.dev or
 chrome://tracing next to an Nsight Systems or torch profiler trace.
 """
@@ -62,16 +64,56 @@ def call_events(row: dict[str, Any]) -> list[dict[str, Any]]:
     return events
 
 
-def trace(table: pa.Table, call_ids: Sequence[int] | None = None) -> dict[str, Any]:
-    """A trace-event document of the given calls (default: the first call of the table)."""
+OPERATOR_TRACK, KERNEL_TRACK = 3, 4
+
+
+def profiled_call_events(call_id: int, windows: pa.Table, ops: pa.Table | None) -> list[dict[str, Any]]:
+    """Trace events of one profiled call (``--profile``): its phase windows on the ``phases`` track,
+    its top-level operators on ``operators`` and its kernels on ``kernels``, one timeline (the
+    host's call start; kernels placed by the profiler on the same clock)."""
+    rows = windows.filter(pc.equal(windows.column("call_id"), call_id)).to_pylist()
+    model = rows[0]["model"] if rows else ""
+    events: list[dict[str, Any]] = [
+        {"name": "process_name", "ph": "M", "pid": call_id, "args": {"name": f"profiled call {call_id} ({model})"}},
+        {"name": "thread_name", "ph": "M", "pid": call_id, "tid": PHASE_TRACK, "args": {"name": "phases"}},
+        {"name": "thread_name", "ph": "M", "pid": call_id, "tid": OPERATOR_TRACK, "args": {"name": "operators"}},
+    ]
+    seen = set()
+    for r in rows:
+        key = (r["phase"], r["step"], r["start_ms"])
+        if r["kind"] != "uncovered" or r["name"] != "(no operator)" or key in seen:
+            continue
+        seen.add(key)
+        label = f"decode step {r['step']}" if r["phase"] == "decode" else r["phase"]
+        events.append(_x(label, call_id, PHASE_TRACK, r["start_ms"], r["start_ms"] + r["phase_ms"]))
+    mine = [] if ops is None else ops.filter(pc.equal(ops.column("call_id"), call_id)).to_pylist()
+    if any(op["kind"] == "kernel" for op in mine):
+        events.append({"name": "thread_name", "ph": "M", "pid": call_id, "tid": KERNEL_TRACK, "args": {"name": "kernels"}})
+    for op in mine:
+        track = KERNEL_TRACK if op["kind"] == "kernel" else OPERATOR_TRACK
+        events.append(_x(op["name"], call_id, track, op["start_ms"], op["end_ms"], {"self_ms": op["self_ms"]}))
+    return events
+
+
+def trace(table: pa.Table, call_ids: Sequence[int] | None = None, profiles: pa.Table | None = None,
+          operators: pa.Table | None = None) -> dict[str, Any]:
+    """A trace-event document of the given calls (default: the first call of the table); an id
+    of a profiled call (``profiles``, ``operators``: the run's side tables) draws that call's
+    phases with its operators under them."""
     if table.num_rows == 0:
         raise UsageError("no measurements to trace")
     ids = list(call_ids) if call_ids else [int(table.column("call_id")[0].as_py())]
+    profiled = set() if profiles is None else set(pc.unique(profiles.column("call_id")).to_pylist())
     events: list[dict[str, Any]] = []
     for call_id in ids:
+        if call_id in profiled:
+            assert profiles is not None
+            events.extend(profiled_call_events(call_id, profiles, operators))
+            continue
         rows = table.filter(pc.equal(table.column("call_id"), call_id))
         if rows.num_rows == 0:
+            more = f"; profiled calls: {', '.join(map(str, sorted(profiled)[:8]))}" if profiled else ""
             raise UsageError(f"no call with id {call_id} (ids run from {pc.min(table.column('call_id')).as_py()} "
-                             f"to {pc.max(table.column('call_id')).as_py()})")
+                             f"to {pc.max(table.column('call_id')).as_py()}{more})")
         events.extend(call_events(rows.slice(0, 1).to_pylist()[0]))
     return {"traceEvents": events, "displayTimeUnit": "ms"}

@@ -31,6 +31,7 @@ from ..length import TOLERANCE, judge_configs
 from . import answers, text
 from .engine import engine_table
 from .load import load_section
+from .operators import operators_section
 from . import figures as f
 from . import figures_more as g
 from .labels import cell_label
@@ -196,20 +197,22 @@ def _folded(title: str, body: str, open_: bool = False) -> str:
 def build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None = None,
                  title: str = "phasetime report", tolerance: float = TOLERANCE,
                  fetch_call: Callable[[int], list[dict[str, Any]]] | None = None,
-                 fetch_itl: Callable[[], pa.ChunkedArray] | None = None) -> tuple[str, list[str]]:
+                 fetch_itl: Callable[[], pa.ChunkedArray] | None = None,
+                 profiles: pa.Table | None = None) -> tuple[str, list[str]]:
     """The HTML page of a run and the ids of its figures: the verdict first, then where the
     time goes, the length effect (direct and legacy side by side), the sweep's own axes, and
     only then the tables (medians per cell, checks, environment, configuration). A table read
     without its bulk columns gets its timeline's call from ``fetch_call(call_id)``, and one read
-    without ``itl_ms`` the column (row for row) from ``fetch_itl()``."""
+    without ``itl_ms`` the column (row for row) from ``fetch_itl()``; ``profiles``: the run's
+    profiled calls (``--profile``), drawn as each phase's operators."""
     with ThreadPoolExecutor(1) as pool:
         timeline_row = _timeline_row(table_, fetch_call, pool)
-        return _build_report(table_, run_info, checks, title, tolerance, timeline_row, fetch_itl)
+        return _build_report(table_, run_info, checks, title, tolerance, timeline_row, fetch_itl, profiles)
 
 
 def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: list[CheckResult] | None, title: str,
                   tolerance: float, timeline_row: Callable[[], dict[str, Any] | None],
-                  fetch_itl: Callable[[], pa.ChunkedArray] | None) -> tuple[str, list[str]]:
+                  fetch_itl: Callable[[], pa.ChunkedArray] | None, profiles: pa.Table | None = None) -> tuple[str, list[str]]:
     if "itl_ms" not in table_.column_names and fetch_itl is not None:
         table_ = table_.append_column("itl_ms", fetch_itl())  # the verdicts judge by position (row for row)
     summary = summarize(table_)
@@ -233,7 +236,8 @@ def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: lis
     figs = _figures(table_, summary, labels, full, unstable, effects, timeline_row, zero, fetch_itl)
     experiment = (run_info or {}).get("experiment", {})
     levels_html, load_figs = load_section(table_, ((experiment.get("load") or {}).get("slo")))
-    figs = load_figs + figs
+    ops_html, ops_figs = operators_section(profiles)
+    figs = load_figs + figs + ops_figs
     check_rows = [[html.escape(r.check), html.escape(r.scope), fmt(r.value), html.escape(r.threshold),
                    f"<span class='{r.verdict}'>{r.verdict}</span>", html.escape(r.detail)] for r in checks]
     intro = (f"<p>{table_.num_rows} rows in {len(summary)} cells. Times in ms; definitions in phasetime's "
@@ -245,6 +249,7 @@ def _build_report(table_: pa.Table, run_info: dict[str, Any] | None, checks: lis
         *(figure_html(i, t, c) for i, t, c, _ in figs),
         "<h2 id='tables'>Tables</h2>",
         *(("<h3 id='load'>Per rate level</h3>", levels_html) if levels_html else ()),
+        *(("<h3 id='operators'>Operators per phase (profiled calls)</h3>", ops_html) if ops_html else ()),
         "<h3 id='summary'>Medians per cell</h3>", _folded(f"{len(summary)} cells (click to show or hide)", cells_table,
                                                           open_=len(summary) <= 12),
         *(("<h3 id='engine'>vLLM's own figures</h3>", engine) if (engine := engine_table(table_, summary, full)) else ()),

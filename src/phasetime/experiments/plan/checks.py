@@ -178,10 +178,24 @@ def _check_models(experiment: Experiment, cells: list[Cell]) -> Any:
     return device
 
 
+def _check_profile(cells: list[Cell]) -> None:
+    """--profile needs calls phasetime runs itself, with phases (the hf backend, the direct method)."""
+    engines = sorted({str(c.params.get("backend") or "hf") for c in cells} - {"hf"})
+    if engines:
+        raise RunError(f"--profile: the {engines[0]} backend cannot be profiled. vLLM runs its model in an engine "
+                       "process of its own (a server's, or the offline engine's core), where phasetime's profiler "
+                       "does not reach, and vLLM's own profiler (start_profile) writes a trace that carries no "
+                       "phase boundaries; profile the model with the hf backend")
+    if all(c.params.get("method") != "direct" for c in cells):
+        raise RunError("--profile: the legacy method's calls have no phases to put operators in; profile the "
+                       "direct method (method: direct or both)")
+
+
 def prepare(experiment: Experiment, *, skip_bad_samples: bool = False, nvtx: bool = False,
-            yes: bool = False) -> Prepared:
+            yes: bool = False, profile: int = 0) -> Prepared:
     """Check everything that can be checked before a model loads; see the module docstring.
-    ``yes``: run a sweep beyond :data:`MAX_CELLS` cells or :data:`MAX_CALLS` calls."""
+    ``yes``: run a sweep beyond :data:`MAX_CELLS` cells or :data:`MAX_CALLS` calls; ``profile``:
+    the profiled calls per cell (refused where they cannot run)."""
     if not yes:
         check_size(experiment)
     cells = expand(experiment)
@@ -193,6 +207,8 @@ def prepare(experiment: Experiment, *, skip_bad_samples: bool = False, nvtx: boo
             _Nvtx()
         except PhasetimeError as exc:
             raise RunError(f"--nvtx: {exc}") from None
+    if profile:
+        _check_profile(cells)
     _check_backend(experiment)
     samples = load_samples(experiment)
     _check_decoding(experiment, samples)

@@ -171,6 +171,7 @@ class RunOptions:
     skip_bad_samples: bool = False
     nvtx: bool = False
     threads: int | None = None  # torch intra-op threads; None: leave torch's default
+    profile: int = 0  # profiled calls per cell after its timed ones (--profile), never timed rows
 
 
 @dataclass(frozen=True)

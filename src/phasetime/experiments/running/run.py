@@ -236,7 +236,7 @@ def _persist(path: Path, outcome: CellOutcome, result: RunResult, notify: Progre
     else:
         warnings = table_warnings(outcome.rows, label=f"cell {outcome.cell}")
     write_cell(path, outcome.cell, outcome.rows, {**record, "status": "done", "failed_samples": outcome.failed_samples,
-                                                  "warnings": warnings})
+                                                  "warnings": warnings}, side=outcome.side)
     result.done += 1
     result.rows += outcome.rows.num_rows
     result.calls += outcome.calls
@@ -254,17 +254,19 @@ def run_experiment(
     overwrite: bool = False,
     skip_bad_samples: bool = False,
     nvtx: bool = False,
+    profile: int = 0,
     progress: ProgressFn | None = None,
     executor: Executor | None = None,
     yes: bool = False,
 ) -> RunResult:
     """Run every cell of ``experiment`` into the results directory ``out``; see the module docstring.
-    ``yes`` confirms a run beyond the size limits of :func:`phasetime.experiments.plan.checks.check_size`."""
+    ``yes`` confirms a run beyond the size limits of :func:`phasetime.experiments.plan.checks.check_size`;
+    ``profile`` profiles that many extra calls per cell after its timed ones (:mod:`phasetime.results.profiles`)."""
     notify = progress or (lambda event, info: None)
     if overwrite and resume:
         raise RunError("--overwrite and --resume exclude each other")
     # 1. Everything that can be checked before anything is written.
-    prepared = prepare(experiment, skip_bad_samples=skip_bad_samples, nvtx=nvtx, yes=yes)
+    prepared = prepare(experiment, skip_bad_samples=skip_bad_samples, nvtx=nvtx, yes=yes, profile=profile)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     plan = directory.plan(out, mode)
     apply_threads(prepared.threads)
@@ -283,7 +285,7 @@ def run_experiment(
         if result.repaired:
             notify("repair", {"lines": result.repaired})
         # 3. The cells.
-        options = RunOptions(skip_bad_samples=skip_bad_samples, nvtx=nvtx, threads=prepared.threads)
+        options = RunOptions(skip_bad_samples=skip_bad_samples, nvtx=nvtx, threads=prepared.threads, profile=profile)
         todo = tasks(prepared.cells, done, experiment, prepared.samples, options, str(plan.path))
         result.skipped = len(prepared.cells) - len(todo)
         per_cell = calls_per_cell(experiment, batches(prepared.samples, experiment))

@@ -46,6 +46,7 @@ class CellOutcome:
     interrupted: bool = False
     placement: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    side: dict[str, pa.Table] | None = None  # the profiled calls' tables (--profile)
 
     @property
     def ok(self) -> bool:
@@ -177,8 +178,9 @@ class _Running:
             next(self.steps)
             return None
         except StopIteration as finished:
-            table, calls, failed = finished.value
-            return CellOutcome(**base, rows=table, calls=calls, failed_samples=failed, placement=place)
+            table, calls, failed, *side = finished.value  # (a backend that profiles adds its side tables)
+            return CellOutcome(**base, rows=table, calls=calls, failed_samples=failed, placement=place,
+                               side=side[0] if side else None)
         except Interrupted:
             self.interrupted = True
             raise

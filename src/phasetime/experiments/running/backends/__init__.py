@@ -21,7 +21,8 @@ from ...plan.grid import CellTask
 
 CallFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
-Result = tuple[pa.Table, int, list[dict[str, str]]]  # a cell's rows, its calls, its failed samples
+# a cell's rows, its calls, its failed samples (and, from a cell that profiled calls, its side tables)
+Result = tuple[pa.Table, int, list[dict[str, str]]] | tuple[pa.Table, int, list[dict[str, str]], dict[str, pa.Table]]
 Steps = Generator[None, None, Result]  # pauses after the warm-up and after each repeat
 
 # backend name -> "module:class" (imported on first use)

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ....hf.measure import measure
+from ....results.profiles import profile_tables, to_tables
 from ....results.rows import measurement_rows, rows_to_table
 from ... import models
 from ...data.batch import CellError, add_predictions, prepare_batch, resize
@@ -70,7 +71,7 @@ class HFBackend:
             self._draft = (key, draft, draft.generation_config.num_assistant_tokens)
         return self._draft[1], self._draft[2]
 
-    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[[bool], None]) -> Steps:
+    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[..., None]) -> Steps:
         model, processor = self.model_for(task)
         device = next(model.parameters()).device
         try:
@@ -129,7 +130,7 @@ class _OwnRandom:
 
 
 def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.device, place: dict[str, Any],
-                  tick: Callable[[bool], None], draft: tuple[Any, Any] | None = None) -> Steps:
+                  tick: Callable[..., None], draft: tuple[Any, Any] | None = None) -> Steps:
     """Warm-up (not stored), then every batch x repeat, pausing after the warm-up and after
     each repeat. Returns (rows, calls, failed samples). ``draft``: (the draft model, its own
     starting draft length) for assisted decoding."""
@@ -146,12 +147,13 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
     tokenizer = models.tokenizer_of(processor)
     params = row_params(task, place, "hf", torch.get_num_threads())
 
-    def timed(inputs: dict[str, Any]) -> Any:
+    def timed(inputs: dict[str, Any], profile: bool = False) -> Any:
         if draft is not None:
             # transformers' "heuristic" schedule carries the draft length from one call to the
             # next (in the draft's generation config): every call starts from the draft's own
             draft[0].generation_config.num_assistant_tokens = draft[1]
-        return measure(model, inputs, method=method, vision=vision, nvtx=nvtx, sensors=sensors, **kwargs)
+        return measure(model, inputs, method=method, vision=vision, nvtx=nvtx, sensors=() if profile else sensors,
+                       profile=profile, **kwargs)
 
     random = _OwnRandom(experiment.seed, device)
     with random.active():
@@ -173,4 +175,15 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
                 call_id += 1
                 tick(False)
         yield
-    return rows_to_table(rows), call_id - task.first_call_id, failed
+    calls = call_id - task.first_call_id
+    if not options.profile or method != "direct":
+        return rows_to_table(rows), calls, failed
+    side: dict[str, list[dict[str, Any]]] = {"profiles": [], "operators": []}
+    for k in range(options.profile):  # after the timed calls, ids after theirs: never a timed row
+        with random.active():
+            kept, images = prepared[k % len(prepared)]
+            m = timed(prepare_batch(kept, images, processor, model, experiment, cell, device).inputs, profile=True)
+        for name, more in profile_tables(m, cell=cell.index, call_id=call_id + k, model=cell.model.name).items():
+            side[name] += more
+        tick(True, counted=False)
+    return rows_to_table(rows), calls, failed, to_tables(side)
