@@ -47,9 +47,13 @@ if python -c "import vllm, pytest, pyarrow, typer, pydantic, yaml" 2>/dev/null; 
 else
   echo "no vllm (or no pytest / pyarrow / typer / pydantic / yaml) in this image: the vLLM step skipped" | tee "$OUT/vllm.txt"
 fi
-# 7. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
+# 7. Operators and kernels per phase under torch.profiler (issue 28): the profiler's cost, and the
+#    kernels' busy time against each phase's wall time on the device.
+python benchmarks/profiled.py --model "$MODEL" --lengths 8,32 --pairs 5 2>&1 | tee "$OUT/profiled.txt"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+# 8. The ground-truth and probe tests on this machine's torch, when pytest is there (CPU parts).
 if python -c "import pytest, pyarrow, typer, pydantic" 2>/dev/null; then
-  python -m pytest -q -p no:cacheprovider tests/test_groundtruth.py tests/test_probe.py tests/test_clock.py tests/test_compile.py tests/test_assisted.py tests/test_resources.py \
+  python -m pytest -q -p no:cacheprovider tests/test_groundtruth.py tests/test_probe.py tests/test_clock.py tests/test_compile.py tests/test_assisted.py tests/test_resources.py tests/test_profile.py \
     2>&1 | tail -3 | tee "$OUT/tests.txt"
 else
   echo "pytest or a dependency is missing here: tests skipped" | tee "$OUT/tests.txt"
