@@ -284,9 +284,10 @@ def test_a_cell_part_with_other_rows_than_its_marker_says_is_damaged(tmp_path: P
 
 
 def test_profile_refuses_what_it_cannot_profile(tmp_path: Path) -> None:
-    result = run_cli("run", "--backend", "vllm", "--model", "tiny-llama-h32", "--profile", "--out",
-                      str(tmp_path / "x"))
-    assert result.exit_code != 0 and "vllm backend cannot be profiled" in result.output
+    serve = Path(__file__).resolve().parents[1] / "examples" / "serve.yaml"
+    result = run_cli("run", str(serve), "--profile", "--out", str(tmp_path / "x"))
+    assert result.exit_code != 0 and "vllm-server backend cannot be profiled" in result.output
+    assert not (tmp_path / "x").exists()  # refused before anything is written
     result = run_cli("run", "--method", "subtract", "--profile", "--out", str(tmp_path / "y"))
     assert result.exit_code != 0 and "legacy method" in result.output
 

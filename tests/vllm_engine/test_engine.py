@@ -133,3 +133,26 @@ def test_greedy_tokens_equal_generate(engine: Any) -> None:
         ids = model.generate(**inputs, max_new_tokens=12, min_new_tokens=12, do_sample=False)
     assert list(output.outputs[0].token_ids) == ids[0, inputs["input_ids"].shape[1]:].tolist()
     assert list(output.prompt_token_ids) == inputs["input_ids"][0].tolist()
+
+
+def test_a_profiled_call_puts_the_encoders_operators_in_vision(engine: Any) -> None:
+    """--profile on vLLM's offline engine (in this process): the vision tower's attention runs only
+    inside vision's window, the injected sleep shows as vision time no operator covers, and a
+    decode step's top operator is a matmul."""
+    llm, processor = engine
+    sampling = vllm_engine.sampling_params({"max_new_tokens": 8, "min_new_tokens": 8}, seed=0)
+    ids = backend.image_token_ids(processor, None)
+    llm.llm_engine.collective_rpc(_delays, args=(VISION_DELAY_S, 0.0))
+    try:
+        backend.profiled_call(llm, requests(processor, 1), sampling, "cpu", ids)  # the profiler's first start
+        m = backend.profiled_call(llm, requests(processor, 1), sampling, "cpu", ids)
+    finally:
+        llm.llm_engine.collective_rpc(_delays, args=(0.0, 0.0))
+    p = m.profile
+    assert p.phase_ms("vision") == pytest.approx(m.vision_ms) and m.vision_ms >= VISION_DELAY_S * 1e3
+    assert p.uncovered_ms("vision") >= VISION_DELAY_S * 1e3  # a sleep is no operator: a lower bound
+    tower_attention = {r.phase for r in p.rows if r.name == "vllm::torch_sdpa_wrapper"}
+    assert tower_attention == {"vision"}, p.top("vision", 8)
+    name = p.top("decode", 1)[0][0]
+    assert name.endswith("mm") or "matmul" in name or "linear" in name, p.top("decode", 5)
+    assert sum(1 for w in p.host if w.phase == "decode") == 7

@@ -28,8 +28,8 @@ def experiment(backend: str) -> object:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("runs")
-    run_experiment(experiment("vllm"), root / "vllm")
-    run_experiment(experiment("hf"), root / "hf")
+    run_experiment(experiment("vllm"), root / "vllm", profile=1)
+    run_experiment(experiment("hf"), root / "hf", profile=1)
     return root / "vllm", root / "hf"
 
 
@@ -52,6 +52,20 @@ def test_a_vllm_run_is_stored_like_any_other(runs: tuple[Path, Path]) -> None:
     assert {c.check for c in checks} >= {"decode_present", "tpot_vs_length", "phases_within_total"}
     structural = ("decode_present", "tpot_only_when_defined", "no_negative_phase", "phases_within_total")
     assert all(c.verdict == "pass" for c in checks if c.check in structural)
+
+
+def test_both_engines_profile_calls_apart_from_the_timed_ones(runs: tuple[Path, Path]) -> None:
+    from phasetime.analysis.operators import phase_ops
+    from phasetime.results.profiles import read_profiles
+
+    for out in runs:
+        timed = set(read(out).column("call_id").to_pylist())
+        profiles = read_profiles(out)
+        profiled = set(profiles.column("call_id").to_pylist())
+        assert len(profiled) == 4 and not profiled & timed  # one profiled call per cell
+        decode = next(p for p in phase_ops(profiles) if p.phase == "decode")
+        assert decode.top and decode.phase_ms > 0 and 0 < decode.share(decode.uncovered_ms) < 1
+        print(out.name, "decode:", decode.top[:3])
 
 
 def test_compare_matches_the_cells_of_both_engines(runs: tuple[Path, Path]) -> None:

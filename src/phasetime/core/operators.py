@@ -7,7 +7,8 @@ the call's own timeline (ms from its start). :func:`windows` cuts the call into 
 
 * ``vision`` / ``audio``: every outermost call of a media encoder (they win over whatever
   holds them: transformers <= 5.17 encodes images inside the prefill forward);
-* ``draft``: every candidate search of assisted and prompt-lookup decoding;
+* ``draft``: every candidate search of assisted and prompt-lookup decoding (round 1's, before
+  the prefill, too: the measurement counts it in ``other_ms``, as ``first_draft_ms``);
 * ``prefill``: every forward that consumes the prompt;
 * ``decode``: decode step k runs from token k being ready to token k + 1 being ready (the
   same intervals ``decode_ms`` and the ITL add up: the forward, sampling, the stop check);
@@ -15,7 +16,7 @@ the call's own timeline (ms from its start). :func:`windows` cuts the call into 
 
 Windows of one phase are numbered by ``step`` in time order (decode step k has step k; the two
 pieces of a window a media call cut in two keep its number); the windows tile the call and
-sum, per phase, to the measurement's own phase times.
+sum, per phase, to the measurement's own phase times (with the draft caveat above).
 :func:`attribute` puts every op in the window that holds its start, sums them per window
 and name, and adds one ``uncovered`` row per window: the part of it no top-level operator
 (or, for kernels, no kernel) covers, that is host work outside torch's operators (Python,

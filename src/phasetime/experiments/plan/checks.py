@@ -179,13 +179,13 @@ def _check_models(experiment: Experiment, cells: list[Cell]) -> Any:
 
 
 def _check_profile(cells: list[Cell]) -> None:
-    """--profile needs calls phasetime runs itself, with phases (the hf backend, the direct method)."""
-    engines = sorted({str(c.params.get("backend") or "hf") for c in cells} - {"hf"})
-    if engines:
-        raise RunError(f"--profile: the {engines[0]} backend cannot be profiled. vLLM runs its model in an engine "
-                       "process of its own (a server's, or the offline engine's core), where phasetime's profiler "
-                       "does not reach, and vLLM's own profiler (start_profile) writes a trace that carries no "
-                       "phase boundaries; profile the model with the hf backend")
+    """--profile needs calls phasetime runs in its own process, with phases (the hf backend's direct
+    method, or vLLM's offline engine)."""
+    if any(c.params.get("backend") == "vllm-server" for c in cells):
+        raise RunError("--profile: the vllm-server backend cannot be profiled. The server runs its model in "
+                       "processes of its own, where phasetime's profiler does not reach, and vLLM's own profiler "
+                       "(its /start_profile endpoint) writes a trace that carries no phase boundaries; profile the "
+                       "model with backend vllm (the offline engine, in phasetime's process) or hf")
     if all(c.params.get("method") != "direct" for c in cells):
         raise RunError("--profile: the legacy method's calls have no phases to put operators in; profile the "
                        "direct method (method: direct or both)")

@@ -9,9 +9,11 @@ of the request go beside ours (``engine_*`` columns).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from typing import Any, Callable
 
+from ....results.profiles import profile_tables, to_tables
 from ....results.rows import measurement_rows, rows_to_table
 from ...data.batch import CellError, add_prediction, image_token_ids, prompt_texts, sample_fields
 from ...models import is_vision_language
@@ -53,7 +55,7 @@ class VllmBackend:
         self._engine = (cell.load_key, llm, processor, device)
         return device
 
-    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[[bool], None]) -> Steps:
+    def measure(self, task: CellTask, place: dict[str, Any], tick: Callable[..., None]) -> Steps:
         assert self._engine is not None, "load() first"
         _, llm, processor, _ = self._engine
         cell, experiment = task.cell, task.experiment
@@ -89,7 +91,41 @@ class VllmBackend:
                 call_id += 1
                 tick(False)
             yield
-        return rows_to_table(rows), call_id - task.first_call_id, failed
+        calls = call_id - task.first_call_id
+        if not task.options.profile:
+            return rows_to_table(rows), calls, failed
+        side: dict[str, list[dict[str, Any]]] = {"profiles": [], "operators": []}
+        for k in range(task.options.profile):  # after the timed calls, ids after theirs: never a timed row
+            kept, images = prepared[k % len(prepared)]
+            m = profiled_call(llm, prompts(processor, kept, images, experiment), sampling, self._engine[3], image_ids)
+            for name, more in profile_tables(m, cell=cell.index, call_id=call_id + k, model=cell.model.name).items():
+                side[name] += more
+            tick(True, counted=False)
+        return rows_to_table(rows), calls, failed, to_tables(side)
+
+
+def profiled_call(llm: Any, requests: list[dict[str, Any]], sampling: Any, device: str, image_ids: set[int]) -> Any:
+    """One call under torch.profiler: the measurement of its first request, with its profile. The
+    engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so the profiler sees its
+    operators; the request's windows are its engine steps' (shared with the call's other
+    requests, whose own windows are the same steps)."""
+    import os
+
+    import torch
+
+    from ....hf.profiling import CallProfiler
+
+    if os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0") != "0":
+        raise CellError("--profile with backend vllm needs the engine in this process; "
+                        "VLLM_ENABLE_V1_MULTIPROCESSING is set to run it in another")
+    profiler = CallProfiler([torch.device(device)])
+    profiler.start()
+    try:
+        submit, outputs, steps, encoder = engine_call(llm, requests, sampling)
+    finally:
+        profiler.stop()
+    m, _ = request_measurement(outputs[0], steps, encoder, submit, image_ids)
+    return dataclasses.replace(m, profile=profiler.profile(m, m, round(submit * 1e6)))
 
 
 def start_engine(name: str, dtype: str, seed: int, device: str = "auto", trust_remote_code: bool = False,
