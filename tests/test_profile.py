@@ -240,6 +240,8 @@ def test_profiled_calls_are_never_timed_rows(profiled_run: Path) -> None:
 
 
 def test_report_and_trace_show_the_operators(profiled_run: Path, tmp_path: Path) -> None:
+    ops = run_cli("ops", str(profiled_run), "--top", "3")
+    assert ops.exit_code == 0 and "decode" in ops.stdout and "aten::" in ops.stdout
     assert run_cli("report", str(profiled_run)).exit_code == 0
     page = (profiled_run / "report.html").read_text()
     assert "fig-operators" in page and "Operators per phase" in page

@@ -206,6 +206,23 @@ def cmd_load(
     print_levels(found, f"{results.name}: per rate level")
 
 
+@app.command("ops")
+def cmd_ops(
+    results: Annotated[Path, typer.Argument(help="A results directory of a run made with --profile.")],
+    top: Annotated[int, typer.Option(help="Operators named per phase.", min=1, max=50)] = 5,
+) -> None:
+    """What each phase spends its time on: per model and phase, the profiled calls' top operators."""
+    from ..analysis.operators import phase_ops
+    from ..core.errors import UsageError
+    from ..results.profiles import read_profiles
+    from .output import print_phase_ops
+
+    profiles = read_profiles(results)
+    if profiles is None:
+        raise UsageError(f"{results} holds no profiled calls: run it with --profile (phasetime run ... --profile)")
+    print_phase_ops(phase_ops(profiles, top=top), f"{results.name}: operators per phase")
+
+
 @app.command("trace")
 def cmd_trace(
     results: Annotated[Path, typer.Argument(help="A results directory.")],

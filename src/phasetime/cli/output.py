@@ -89,6 +89,25 @@ def print_levels(levels: list[Any], title: str) -> None:
     consoles.out.print(table)
 
 
+def print_phase_ops(found: list[Any], title: str) -> None:
+    """Per model and phase of the profiled calls: its time, top operators, the rest, no operator."""
+    table = Table(title=title, title_justify="left", caption_justify="left")
+    for name in ("model", "phase", "ms/call", "top operators (share of the phase)", "operators", "no operator",
+                 "GPU kernels busy / wall ms"):
+        table.add_column(name, justify="left" if name in ("model", "phase", "top operators (share of the phase)")
+                         else "right")
+    for p in found:
+        tops = "\n".join(f"{escape(name)} {100 * p.share(v):.0f}%" for name, v in p.top[:3])
+        covered = sum(v for _, v in p.top) + p.rest_ms
+        gpu = "-" if p.kernel_ms is None else f"{p.kernel_ms:.3f} / {p.device_ms:.3f}"
+        table.add_row(escape(p.model), p.phase, f"{p.phase_ms:.3f}", tops, f"{100 * p.share(covered):.0f}%",
+                      f"{100 * p.share(p.uncovered_ms):.0f}%", gpu)
+    table.caption = ("per profiled call (run --profile; never timed rows: the profiler slows a call, read shares); "
+                     "operators: the share of the phase their self time fills; no operator: host work outside "
+                     "torch's operators (Python, generate()'s bookkeeping, launch latency). phasetime report draws them")
+    consoles.out.print(table)
+
+
 _VERDICT_STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "magenta", "warn": "yellow", "skip": "dim",
                   "info": "dim"}
 
