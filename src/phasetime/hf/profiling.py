@@ -154,7 +154,6 @@ class CallProfiler:
                            alignment_us=self.alignment_us)
 
 
-
 def _nested(events: list[tuple[int, int, str]]) -> list[Op]:
     """One thread's operators with their self time (their span less their direct children's)
     and whether they are top-level (nested in no other), from their spans (ns)."""
