@@ -312,3 +312,76 @@ def test_a_kill_between_cells_resumes_with_every_profiled_call_once(tmp_path: Pa
     ids = sorted(set(profiles.column("call_id").to_pylist()))
     assert [i // 1_000_000 for i in ids] == [0, 1, 2] and not verify(out).problems
     assert not list((out / "cells").glob("*.profiles.parquet"))  # merged
+
+
+class _Event:
+    """A Kineto event as the profiler's raw results hand it over (the fields phasetime reads)."""
+
+    def __init__(self, name: str, start: int, end: int, device: str = "cpu", thread: int = 1) -> None:
+        from torch.autograd import DeviceType
+
+        self._name, self._start, self._end, self._thread = name, start, end, thread
+        self._device = DeviceType.CPU if device == "cpu" else DeviceType.CUDA
+
+    def name(self) -> str: return self._name
+    def start_ns(self) -> int: return self._start
+    def end_ns(self) -> int: return self._end
+    def duration_ns(self) -> int: return self._end - self._start
+    def device_type(self): return self._device
+    def device_index(self) -> int: return 0
+    def start_thread_id(self) -> int: return self._thread
+    def is_async(self) -> bool: return False
+    def is_hidden_event(self) -> bool: return False
+
+
+def test_a_gpu_profile_puts_operators_in_host_windows_and_kernels_in_device_windows() -> None:
+    """The GPU path by hand count (no GPU here): the profiler's clock runs 1 s ahead of the host's;
+    a prefill forward's kernels run on the device after the host has launched them, so its host
+    window (launches) is shorter than its device window (CUDA events)."""
+    from types import SimpleNamespace
+
+    from phasetime.hf.profiling import ANCHOR, CallProfiler
+
+    ms = 1_000_000
+    ahead = 1_000 * ms  # profiler ns = host ns + 1 s
+    origin = 50 * ms  # the host's call-start mark
+    events = [_Event(ANCHOR, ahead + 40 * ms, ahead + 40 * ms + 2000),  # the warm-up anchor
+              _Event(ANCHOR, ahead + 45 * ms - 1000, ahead + 45 * ms + 1000),
+              _Event("aten::linear", ahead + origin + 2 * ms, ahead + origin + 3 * ms),
+              _Event("aten::mm", ahead + origin + 2 * ms + 100_000, ahead + origin + 2 * ms + 900_000),
+              _Event("cudaLaunchKernel", ahead + origin + 7 * ms, ahead + origin + 7 * ms + 10_000),
+              _Event("gemm", ahead + origin + 5 * ms, ahead + origin + 7 * ms, device="cuda"),
+              _Event("gemm", ahead + origin + 12 * ms, ahead + origin + 13 * ms, device="cuda"),
+              _Event(ANCHOR, ahead + 80 * ms - 1000, ahead + 80 * ms + 1000)]
+    profiler = CallProfiler([torch.device("cpu")])
+    profiler.prof = SimpleNamespace(profiler=SimpleNamespace(kineto_results=SimpleNamespace(events=lambda: events)))
+    profiler.anchors = [45 * ms, 80 * ms]
+    seq = (SequenceTiming(0, 2, 10.0, 10.0, (10.0,)),)
+    host = _measurement(timer="perf-counter", total_ms=20.0, vision_ms=0.0, prefill_ms=4.0, ttft_ms=6.0,
+                        decode_ms=14.0, other_ms=2.0, decode_steps=1, sequences=seq, ready_ms=(6.0, 20.0),
+                        spans=(("prefill", 1.0, 5.0), ("decode", 6.0, 7.0)))
+    device = _measurement(timer="cuda-event", total_ms=20.0, vision_ms=0.0, prefill_ms=8.0, ttft_ms=10.0,
+                          decode_ms=10.0, other_ms=2.0, decode_steps=1, sequences=seq, ready_ms=(10.0, 20.0),
+                          spans=(("prefill", 1.0, 9.0), ("decode", 10.0, 11.0)))
+    p = profiler.profile(device, host, origin)
+    assert p.alignment_us == 0.0
+    assert p.self_ms("prefill") == pytest.approx({"aten::linear": 0.2, "aten::mm": 0.8})
+    assert p.self_ms("decode") == pytest.approx({"cudaLaunchKernel": 0.01})  # launched at 7 ms: host decode
+    # the kernel at 5..7 ms ran inside the device's prefill (1..9), the one at 12..13 in its decode (10..20)
+    assert p.self_ms("prefill", "kernel") == pytest.approx({"gemm": 2.0})
+    assert p.self_ms("decode", "kernel") == pytest.approx({"gemm": 1.0})
+    assert p.phase_ms("prefill", "kernel") == 8.0 and p.phase_ms("prefill") == 4.0
+    assert p.uncovered_ms("prefill", "kernel") == pytest.approx(6.0)  # 8 ms wall, 2 ms of kernels
+    assert p.uncovered_ms("decode", "kernel") == pytest.approx(9.0)
+    assert {op.name for op in p.top_ops} == {"aten::linear", "cudaLaunchKernel", "gemm"}
+    # ... and what the report and `phasetime ops` say of it: kernel busy time against the device's wall
+    import dataclasses
+
+    from phasetime.analysis.operators import phase_ops
+    from phasetime.results.profiles import profile_tables, to_tables
+
+    table = to_tables(profile_tables(dataclasses.replace(device, profile=p), cell=0, call_id=7, model="m"))["profiles"]
+    found = {x.phase: x for x in phase_ops(table)}
+    assert (found["prefill"].phase_ms, found["prefill"].kernel_ms, found["prefill"].device_ms) == (4.0, 2.0, 8.0)
+    assert (found["decode"].kernel_ms, found["decode"].device_ms) == (1.0, 10.0)
+    assert found["prefill"].top == [("aten::mm", pytest.approx(0.8)), ("aten::linear", pytest.approx(0.2))]
