@@ -44,7 +44,7 @@ def _sums(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
                                                          "uncovered": 0.0, "kernel_gap": 0.0, "kernels": False})
         acc["calls"].add(r["call_id"])
         where = "device" if r["kind"] == "kernel" or r["name"] == "(no kernel)" else "host"
-        acc[where][(r["call_id"], r["step"], r["start_ms"])] = r["phase_ms"]
+        acc[where][(r["call_id"], r["step"], r["start_ms"])] = r["window_ms"]
         if r["kind"] == "operator":
             acc["names"][r["name"]] = acc["names"].get(r["name"], 0.0) + r["self_ms"]
         elif r["kind"] == "kernel":

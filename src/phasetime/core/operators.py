@@ -66,13 +66,13 @@ class Window:
 @dataclass(frozen=True, slots=True)
 class OpRow:
     """One name's share of one window: ``calls`` events, their ``self_ms`` and ``total_ms``;
-    ``phase_ms`` is the window's length. An ``uncovered`` row names the window's time that no
+    ``window_ms`` is the window's length. An ``uncovered`` row names the window's time that no
     operator (no kernel) covers, in ``self_ms``."""
 
     phase: str
     step: int
     start_ms: float
-    phase_ms: float
+    window_ms: float
     name: str
     kind: str
     device: str

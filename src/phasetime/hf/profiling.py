@@ -4,8 +4,8 @@ A probe made with ``profile=True`` runs each call it records under the profiler
 (:class:`CallProfiler`, started before the call's opening synchronisation and stopped after
 its closing one). The profiler counts its events in microseconds from its own clock, not on
 ``perf_counter``'s: an anchor operator (``aten::rad2deg`` on one element), run between two
-readings of ``perf_counter_ns`` before the call and again after it, ties the two (its middle
-against the middle of the readings; a ``record_function`` range was tried first and its
+readings of ``perf_counter_ns`` three times before the call and three times after it, ties the
+two (its middle against the middle of the readings, of each three the one read most tightly; a ``record_function`` range was tried first and its
 entry lags the reading by 10-150 us on this machine, an operator's dispatch by about 1 us).
 Every event then lands on the host timeline of the call (ms from the host's call-start mark) and :func:`phasetime.core.operators.attribute` can put it in
 the probe's own phase windows.
@@ -36,6 +36,7 @@ from ..core.operators import CallProfile, Op, attribute, windows
 from ..core.record import Measurement
 
 ANCHOR = "aten::rad2deg"  # an operator generate() has no use for, run on a one-element tensor
+ANCHORS = 3  # anchors before the call and after it: the one read most tightly of each counts
 
 
 @contextlib.contextmanager
@@ -69,16 +70,17 @@ class CallProfiler:
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         self.prof = torch.profiler.profile(activities=activities)
         self._tensor = torch.zeros(1)
-        self.anchors: list[int] = []  # the host's time (perf_counter_ns) of each anchor operator
+        self.anchors: list[tuple[int, int]] = []  # each anchor's host time (perf_counter_ns) and uncertainty
         self.alignment_us: float | None = None  # how far the call's two anchors disagree
         self.cost_ns = 0  # the profiler's own start, stop and reading, outside the call
         self.running = False
 
-    def _anchor(self) -> int:
-        """Run the anchor operator; the middle of the host's readings around it (ns)."""
+    def _anchor(self) -> tuple[int, int]:
+        """Run the anchor operator: (the middle of the host's readings around it, their distance), ns."""
         before = time.perf_counter_ns()
         torch.rad2deg(self._tensor)
-        return (before + time.perf_counter_ns()) // 2
+        after = time.perf_counter_ns()
+        return (before + after) // 2, after - before
 
     def start(self) -> None:
         t0 = time.perf_counter_ns()
@@ -93,13 +95,13 @@ class CallProfiler:
                              "in this process?") from None
         self.running = True
         self._anchor()  # the first operator under a fresh profiler runs slow: not an anchor
-        self.anchors.append(self._anchor())
+        self.anchors += [self._anchor() for _ in range(ANCHORS)]
         self.cost_ns += time.perf_counter_ns() - t0
 
     def stop(self) -> None:
         if self.running:
             t0 = time.perf_counter_ns()
-            self.anchors.append(self._anchor())
+            self.anchors += [self._anchor() for _ in range(ANCHORS)]
             self.running = False
             with _kineto_quiet():
                 self.prof.stop()
@@ -115,11 +117,16 @@ class CallProfiler:
         for e in sorted((e for e in raw if e.name() == ANCHOR), key=lambda e: e.start_ns()):
             if not anchors or e.start_ns() >= anchors[-1].end_ns():  # not the op's own inner call of itself
                 anchors.append(e)
-        if len(anchors) != 3 or len(self.anchors) != 2:
-            raise RuntimeError(f"the profile holds {len(anchors)} {ANCHOR} events, expected 3 (is the model calling "
-                               "it?): its events cannot be placed on the call")
-        # profiler ns -> host ns: the middle of each anchor operator against the host's readings around it
-        shifts = [host - (e.start_ns() + e.end_ns()) // 2 for host, e in zip(self.anchors, anchors[1:])]
+        if len(anchors) != 1 + 2 * ANCHORS or len(self.anchors) != 2 * ANCHORS:
+            raise RuntimeError(f"the profile holds {len(anchors)} {ANCHOR} events, expected {1 + 2 * ANCHORS} (is the "
+                               "model calling it?): its events cannot be placed on the call")
+        # profiler ns -> host ns: the middle of an anchor operator against the middle of the host's
+        # readings around it; of each group (before the call, after it) the one read most tightly
+        # (a stall between a reading and its operator widens the readings, and moves the middle)
+        pairs = list(zip(self.anchors, anchors[1:]))
+        shifts = [host - (e.start_ns() + e.end_ns()) // 2
+                  for (host, _), e in (min(group, key=lambda pair: pair[0][1])
+                                       for group in (pairs[:ANCHORS], pairs[ANCHORS:]))]
         self.alignment_us = abs(shifts[1] - shifts[0]) / 1e3
         shift = shifts[0] - origin_ns
         skip = {id(e) for e in raw if e.name() == ANCHOR}

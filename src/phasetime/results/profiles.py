@@ -2,8 +2,9 @@
 
 ``profiles.parquet`` has one row per profiled call, window and name
 (:class:`phasetime.core.operators.OpRow`): ``cell``, ``call_id``, ``model``, ``phase``, ``step``
-(the window's number within its phase: decode step k is step k), ``start_ms`` (the window's
-start, ms from the call's), ``phase_ms`` (the window's length), ``name``, ``kind``
+(the window's number within its phase: decode step k is step k), ``start_ms`` and
+``window_ms`` (the window's start, ms from the call's, and its length), ``phase_ms`` (that
+phase's time in the profiled call: its windows summed, the device's for kernels), ``name``, ``kind``
 (``operator``, ``kernel`` or ``uncovered``: the window's time no operator or kernel covers),
 ``device``, ``calls``, ``self_ms``, ``total_ms``, and the call's ``call_ms`` and
 ``alignment_us`` (how well its profiler events are placed on its clock).
@@ -21,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..core.operators import UNCOVERED, OpRow
 from ..core.record import Measurement
 from .files import META_KEY
 from .integrity import verify
@@ -29,7 +31,8 @@ from .side import read_side
 
 PROFILE_SCHEMA = pa.schema([
     ("cell", pa.int64()), ("call_id", pa.int64()), ("model", pa.string()), ("phase", pa.string()),
-    ("step", pa.int64()), ("start_ms", pa.float64()), ("phase_ms", pa.float64()), ("name", pa.string()),
+    ("step", pa.int64()), ("start_ms", pa.float64()), ("window_ms", pa.float64()), ("phase_ms", pa.float64()),
+    ("name", pa.string()),
     ("kind", pa.string()), ("device", pa.string()), ("calls", pa.int64()), ("self_ms", pa.float64()),
     ("total_ms", pa.float64()), ("call_ms", pa.float64()), ("alignment_us", pa.float64()),
 ], metadata={META_KEY: str(SCHEMA_VERSION).encode()})
@@ -46,13 +49,20 @@ def profile_tables(m: Measurement, *, cell: int, call_id: int, model: str) -> di
     if p is None:
         raise ValueError("this measurement was not profiled (profile=True)")
     common = {"cell": cell, "call_id": call_id}
+    phase_ms = {(w.phase, kind): p.phase_ms(w.phase, kind) for w in p.host for kind in ("operator", "kernel")}
+    phase_ms.update({(w.phase, "kernel"): p.phase_ms(w.phase, "kernel") for w in p.device or ()})
     profiles = [{**common, "model": model, "phase": r.phase, "step": r.step, "start_ms": r.start_ms,
-                 "phase_ms": r.phase_ms, "name": r.name, "kind": r.kind, "device": r.device, "calls": r.calls,
+                 "window_ms": r.window_ms, "phase_ms": phase_ms[r.phase, _clock_of(r)], "name": r.name, "kind": r.kind, "device": r.device, "calls": r.calls,
                  "self_ms": r.self_ms, "total_ms": r.total_ms, "call_ms": m.total_ms, "alignment_us": p.alignment_us}
                 for r in p.rows]
     operators = [{**common, "name": op.name, "kind": op.kind, "device": op.device, "start_ms": op.start_ms,
                   "end_ms": op.end_ms, "self_ms": op.self_ms} for op in p.top_ops]
     return {"profiles": profiles, "operators": operators}
+
+
+def _clock_of(row: OpRow) -> str:
+    """Whose windows hold the row: the device's for kernels (and their uncovered time), else the host's."""
+    return "kernel" if row.kind == "kernel" or row.name == UNCOVERED["kernel"] else "operator"
 
 
 def to_tables(rows: dict[str, list[dict[str, Any]]]) -> dict[str, pa.Table]:

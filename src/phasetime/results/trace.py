@@ -85,7 +85,7 @@ def profiled_call_events(call_id: int, windows: pa.Table, ops: pa.Table | None) 
             continue
         seen.add(key)
         label = f"decode step {r['step']}" if r["phase"] == "decode" else r["phase"]
-        events.append(_x(label, call_id, PHASE_TRACK, r["start_ms"], r["start_ms"] + r["phase_ms"]))
+        events.append(_x(label, call_id, PHASE_TRACK, r["start_ms"], r["start_ms"] + r["window_ms"]))
     mine = [] if ops is None else ops.filter(pc.equal(ops.column("call_id"), call_id)).to_pylist()
     if any(op["kind"] == "kernel" for op in mine):
         events.append({"name": "thread_name", "ph": "M", "pid": call_id, "tid": KERNEL_TRACK, "args": {"name": "kernels"}})
