@@ -93,25 +93,44 @@ def test_kernels_go_to_the_device_windows() -> None:
 
 # -- real profiled calls on CPU -----------------------------------------------------------------
 
+def _profiled_calls(model: torch.nn.Module, inputs: dict, calls: int) -> list[Measurement]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as phasetime run on a CPU: no second thread spinning between operators
+    try:
+        phasetime.measure(model, inputs, **GEN)
+        return [phasetime.measure(model, inputs, profile=True, **GEN) for _ in range(calls)]
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def profiled() -> list[Measurement]:
-    """Three profiled calls of tiny-llava (``profiled[0]`` where one is enough)."""
+    """Five profiled calls of tiny-llava (``profiled[0]`` where one is enough)."""
     model, _ = load_tiny("tiny-llava")
-    inputs = tiny_inputs("tiny-llava")
-    phasetime.measure(model, inputs, **GEN)
-    return [phasetime.measure(model, inputs, profile=True, **GEN) for _ in range(3)]
+    return _profiled_calls(model, tiny_inputs("tiny-llava"), 5)
 
 
-@pytest.mark.parametrize("phase", ["vision", "prefill", "decode"])
-def test_operators_self_time_covers_each_model_phase(profiled: list[Measurement], phase: str) -> None:
-    # A single thread's self times cannot add up to more than its wall time, so 120% is never
-    # reached by stalls; a stall outside every operator lowers a call's coverage (20% for prefill
-    # once, with the machine loaded three times over): the best of three calls is judged.
-    shares = [sum(m.profile.self_ms(phase).values()) / m.profile.phase_ms(phase) for m in profiled]
-    print(f"{phase}: operators' self time covers {', '.join(f'{s:.0%}' for s in shares)}")
+@pytest.fixture(scope="module")
+def wide() -> list[Measurement]:
+    """Three profiled calls of tiny-llama made 512 wide."""
+    return _profiled_calls(*_wide_llama(), 3)
+
+
+@pytest.mark.parametrize("model,phase", [("tiny-llava", "vision"), ("tiny-llava", "prefill"), ("wide", "prefill"),
+                                         ("wide", "decode")])
+def test_operators_self_time_covers_each_model_phase(profiled: list[Measurement], wide: list[Measurement],
+                                                     model: str, phase: str) -> None:
+    # One thread's self times cannot add up to more than its wall time, so no stall reaches 120%;
+    # a stall outside every operator lowers a call's share (tiny-llava's vision read 9-17% in one
+    # call of five under loaded.sh), so the best call is judged. tiny-llava's decode is mostly
+    # Python (40% operators on a quiet machine, its median step 14% under loaded.sh): decode is
+    # judged on the wide model, whose matmuls dominate as a real model's do (64-86% under load).
+    calls = profiled if model == "tiny-llava" else wide
+    shares = [sum(m.profile.self_ms(phase).values()) / m.profile.phase_ms(phase) for m in calls]
+    print(f"{model} {phase}: operators' self time covers {', '.join(f'{s:.0%}' for s in shares)}")
     assert 0.30 <= max(shares) <= 1.20
     # and what they do not cover is named as such
-    for m in profiled:
+    for m in calls:
         p = m.profile
         union, spans = _top_union(p, phase)
         assert p.uncovered_ms(phase) == pytest.approx(p.phase_ms(phase) - union, abs=1e-3 * (spans + 2))
@@ -156,14 +175,12 @@ def _wide_llama() -> tuple[torch.nn.Module, dict]:
     return model, tiny_inputs("tiny-llama")
 
 
-def test_the_top_decode_operator_is_a_matmul() -> None:
-    model, inputs = _wide_llama()
-    phasetime.measure(model, inputs, **GEN)
-    p = phasetime.measure(model, inputs, profile=True, **GEN).profile
-    name, ms, share = p.top("decode", 1)[0]
+def test_the_top_decode_operator_is_a_matmul(wide: list[Measurement]) -> None:
+    for m in wide:
+        p = m.profile
+        name, ms, share = p.top("decode", 1)[0]
+        assert name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul"), p.top("decode", 5)
     print("decode:", p.top("decode", 3))
-    assert name in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul"), p.top("decode", 5)
-    assert sum(p.self_ms("decode").values()) <= 1.2 * p.phase_ms("decode")  # one thread: never above its wall
 
 
 def test_an_injected_range_in_the_vision_tower_lands_in_vision() -> None:
