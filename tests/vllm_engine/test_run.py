@@ -83,8 +83,9 @@ def test_an_interleaved_vllm_run_stores_the_same_cells(tmp_path: Path, runs: tup
     rows are those of the back-to-back run (same cells, call ids, greedy tokens)."""
     seen: list[int] = []
     exp = experiment("vllm").model_copy(update={"order": "interleaved"})
-    run_experiment(exp, tmp_path / "run", progress=lambda event, info: seen.append(info["cell"])
-                   if event == "call" and not info["warmup"] else None)
+    result = run_experiment(exp, tmp_path / "run", progress=lambda event, info: seen.append(info["cell"])
+                            if event == "call" and not info["warmup"] else None)
+    assert result.done == 4 and not result.errors, result
     assert [sorted(seen[i:i + 4]) for i in range(0, 12, 4)] == [[0, 1, 2, 3]] * 3  # a cell per round each
     columns = ["call_id", "sequence", "cell", "repeat", "output_tokens", "prediction"]
     back_to_back, interleaved = (sorted(read(d).select(columns).to_pylist(), key=lambda r: (r["call_id"], r["sequence"]))
