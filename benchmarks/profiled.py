@@ -34,11 +34,16 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=10)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads on a CPU (phasetime run's default: 1)")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     model, processor = models.load(args.model, device=args.device, dtype=args.dtype)
     images = [synthetic_image(336 if "1.4b" in args.model else 64)] if models.is_vision_language(processor) else []
     inputs = build_inputs(processor, "Describe this image.", images, device=next(model.parameters()).device)
-    print(f"{args.model} on {next(model.parameters()).device}, {args.pairs} pairs per length")
+    print(f"{args.model} on {next(model.parameters()).device}, {torch.get_num_threads()} thread(s), "
+          f"{args.pairs} pairs per length")
     print("| N | plain total ms | profiled total ms | slowdown in the call | profiler's own ms (outside) | events "
           "| anchors agree, us | operators' self time / phase: vision, prefill, decode, other |")
     print("|---|---|---|---|---|---|---|---|")
