@@ -245,6 +245,7 @@ def profiled_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = run_cli("run", "--max-new-tokens", "4,8", "--repeats", "2", "--warmup", "1", "--profile",
                       "--profile-calls", "2", "--out", str(out), "--quiet")
     assert result.exit_code == 0, result.output
+    assert f"4 profiled calls, apart from the timed ones: phasetime ops {out}" in result.stdout
     return out
 
 

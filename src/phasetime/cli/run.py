@@ -191,6 +191,9 @@ def _report_run(result: "RunResult", name: str, quiet: bool, slo: dict[str, Any]
         parts.append(f"{len(result.failed_samples)} bad samples skipped")
     consoles.out.print(f"{', '.join(parts)}; {result.calls} measured calls, {result.rows} rows in {result.out_dir}",
                        highlight=False, soft_wrap=True)
+    if result.profiled:
+        consoles.out.print(f"{result.profiled} profiled calls, apart from the timed ones: phasetime ops {result.out_dir}",
+                           highlight=False, soft_wrap=True)
     if result.interrupted:
         fail(f"interrupted; continue with: phasetime run ... --out {result.out_dir} --resume", code=130)
     if result.failed:

@@ -59,6 +59,7 @@ class RunResult:
     repaired: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    profiled: int = 0  # profiled calls stored (--profile), apart from the timed ones
 
 
 class StopFlag:
@@ -240,6 +241,8 @@ def _persist(path: Path, outcome: CellOutcome, result: RunResult, notify: Progre
     result.done += 1
     result.rows += outcome.rows.num_rows
     result.calls += outcome.calls
+    if outcome.side and "profiles" in outcome.side:
+        result.profiled += len(set(outcome.side["profiles"].column("call_id").to_pylist()))
     result.warnings += warnings
     result.failed_samples += [s["sample_id"] for s in outcome.failed_samples if s["sample_id"] not in result.failed_samples]
     notify("cell", {"cell": outcome.cell, "status": "done", "warnings": warnings})
