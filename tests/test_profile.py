@@ -423,3 +423,25 @@ def test_a_gpu_profile_puts_operators_in_host_windows_and_kernels_in_device_wind
     assert (found["prefill"].phase_ms, found["prefill"].kernel_ms, found["prefill"].device_ms) == (4.0, 2.0, 8.0)
     assert (found["decode"].kernel_ms, found["decode"].device_ms) == (1.0, 10.0)
     assert found["prefill"].top == [("aten::mm", pytest.approx(0.8)), ("aten::linear", pytest.approx(0.2))]
+
+
+def test_a_model_that_calls_the_anchor_operator_keeps_its_own_calls() -> None:
+    """The anchors are the profile's first and last calls of aten::rad2deg: a model running the
+    same operator inside the call is profiled, and its calls are counted in its phases."""
+    model, _ = load_tiny("tiny-llama")
+    inputs = tiny_inputs("tiny-llama")
+    lm = model.model
+
+    def hook(module, args, kwargs) -> None:
+        torch.rad2deg(torch.ones(2))
+
+    handle = lm.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        phasetime.measure(model, inputs, **GEN)
+        m = phasetime.measure(model, inputs, profile=True, **GEN)
+    finally:
+        handle.remove()
+    calls = {(r.phase, r.step): r.calls for r in m.profile.rows if r.name == "aten::rad2deg" and r.kind == "operator"}
+    # one forward per window by hand count, the prefill and each of the 7 decode steps; torch records
+    # the operator twice per call (aten::rad2deg calls itself once more, nested)
+    assert calls == {("prefill", 1): 2, **{("decode", k): 2 for k in range(1, 8)}}

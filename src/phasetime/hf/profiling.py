@@ -64,9 +64,8 @@ class CallProfiler:
     """``torch.profiler`` around one call (CPU operators; CUDA kernels when the model is on a GPU)."""
 
     def __init__(self, devices: Sequence[torch.device]) -> None:
-        self.cuda = any(d.type == "cuda" for d in devices)
         activities = [torch.profiler.ProfilerActivity.CPU]
-        if self.cuda:
+        if any(d.type == "cuda" for d in devices):
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         self.prof = torch.profiler.profile(activities=activities)
         self._tensor = torch.zeros(1)
@@ -113,13 +112,16 @@ class CallProfiler:
         builds Python objects for every event and takes 10-20 times as long); each operator's
         self time and whether it is top-level come from nesting the events of its thread."""
         raw = [e for e in self.prof.profiler.kineto_results.events() if not e.is_hidden_event()]
-        anchors: list[Any] = []
+        found: list[Any] = []
         for e in sorted((e for e in raw if e.name() == ANCHOR), key=lambda e: e.start_ns()):
-            if not anchors or e.start_ns() >= anchors[-1].end_ns():  # not the op's own inner call of itself
-                anchors.append(e)
-        if len(anchors) != 1 + 2 * ANCHORS or len(self.anchors) != 2 * ANCHORS:
-            raise RuntimeError(f"the profile holds {len(anchors)} {ANCHOR} events, expected {1 + 2 * ANCHORS} (is the "
-                               "model calling it?): its events cannot be placed on the call")
+            if not found or e.start_ns() >= found[-1].end_ns():  # not the op's own inner call of itself
+                found.append(e)
+        if len(found) < 1 + 2 * ANCHORS or len(self.anchors) != 2 * ANCHORS:
+            raise RuntimeError(f"the profile holds {len(found)} {ANCHOR} events, expected at least {1 + 2 * ANCHORS}: "
+                               "its events cannot be placed on the call")
+        # the anchors are the first operators of the profile and the last ones: a model's own calls
+        # of the operator lie between them (inside the call), and are its operators like any other
+        anchors = found[:1 + ANCHORS] + found[len(found) - ANCHORS:]
         # profiler ns -> host ns: the middle of an anchor operator against the middle of the host's
         # readings around it; of each group (before the call, after it) the one read most tightly
         # (a stall between a reading and its operator widens the readings, and moves the middle)
@@ -129,12 +131,11 @@ class CallProfiler:
                                        for group in (pairs[:ANCHORS], pairs[ANCHORS:]))]
         self.alignment_us = abs(shifts[1] - shifts[0]) / 1e3
         shift = shifts[0] - origin_ns
-        skip = {id(e) for e in raw if e.name() == ANCHOR}
         host: dict[int, list[tuple[int, int, str]]] = {}
         out: list[Op] = []
-        for e in raw:
+        for e in raw:  # (the anchors lie outside the call: attribute() leaves them out)
             name = e.name()
-            if id(e) in skip or e.is_async():
+            if e.is_async():
                 continue
             start, end = e.start_ns() + shift, e.start_ns() + shift + e.duration_ns()
             if e.device_type() == DeviceType.CPU:
