@@ -200,8 +200,8 @@ class CallProfile:
     """What one profiled call spent its phases on: its :class:`OpRow` s, its windows (host and,
     on a GPU, device), how much the profiler itself cost (``profiler_ms``: its start, stop and
     event processing, outside the call), its top-level events (``top_ops``, for a trace) and how
-    far the anchors that place the profiler's clock on the host's, one before the call and one
-    after, disagree (``alignment_us``: the placement's error, about)."""
+    far the anchors that place the profiler's clock on the host's, before the call and after it,
+    disagree (``alignment_us``: the placement's error, about)."""
 
     rows: tuple[OpRow, ...]
     host: tuple[Window, ...]

@@ -81,12 +81,12 @@ def run_call(site: Site, probes: list[Subscriber], original: Callable[..., Any],
     found = _media_map(site, probes, original, args, kwargs, media) if media else None
     prompt, cached = (0, 0) if site.own_generate else prompt_length(args, kwargs)
     recorders = [p.recorder(prompt - cached, media, found) for p in probes]
+    profiler, host = _profiling(site, recorders, prompt - cached) if any(r.profile for r in recorders) else (None, None)
     site.ensure([key for r in recorders for key in r.media],
                 in_forward=found is None or found.source != "dataflow" or any(f.in_forward for f in found.found))
     site.forward_hooks(guarded=may_run_compiled(site.model, kwargs))
     state = CallState(recorders, media)
-    if any(r.profile for r in recorders):
-        _profiled(site, state, prompt - cached)
+    state.profiler, state.host = profiler, host
     state.decoding, state.beams = decoding(mode, kwargs, site.lm), num_beams(site.lm, kwargs)
     state.record_stops = not ends_only_at_eos(site.lm, kwargs)
     output = _timed(site, state, original, args, kwargs)
@@ -94,19 +94,16 @@ def run_call(site: Site, probes: list[Subscriber], original: Callable[..., Any],
     return output
 
 
-def _profiled(site: Site, state: CallState, prompt_tokens: int) -> None:
-    """Profile the call: the profiler, and a recorder on the host's clock to place operators (a
-    recorder of the call already on it, on a CPU model)."""
-    state.profiler = CallProfiler(_clock.model_devices(site.model))
-    host = next((r for r in state.recorders if isinstance(r.clock, _clock.PerfCounterClock)), None)
+def _profiling(site: Site, recorders: list[Recorder], prompt_tokens: int) -> tuple[CallProfiler, Recorder]:
+    """The call's profiler, and the recorder on the host's clock that places its operators: a
+    recorder of the call already on it (a CPU model), else one more, delivered to nobody."""
+    host = next((r for r in recorders if isinstance(r.clock, _clock.PerfCounterClock)), None)
     if host is None:
-        first = next(r for r in state.recorders if r.profile)
+        first = next(r for r in recorders if r.profile)
         host = Recorder(_clock.PerfCounterClock(), prompt_tokens, dict(first.media), expected=dict(first.expected),
                         deliver=None)
-        state.recorders.append(host)
-        state.quick = None if any(r.observed for r in state.recorders) else \
-            [(r.marks.append, r.now) for r in state.recorders]
-    state.host = host
+        recorders.append(host)
+    return CallProfiler(_clock.model_devices(site.model)), host
 
 
 def _check(site: Site, probes: list[Subscriber], kwargs: dict[str, Any]) -> str:
