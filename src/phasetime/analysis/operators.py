@@ -15,6 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..core.operators import UNCOVERED, on_device
+
 ORDER = ("vision", "audio", "prefill", "draft", "decode", "other")
 
 
@@ -33,6 +35,11 @@ class PhaseOps:
     kernel_ms: float | None = None  # GPU: the kernels' busy time (their union) in the phase
     device_ms: float | None = None  # GPU: the phase's wall time on the device
 
+    @property
+    def operators_ms(self) -> float:
+        """The operators' self time in the phase (the top ones and the rest)."""
+        return sum(ms for _, ms in self.top) + self.rest_ms
+
     def share(self, ms: float) -> float:
         return ms / self.phase_ms if self.phase_ms > 0 else 0.0
 
@@ -43,13 +50,13 @@ def _sums(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
         acc = out.setdefault((r["model"], r["phase"]), {"calls": set(), "host": {}, "device": {}, "names": {},
                                                          "uncovered": 0.0, "kernel_gap": 0.0, "kernels": False})
         acc["calls"].add(r["call_id"])
-        where = "device" if r["kind"] == "kernel" or r["name"] == "(no kernel)" else "host"
+        where = "device" if on_device(r["kind"], r["name"]) else "host"
         acc[where][(r["call_id"], r["step"], r["start_ms"])] = r["window_ms"]
         if r["kind"] == "operator":
             acc["names"][r["name"]] = acc["names"].get(r["name"], 0.0) + r["self_ms"]
         elif r["kind"] == "kernel":
             acc["kernels"] = True
-        elif r["name"] == "(no operator)":
+        elif r["name"] == UNCOVERED["operator"]:
             acc["uncovered"] += r["self_ms"]
         else:
             acc["kernel_gap"] += r["self_ms"]

@@ -98,9 +98,8 @@ def print_phase_ops(found: list[Any], title: str) -> None:
                          else "right")
     for p in found:
         tops = "\n".join(f"{escape(name)} {100 * p.share(v):.0f}%" for name, v in p.top[:3])
-        covered = sum(v for _, v in p.top) + p.rest_ms
         gpu = "-" if p.kernel_ms is None else f"{p.kernel_ms:.3f} / {p.device_ms:.3f}"
-        table.add_row(escape(p.model), p.phase, f"{p.phase_ms:.3f}", tops, f"{100 * p.share(covered):.0f}%",
+        table.add_row(escape(p.model), p.phase, f"{p.phase_ms:.3f}", tops, f"{100 * p.share(p.operators_ms):.0f}%",
                       f"{100 * p.share(p.uncovered_ms):.0f}%", gpu)
     table.caption = ("per profiled call (run --profile; never timed rows: the profiler slows a call, read shares); "
                      "operators: the share of the phase their self time fills; no operator: host work outside "

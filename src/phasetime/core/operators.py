@@ -36,6 +36,12 @@ PHASES = ("vision", "audio", "draft", "prefill", "decode", "other")
 UNCOVERED = {"operator": "(no operator)", "kernel": "(no kernel)"}
 
 
+def on_device(kind: str, name: str) -> bool:
+    """Whether a row of that kind and name is timed in the device's windows (kernels and the
+    time no kernel covers) rather than the host's."""
+    return kind == "kernel" or name == UNCOVERED["kernel"]
+
+
 @dataclass(frozen=True, slots=True)
 class Op:
     """One profiler event on the call's timeline: an operator (host) or a kernel (device).

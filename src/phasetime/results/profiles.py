@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..core.operators import UNCOVERED, OpRow
+from ..core.operators import on_device
 from ..core.record import Measurement
 from .files import META_KEY
 from .integrity import verify
@@ -49,20 +49,16 @@ def profile_tables(m: Measurement, *, cell: int, call_id: int, model: str) -> di
     if p is None:
         raise ValueError("this measurement was not profiled (profile=True)")
     common = {"cell": cell, "call_id": call_id}
-    phase_ms = {(w.phase, kind): p.phase_ms(w.phase, kind) for w in p.host for kind in ("operator", "kernel")}
-    phase_ms.update({(w.phase, "kernel"): p.phase_ms(w.phase, "kernel") for w in p.device or ()})
+    phases = {w.phase for w in (*p.host, *(p.device or ()))}
+    phase_ms = {(phase, device): p.phase_ms(phase, "kernel" if device else "operator")
+                for phase in phases for device in (False, True)}
     profiles = [{**common, "model": model, "phase": r.phase, "step": r.step, "start_ms": r.start_ms,
-                 "window_ms": r.window_ms, "phase_ms": phase_ms[r.phase, _clock_of(r)], "name": r.name, "kind": r.kind, "device": r.device, "calls": r.calls,
+                 "window_ms": r.window_ms, "phase_ms": phase_ms[r.phase, on_device(r.kind, r.name)], "name": r.name, "kind": r.kind, "device": r.device, "calls": r.calls,
                  "self_ms": r.self_ms, "total_ms": r.total_ms, "call_ms": m.total_ms, "alignment_us": p.alignment_us}
                 for r in p.rows]
     operators = [{**common, "name": op.name, "kind": op.kind, "device": op.device, "start_ms": op.start_ms,
                   "end_ms": op.end_ms, "self_ms": op.self_ms} for op in p.top_ops]
     return {"profiles": profiles, "operators": operators}
-
-
-def _clock_of(row: OpRow) -> str:
-    """Whose windows hold the row: the device's for kernels (and their uncovered time), else the host's."""
-    return "kernel" if row.kind == "kernel" or row.name == UNCOVERED["kernel"] else "operator"
 
 
 def to_tables(rows: dict[str, list[dict[str, Any]]]) -> dict[str, pa.Table]:

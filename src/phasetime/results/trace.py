@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core.errors import UsageError
+from ..core.operators import UNCOVERED
 
 PHASE_TRACK, STEP_TRACK = 1, 2
 
@@ -81,7 +82,7 @@ def profiled_call_events(call_id: int, windows: pa.Table, ops: pa.Table | None) 
     seen = set()
     for r in rows:
         key = (r["phase"], r["step"], r["start_ms"])
-        if r["kind"] != "uncovered" or r["name"] != "(no operator)" or key in seen:
+        if r["kind"] != "uncovered" or r["name"] != UNCOVERED["operator"] or key in seen:
             continue
         seen.add(key)
         label = f"decode step {r['step']}" if r["phase"] == "decode" else r["phase"]

@@ -59,10 +59,9 @@ def _rows(found: list[PhaseOps]) -> list[list[str]]:
     out = []
     for p in found:
         tops = "; ".join(f"{html.escape(name)} {100 * p.share(ms):.0f}%" for name, ms in p.top)
-        covered = sum(ms for _, ms in p.top) + p.rest_ms
         gpu = "-" if p.kernel_ms is None or not p.device_ms else f"{fmt(p.kernel_ms, 3)} / {fmt(p.device_ms, 3)}"
         out.append([html.escape(p.model), html.escape(p.phase), fmt(p.calls), fmt(p.windows, 1), fmt(p.phase_ms, 3),
-                    tops, f"{100 * p.share(covered):.0f}%", f"{100 * p.share(p.uncovered_ms):.0f}%", gpu])
+                    tops, f"{100 * p.share(p.operators_ms):.0f}%", f"{100 * p.share(p.uncovered_ms):.0f}%", gpu])
     return out
 
 
