@@ -64,6 +64,22 @@ def row_params(task: CellTask, place: dict[str, Any], backend: str, threads: int
             "host": place["host"], "device": place["device"], "worker": place["worker"]}
 
 
+def profiled_side(task: CellTask, first_id: int, call: Callable[[int], Any],
+                  tick: Callable[..., None]) -> dict[str, pa.Table]:
+    """The side tables of a cell's ``--profile`` calls: ``call(k)`` makes the k-th, measured and
+    profiled, after the cell's timed calls; their ids run on from ``first_id`` (the timed calls'
+    end), so none is a timed row."""
+    from ....results.profiles import profile_tables, to_tables
+
+    side: dict[str, list[dict[str, Any]]] = {"profiles": [], "operators": []}
+    for k in range(task.options.profile):
+        tables = profile_tables(call(k), cell=task.cell.index, call_id=first_id + k, model=task.cell.model.name)
+        for name, more in tables.items():
+            side[name] += more
+        tick(True, counted=False)
+    return to_tables(side)
+
+
 def backend_of(task: CellTask) -> str:
     return str(task.cell.params.get("backend") or "hf")
 

@@ -10,14 +10,13 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ....hf.measure import measure
-from ....results.profiles import profile_tables, to_tables
 from ....results.rows import measurement_rows, rows_to_table
 from ... import models
 from ...data.batch import CellError, add_predictions, prepare_batch, resize
 from ...data.datasets import BadSample
 from ...plan.grid import CellTask
 from ..sensors import CellResources
-from . import Steps, row_params
+from . import Steps, profiled_side, row_params
 
 
 class HFBackend:
@@ -178,12 +177,10 @@ def _measure_cell(task: CellTask, model: Any, processor: Any, device: torch.devi
     calls = call_id - task.first_call_id
     if not options.profile or method != "direct":
         return rows_to_table(rows), calls, failed
-    side: dict[str, list[dict[str, Any]]] = {"profiles": [], "operators": []}
-    for k in range(options.profile):  # after the timed calls, ids after theirs: never a timed row
+
+    def profiled(k: int) -> Any:
         with random.active():
             kept, images = prepared[k % len(prepared)]
-            m = timed(prepare_batch(kept, images, processor, model, experiment, cell, device).inputs, profile=True)
-        for name, more in profile_tables(m, cell=cell.index, call_id=call_id + k, model=cell.model.name).items():
-            side[name] += more
-        tick(True, counted=False)
-    return rows_to_table(rows), calls, failed, to_tables(side)
+            return timed(prepare_batch(kept, images, processor, model, experiment, cell, device).inputs, profile=True)
+
+    return rows_to_table(rows), calls, failed, profiled_side(task, call_id, profiled, tick)

@@ -13,7 +13,6 @@ import dataclasses
 import gc
 from typing import Any, Callable
 
-from ....results.profiles import profile_tables, to_tables
 from ....results.rows import measurement_rows, rows_to_table
 from ...data.batch import CellError, add_prediction, image_token_ids, prompt_texts, sample_fields
 from ...models import is_vision_language
@@ -21,7 +20,7 @@ from ...models.export import checkpoint_dir
 from ...plan.grid import CellTask
 from ....vllm import engine
 from ....vllm.engine import engine_call, request_measurement, sampling_params
-from . import Steps, row_params
+from . import Steps, profiled_side, row_params
 from .hf import _images
 
 
@@ -94,14 +93,13 @@ class VllmBackend:
         calls = call_id - task.first_call_id
         if not task.options.profile:
             return rows_to_table(rows), calls, failed
-        side: dict[str, list[dict[str, Any]]] = {"profiles": [], "operators": []}
-        for k in range(task.options.profile):  # after the timed calls, ids after theirs: never a timed row
+        device = self._engine[3]
+
+        def profiled(k: int) -> Any:
             kept, images = prepared[k % len(prepared)]
-            m = profiled_call(llm, prompts(processor, kept, images, experiment), sampling, self._engine[3], image_ids)
-            for name, more in profile_tables(m, cell=cell.index, call_id=call_id + k, model=cell.model.name).items():
-                side[name] += more
-            tick(True, counted=False)
-        return rows_to_table(rows), calls, failed, to_tables(side)
+            return profiled_call(llm, prompts(processor, kept, images, experiment), sampling, device, image_ids)
+
+        return rows_to_table(rows), calls, failed, profiled_side(task, call_id, profiled, tick)
 
 
 def profiled_call(llm: Any, requests: list[dict[str, Any]], sampling: Any, device: str, image_ids: set[int]) -> Any:
