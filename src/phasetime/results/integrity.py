@@ -70,6 +70,7 @@ class Inventory:
     bare: bool = False  # a lone measurements.parquet without markers
     stale: list[Path] = field(default_factory=list)  # wrong parts of cells intact in the merged file
     merged_sound: set[int] = field(default_factory=set)  # done cells whose rows in the merged file are right
+    side: dict[str, dict[int, Path]] = field(default_factory=dict)  # side table -> done cell -> file (.side)
 
     @property
     def done(self) -> set[int]:
@@ -242,7 +243,7 @@ def _locate(inv: Inventory) -> None:
                                              f"{where}", index))
     if merged is not None and merged.num_rows and not inv.bare:
         _strays(inv, merged)
-    _, side_problems = side_locate(inv.root, {i: inv.markers[i] for i in expected})
+    inv.side, side_problems = side_locate(inv.root, {i: inv.markers[i] for i in expected})
     known = inv.damaged_cells
     inv.problems.extend(Problem(path, message, cell) for path, message, cell in side_problems if cell not in known)
 

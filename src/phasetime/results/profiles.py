@@ -72,4 +72,4 @@ def read_profiles(path: str | Path, name: str = "profiles") -> pa.Table | None:
     None when the run profiled nothing. The directory is verified first: the rows of damaged or
     unfinished cells are never read."""
     inv = verify(path)
-    return read_side(Path(path), name, inv.done, inv.markers)
+    return read_side(Path(path), name, inv.side.get(name, {}), inv.done)

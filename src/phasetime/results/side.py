@@ -113,19 +113,15 @@ def _rows(sources: dict[int, Path], root: Path, name: str, columns: list[str] | 
     return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
 
 
-def merge(root: Path, markers: dict[int, dict[str, Any]]) -> None:
-    """Merge the done cells' side parts into each ``<table>.parquet`` (atomically, then remove the
-    parts); rows of cells not done, or not counted, are dropped."""
-    sources, problems = locate(root, markers)
-    if problems:
-        path, message, _ = problems[0]
-        raise StoreError(f"{root} cannot be merged: {path} {message}")
+def merge(root: Path, sources: dict[str, dict[int, Path]]) -> None:
+    """Merge the side rows of the cells in ``sources`` (where :func:`locate` found them sound) into
+    each ``<table>.parquet`` (atomically, then remove the parts); rows of other cells are dropped."""
     for name in SIDE_TABLES:
         merged_file = root / f"{name}.parquet"
-        parts = [f for f in sources[name].values() if f != merged_file]
-        if not parts and (not merged_file.exists() or set(_merged_counts(root, name)[0]) == set(sources[name])):
+        parts = [f for f in sources.get(name, {}).values() if f != merged_file]
+        if not parts and (not merged_file.exists() or set(_merged_counts(root, name)[0]) == set(sources.get(name, {}))):
             continue
-        table = _rows(sources[name], root, name)
+        table = _rows(sources.get(name, {}), root, name)
         if table is None:
             merged_file.unlink(missing_ok=True)
         else:
@@ -134,7 +130,7 @@ def merge(root: Path, markers: dict[int, dict[str, Any]]) -> None:
             part.unlink(missing_ok=True)
 
 
-def read_side(root: str | os.PathLike[str], name: str, done: set[int], markers: dict[int, dict[str, Any]]) -> pa.Table | None:
-    """The side table ``name`` of the ``done`` cells (None when none has rows in it)."""
-    sources, _ = locate(Path(root), {i: m for i, m in markers.items() if i in done})
-    return _rows(sources[name], Path(root), name)
+def read_side(root: str | os.PathLike[str], name: str, sources: dict[int, Path], cells: set[int]) -> pa.Table | None:
+    """The side table ``name`` of ``cells``, from where :func:`locate` found them (None when none
+    has rows in it)."""
+    return _rows({i: f for i, f in sources.items() if i in cells}, Path(root), name)

@@ -62,7 +62,7 @@ def consolidate(out: str | os.PathLike[str]) -> None:
     inv = verify(root)
     if inv.problems:
         raise StoreError(f"{root} cannot be merged: {damage_report(inv)}")
-    side_merge(root, {i: inv.markers[i] for i in inv.done})
+    side_merge(root, {name: {i: f for i, f in cells.items() if i in inv.done} for name, cells in inv.side.items()})
     parts = sorted(i for i in inv.sources if i not in inv.merged_cells)
     merged_file = root / MEASUREMENTS_FILE
     if not parts and (not merged_file.exists() or _merged_is_exact(inv)):
